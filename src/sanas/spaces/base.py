@@ -1,0 +1,145 @@
+"""The search-space interface and its registry: spaces by name, as in PaddleSlim's ``configs=[...]``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import numbers
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from torch import nn
+
+__all__ = ["SPACES", "SearchSpace", "get_space", "register_space", "space_from_config"]
+
+
+class SearchSpace(ABC):
+    """A discrete space of token vectors, each naming one architecture.
+
+    ``tokens[i]`` lies in ``range(range_table()[i])``. Subclasses define the mapping to networks and the
+    analytic counts; this base class gives validation, a JSON config and a fingerprint of it.
+    """
+
+    #: Registry name of the space (set by :func:`register_space`).
+    name: str = ""
+
+    @abstractmethod
+    def init_tokens(self) -> list[int]:
+        """The tokens of the original (uncompressed) architecture."""
+
+    @abstractmethod
+    def range_table(self) -> list[int]:
+        """Exclusive upper bound of each token position."""
+
+    @abstractmethod
+    def token2arch(self, tokens: Sequence[int]) -> nn.Module:
+        """Build the network named by ``tokens``."""
+
+    @abstractmethod
+    def count_params(self, tokens: Sequence[int]) -> int:
+        """Trainable parameters of ``token2arch(tokens)``, computed without building it."""
+
+    @abstractmethod
+    def count_macs(self, tokens: Sequence[int], input_size: tuple[int, int] = (32, 32)) -> int:
+        """Forward multiply-accumulates for one image of ``input_size``, computed without building it."""
+
+    @abstractmethod
+    def config(self) -> dict[str, Any]:
+        """Every setting needed to rebuild this space, JSON-serialisable, including ``"name"``."""
+
+    def validate(self, tokens: object) -> list[int]:
+        """Return ``tokens`` as a list of ints, or raise ``ValueError`` saying what is wrong and where.
+
+        >>> from sanas import get_space
+        >>> get_space("DartsSpace", layers=5, init_channels=8).validate([1, 2, 3, 4, 20])
+        Traceback (most recent call last):
+        ...
+        ValueError: token at position 4 is 20, expected an integer in [0, 13]
+        """
+        ranges = self.range_table()
+        if hasattr(tokens, "tolist"):  # numpy arrays and torch tensors
+            tokens = tokens.tolist()
+        if isinstance(tokens, str | bytes) or not isinstance(tokens, Sequence):
+            raise ValueError(f"tokens must be a sequence of {len(ranges)} integers, got {tokens!r} "
+                             f"({type(tokens).__name__})")
+        if len(tokens) != len(ranges):
+            raise ValueError(f"expected {len(ranges)} tokens for {self.name}, got {len(tokens)}")
+        out = []
+        for i, (value, bound) in enumerate(zip(tokens, ranges, strict=True)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ValueError(f"token at position {i} is {value!r} ({type(value).__name__}), "
+                                 f"expected an integer in [0, {bound - 1}]")
+            if not 0 <= value < bound:
+                raise ValueError(f"token at position {i} is {value}, expected an integer in [0, {bound - 1}]")
+            out.append(int(value))
+        return out
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the canonical JSON of :meth:`config`: equal fingerprints mean the same space."""
+        blob = json.dumps(self.config(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def __repr__(self) -> str:
+        settings = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
+        return f"{type(self).__name__}({settings})"
+
+
+SPACES: dict[str, Callable[..., SearchSpace]] = {}
+
+
+def register_space(cls: type[SearchSpace]) -> type[SearchSpace]:
+    """Class decorator: make ``cls`` available to :func:`get_space` under its class name."""
+    cls.name = cls.__name__
+    SPACES[cls.__name__] = cls
+    return cls
+
+
+def _unknown(name: object) -> ValueError:
+    return ValueError(f"unknown search space {name!r}; known spaces: {', '.join(sorted(SPACES))}")
+
+
+def get_space(configs: str | Sequence[Any], **config: Any) -> SearchSpace:
+    """Make a search space by name, or from PaddleSlim's ``configs`` list.
+
+    All of these give the same 5-cell space::
+
+        get_space("DartsSpace", layers=5)
+        get_space([("DartsSpace", {"layers": 5})])
+        get_space(["DartsSpace"], layers=5)       # PaddleSlim's [('DartsSpace')] is just ['DartsSpace']
+
+    >>> get_space("DartsSpace").count_params(get_space("DartsSpace").init_tokens())
+    3767302
+    """
+    if isinstance(configs, SearchSpace):
+        if config:
+            raise ValueError("settings cannot be applied to an already built search space")
+        return configs
+    if not isinstance(configs, str):
+        if isinstance(configs, Sequence) and len(configs) == 1:
+            entry = configs[0]
+            if isinstance(entry, str):
+                configs = entry
+            elif isinstance(entry, Sequence) and len(entry) in (1, 2) and isinstance(entry[0], str):
+                extra = dict(entry[1]) if len(entry) == 2 else {}
+                overlap = set(extra) & set(config)
+                if overlap:
+                    raise ValueError(f"settings given twice: {', '.join(sorted(overlap))}")
+                return get_space(entry[0], **extra, **config)
+            else:
+                raise ValueError(f"configs entry {entry!r} is not a space name or (name, settings) pair")
+        else:
+            raise ValueError(f"configs must be a space name or a list of one (name, settings) entry, "
+                             f"got {configs!r}")
+    if configs not in SPACES:
+        raise _unknown(configs)
+    return SPACES[configs](**config)
+
+
+def space_from_config(config: dict[str, Any]) -> SearchSpace:
+    """Rebuild a space from :meth:`SearchSpace.config` output."""
+    settings = dict(config)
+    name = settings.pop("name", None)
+    if name not in SPACES:
+        raise _unknown(name)
+    return SPACES[name](**settings)
