@@ -1,0 +1,30 @@
+"""Model summary: per-part rows add up to the analytic totals, ratios to the init model."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from sanas import get_space
+from sanas.report import model_summary, render_summary
+
+DARTS_SA_TOKENS = [5, 5, 0, 5, 5, 10, 7, 7, 5, 7, 7, 11, 10, 12, 10, 0, 5, 3, 10, 8]
+
+
+def test_rows_add_up_and_ratio():
+    space = get_space("DartsSpace")
+    summary = model_summary(space, DARTS_SA_TOKENS)
+    assert len(summary.rows) == 22  # stem, 20 cells, classifier
+    assert sum(r.params for r in summary.rows) == summary.params == 3_344_396
+    assert sum(r.macs for r in summary.rows) == summary.macs == space.count_macs(DARTS_SA_TOKENS)
+    assert summary.init_params == 3_767_302
+    assert round((1 - summary.params_ratio) * 100, 1) == 11.2
+    assert [r.kind for r in summary.rows[1:-1]].count("reduction") == 2
+    assert [r.width for r in summary.rows[1:-1]] == space.widths(DARTS_SA_TOKENS)
+
+
+def test_render_mentions_totals():
+    space = get_space("DartsSpace")
+    console = Console(record=True, width=120)
+    console.print(render_summary(model_summary(space, DARTS_SA_TOKENS), title="x"))
+    text = console.export_text()
+    assert "3,344,396" in text and "-11.2 %" in text and "reduction" in text
