@@ -1,0 +1,159 @@
+"""Final training of the chosen tokens: a checkpoint after every epoch, exact resume, export, reload.
+
+``out_dir`` after a finished run::
+
+    checkpoint.pt       model, optimizer, scheduler, RNG states, epoch, metrics (written atomically each epoch)
+    model.safetensors   the trained weights
+    model.json          space config, tokens, recipe, data split, per-epoch metrics, test accuracy
+    model.onnx          only when the ``onnx`` package is installed
+
+A run killed at any moment (even ``kill -9``) loses at most the epoch in progress: ``resume=True`` reloads
+the checkpoint and continues with the same RNG states, so the resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save
+
+from sanas.spaces import SearchSpace, space_from_config
+from sanas.training.data import TrainingData, _atomic_write_bytes
+from sanas.training.trainer import EpochMetrics, Progress, Recipe, Trainer, _Reporter
+
+__all__ = ["FinalResult", "load_model", "train_final"]
+
+CHECKPOINT = "checkpoint.pt"
+WEIGHTS = "model.safetensors"
+MODEL_JSON = "model.json"
+ONNX = "model.onnx"
+# Recipe fields that may change between a run and its resume without changing what is computed.
+_RESUMABLE_CHANGES = ("device", "compile", "eval_batch_size")
+
+
+@dataclass
+class FinalResult:
+    """What :func:`train_final` produced. Accuracies are fractions in [0, 1]."""
+
+    out_dir: Path
+    tokens: list[int]
+    metrics: list[EpochMetrics]
+    test_loss: float
+    test_top1: float
+    test_top5: float
+    params: int
+    resumed_from_epoch: int
+
+
+def _identity(space: SearchSpace, tokens: list[int], recipe: Recipe, data: TrainingData) -> dict[str, Any]:
+    settings = {k: v for k, v in recipe.to_dict().items() if k not in _RESUMABLE_CHANGES}
+    return {"space": space.config(), "tokens": tokens, "recipe": settings, "split": data.split}
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    _atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def _export_onnx(net: torch.nn.Module, in_channels: int, path: Path) -> str:
+    if importlib.util.find_spec("onnx") is None:
+        return "skipped ONNX export: the onnx package is not installed (pip install onnx onnxscript)"
+    net = net.eval().float().to("cpu", memory_format=torch.contiguous_format)
+    try:
+        torch.onnx.export(net, (torch.zeros(1, in_channels, 32, 32),), str(path), input_names=["images"],
+                          output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+    except Exception as e:  # the export is a convenience: a failure must not lose a finished training
+        return f"ONNX export failed ({type(e).__name__}: {e}); the safetensors weights are complete"
+    return f"wrote {path}"
+
+
+def train_final(tokens: Sequence[int], space: SearchSpace, data: TrainingData, recipe: Recipe,
+                out_dir: str | Path, resume: bool = False, progress: Progress = "auto", onnx: bool = True,
+                on_epoch: Callable[[EpochMetrics], None] | None = None) -> FinalResult:
+    """Train ``tokens`` for ``recipe.retain_epoch`` epochs, checkpointing to ``out_dir`` after every epoch.
+
+    With ``resume=True`` an existing checkpoint is continued (it must be for the same space, tokens, recipe
+    and data split); without it an existing checkpoint is an error rather than silently overwritten.
+    The test set is evaluated once, at the end. ``on_epoch`` is called after each checkpoint.
+
+    >>> from sanas import get_space
+    >>> from sanas.training import prepare_data
+    >>> import tempfile
+    >>> space = get_space("DartsSpace", layers=3, filter_num=[4, 8, 16], init_channels=4, auxiliary=False)
+    >>> data = prepare_data("synthetic", train_size=40, test_size=10)
+    >>> out = tempfile.mkdtemp()
+    >>> r = train_final(space.init_tokens(), space, data, Recipe(retain_epoch=2, batch_size=16, device="cpu"),
+    ...                 out, progress="none", onnx=False)
+    >>> len(r.metrics), load_model(out).training
+    (2, False)
+    """
+    tokens = space.validate(tokens)
+    out = Path(out_dir)
+    checkpoint = out / CHECKPOINT
+    trainer = Trainer(space, tokens, data, recipe)
+    identity = _identity(space, tokens, recipe, trainer.data)
+    if checkpoint.exists():
+        if not resume:
+            raise FileExistsError(f"{checkpoint} exists: pass resume=True to continue that run, or choose another "
+                                  f"out_dir")
+        try:
+            state = torch.load(checkpoint, map_location=trainer.device, weights_only=True)
+        except Exception as e:
+            raise ValueError(f"cannot read checkpoint {checkpoint}: {e}") from e
+        saved = json.loads(state["identity"])
+        if saved != json.loads(json.dumps(identity)):
+            diff = sorted(k for k in identity if saved.get(k) != json.loads(json.dumps(identity[k])))
+            raise ValueError(f"checkpoint {checkpoint} belongs to a different run (differs in: {', '.join(diff)}); "
+                             f"use another out_dir")
+        trainer.load_state_dict(state)
+    resumed_from = trainer.epoch
+    out.mkdir(parents=True, exist_ok=True)
+    reporter = _Reporter(progress, "final", recipe.retain_epoch)
+    with reporter:
+        while trainer.epoch < recipe.retain_epoch:
+            m = trainer.run_epoch(reporter)
+            state = trainer.state_dict()
+            state["identity"] = json.dumps(identity)
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            _atomic_write_bytes(checkpoint, buf.getvalue())
+            if on_epoch is not None:
+                on_epoch(m)
+    test_loss, test_top1, test_top5 = trainer.evaluate(*trainer.data.test())
+    weights = {k: v.detach().to("cpu").contiguous() for k, v in trainer.net.state_dict().items()}
+    _atomic_write_bytes(out / WEIGHTS, save(weights, metadata={"format": "sanas"}))
+    params = space.count_params(tokens)
+    _atomic_json(out / MODEL_JSON, {
+        **identity, "params": params, "metrics": [m.to_dict() for m in trainer.metrics],
+        "test": {"loss": test_loss, "top1": test_top1, "top5": test_top5},
+    })
+    if onnx:
+        message = _export_onnx(load_model(out), trainer.data.in_channels, out / ONNX)
+        if progress != "none":
+            print(message, file=sys.stderr)
+    if progress != "none":
+        print(f"final: test top1 {100 * test_top1:.2f}% top5 {100 * test_top5:.2f}% ({params:,} params), "
+              f"saved to {out}", file=sys.stderr)
+    return FinalResult(out, tokens, list(trainer.metrics), test_loss, test_top1, test_top5, params, resumed_from)
+
+
+def load_model(out_dir: str | Path) -> torch.nn.Module:
+    """Rebuild the network saved by :func:`train_final` in ``out_dir``, weights loaded, in eval mode.
+
+    The space config and tokens come from ``model.json``; the weights from ``model.safetensors``.
+    """
+    out = Path(out_dir)
+    for name in (MODEL_JSON, WEIGHTS):
+        if not (out / name).is_file():
+            raise FileNotFoundError(f"{out / name} is missing: expected a folder written by train_final")
+    info = json.loads((out / MODEL_JSON).read_text())
+    net = space_from_config(info["space"]).token2arch(info["tokens"])
+    net.load_state_dict(load_file(out / WEIGHTS))
+    return net.eval()

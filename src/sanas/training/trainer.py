@@ -1,0 +1,424 @@
+"""The seed's training recipe, one epoch loop, and :func:`evaluate_candidate`, what the search calls.
+
+Everything lives on the training device: the uint8 images, a seeded ``randperm`` shuffle, the augmentation.
+The learning rate follows a cosine from ``learning_rate`` to 0 over the whole run, stepped after every
+batch (so it reaches 0 exactly at the last step; PaddleSlim steps it per epoch — or, after its Paddle 2
+port, never). Drop path is ``drop_path_prob · epoch / retain_epoch`` with epochs counted from 0, as in DARTS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sanas.spaces import SearchSpace
+from sanas.training.augment import Augment, normalize
+from sanas.training.data import TrainingData
+
+__all__ = ["CandidateResult", "EpochMetrics", "Recipe", "Trainer", "TrainingFailed", "evaluate_candidate"]
+
+Progress = Literal["auto", "bar", "lines", "none"]
+
+
+class TrainingFailed(RuntimeError):
+    """A candidate cannot be trained (non-finite loss, out of memory, too large); ``reason`` says which."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a candidate is trained. Defaults are PaddleSlim's DARTS demo (``sanas_darts_space.py``).
+
+    ``retain_epoch`` is PaddleSlim's name for the epochs per candidate; it must be at least 2 because the
+    reward averages the last two epochs. ``device="auto"`` picks CUDA when available. ``bf16=None`` means
+    bf16 autocast on CUDA only. ``channels_last`` pays off on CUDA and CPU alike. ``compile`` wraps the
+    network in ``torch.compile`` (slow to start; on CPU it did not pay off).
+
+    >>> Recipe(retain_epoch=2, batch_size=32).total_steps(100)
+    8
+    """
+
+    batch_size: int = 96
+    retain_epoch: int = 30
+    learning_rate: float = 0.025
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    aux_weight: float = 0.4
+    drop_path_prob: float = 0.2
+    cutout: int = 16
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool | None = None
+    channels_last: bool = True
+    compile: bool = False
+    eval_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if isinstance(self.retain_epoch, bool) or not isinstance(self.retain_epoch, int) or self.retain_epoch < 2:
+            raise ValueError(f"retain_epoch is {self.retain_epoch!r}, expected an integer >= 2 (the reward "
+                             f"averages the last two epochs)")
+        for name in ("batch_size", "eval_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+                raise ValueError(f"{name} is {value!r}, expected an integer >= 2 (BatchNorm needs two samples)")
+        for name in ("learning_rate", "grad_clip"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} is {getattr(self, name)!r}, expected a positive number")
+        for name in ("momentum", "weight_decay", "aux_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} is {getattr(self, name)!r}, expected a non-negative number")
+        if not 0 <= self.drop_path_prob < 1:
+            raise ValueError(f"drop_path_prob is {self.drop_path_prob!r}, expected a number in [0, 1)")
+        if self.cutout < 0:
+            raise ValueError(f"cutout is {self.cutout!r}, expected a non-negative size")
+        if self.device != "auto":
+            torch.device(self.device)  # raises on nonsense like "gpu"
+
+    def resolve_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device is {self.device!r} but CUDA is not available; use 'cpu' or 'auto'")
+        return device
+
+    def total_steps(self, train_size: int) -> int:
+        """Optimizer steps in the whole run for ``train_size`` training images."""
+        return self.steps_per_epoch(train_size) * self.retain_epoch
+
+    def steps_per_epoch(self, train_size: int) -> int:
+        # A last partial batch of one image is dropped: BatchNorm (and the aux head) cannot train on it.
+        full, rest = divmod(train_size, self.batch_size)
+        return full + (1 if rest >= 2 else 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class EpochMetrics:
+    """What one epoch measured. Accuracies are fractions in [0, 1]."""
+
+    epoch: int
+    lr: float
+    drop_path_prob: float
+    train_loss: float
+    train_top1: float
+    val_loss: float
+    val_top1: float
+    val_top5: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class CandidateResult:
+    """The outcome of :func:`evaluate_candidate`. ``reward`` is ``None`` when ``status == "failed"``."""
+
+    tokens: list[int]
+    status: Literal["ok", "failed"]
+    reward: float | None
+    reason: str = ""
+    metrics: list[EpochMetrics] = field(default_factory=list)
+    params: int = 0
+    macs: int = 0
+    seconds: float = 0.0
+    device: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["metrics"] = [m.to_dict() for m in self.metrics]
+        return out
+
+
+class _Reporter:
+    """Progress output: a rich bar, one compact line per epoch, or nothing."""
+
+    def __init__(self, mode: Progress, label: str, epochs: int) -> None:
+        if mode not in ("auto", "bar", "lines", "none"):
+            raise ValueError(f"progress is {mode!r}, expected 'auto', 'bar', 'lines' or 'none'")
+        if mode == "auto":
+            mode = "bar" if sys.stderr.isatty() else "lines"
+        self.mode, self.label, self.epochs = mode, label, epochs
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _Reporter:
+        if self.mode == "bar":
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
+                                 console=Console(stderr=True), transient=True)
+            self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+    def start_epoch(self, epoch: int, steps: int) -> None:
+        if self._bar is not None:
+            if self._task is not None:
+                self._bar.remove_task(self._task)
+            self._task = self._bar.add_task(f"{self.label} epoch {epoch + 1}/{self.epochs}", total=steps,
+                                            status="")
+
+    def advance(self, done: int, loss: float) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, status=f"loss {loss:.3f}")
+
+    def end_epoch(self, m: EpochMetrics) -> None:
+        if self.mode == "none":
+            return
+        line = (f"{self.label} epoch {m.epoch + 1}/{self.epochs}  lr {m.lr:.4g}  train loss {m.train_loss:.3f} "
+                f"top1 {100 * m.train_top1:.1f}%  val loss {m.val_loss:.3f} top1 {100 * m.val_top1:.2f}% "
+                f"top5 {100 * m.val_top5:.1f}%  {m.seconds:.1f}s")
+        if self._bar is not None:
+            self._bar.console.print(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+
+class Trainer:
+    """One network being trained under a :class:`Recipe`: build, train an epoch, evaluate, save, restore.
+
+    Both :func:`evaluate_candidate` and :func:`sanas.training.train_final` drive it one epoch at a time.
+
+    >>> from sanas import get_space
+    >>> from sanas.training import prepare_data
+    >>> space = get_space("DartsSpace", layers=3, filter_num=[4, 8, 16], init_channels=4, auxiliary=False)
+    >>> data = prepare_data("synthetic", train_size=40, test_size=10)
+    >>> t = Trainer(space, space.init_tokens(), data, Recipe(retain_epoch=2, batch_size=16, device="cpu"))
+    >>> t.run_epoch().epoch
+    0
+    """
+
+    def __init__(self, space: SearchSpace, tokens: Sequence[int], data: TrainingData, recipe: Recipe) -> None:
+        self.tokens = space.validate(tokens)
+        self.recipe = recipe
+        self.device = recipe.resolve_device()
+        self.data = data.to(self.device)
+        if self.data.in_channels != getattr(space, "in_channels", self.data.in_channels):
+            raise ValueError(f"the space expects {space.in_channels} input channels, the {data.dataset.name} "
+                             f"images have {self.data.in_channels}")
+        self.memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
+        self.bf16 = recipe.bf16 if recipe.bf16 is not None else self.device.type == "cuda"
+        torch.manual_seed(recipe.seed)  # same seed, same initial weights, whatever the device
+        net = space.token2arch(self.tokens)
+        self._check_fits(net)
+        self.net: nn.Module = net.to(self.device, memory_format=self.memory_format)
+        self.model: nn.Module = torch.compile(self.net) if recipe.compile else self.net
+        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=recipe.learning_rate, momentum=recipe.momentum,
+                                         weight_decay=recipe.weight_decay)
+        self.train_images, self.train_labels = self.data.train()
+        self.steps_per_epoch = recipe.steps_per_epoch(len(self.train_labels))
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{len(self.train_labels)} training images cannot fill one batch; need at least 2")
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=self.steps_per_epoch * recipe.retain_epoch, eta_min=0.0)
+        # One generator drives shuffling and augmentation, on the device so no host round trips are needed.
+        self.generator = torch.Generator(self.device).manual_seed(recipe.seed)
+        ds = self.data.dataset
+        self.augment = Augment(ds.mean, ds.std, cutout=recipe.cutout)
+        self.epoch = 0
+        self.metrics: list[EpochMetrics] = []
+
+    def _check_fits(self, net: nn.Module) -> None:
+        if self.device.type != "cuda":
+            return
+        # Weights, gradients and momentum alone, before any activation: a floor, not an estimate.
+        need = 3 * sum(p.numel() * p.element_size() for p in net.parameters())
+        free, _ = torch.cuda.mem_get_info(self.device)
+        if need > free:
+            raise TrainingFailed(f"too large for {self.device}: weights, gradients and momentum need "
+                                 f"{need / 2**30:.2f} GiB, {free / 2**30:.2f} GiB free")
+
+    def _autocast(self) -> Any:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def train_epoch(self, reporter: _Reporter | None = None) -> tuple[float, float]:
+        """Train one epoch; returns (mean loss, top-1). Raises :class:`TrainingFailed` on a non-finite loss."""
+        r = self.recipe
+        self.net.train()
+        p = r.drop_path_prob * self.epoch / r.retain_epoch
+        if hasattr(self.net, "set_drop_path_prob"):
+            self.net.set_drop_path_prob(p)
+        n = len(self.train_labels)
+        order = torch.randperm(n, generator=self.generator, device=self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        seen = 0
+        if reporter is not None:
+            reporter.start_epoch(self.epoch, self.steps_per_epoch)
+        # Checking for NaN needs a device sync; on CUDA do it every few batches, on CPU it is free.
+        check_every = 1 if self.device.type == "cpu" else 20
+        for step in range(self.steps_per_epoch):
+            idx = order[step * r.batch_size:(step + 1) * r.batch_size]
+            x = self.augment(self.train_images[idx], self.generator, channels_last=r.channels_last)
+            y = self.train_labels[idx]
+            with self._autocast():
+                logits, aux_logits = self.model(x)
+                loss = F.cross_entropy(logits.float(), y)
+                if aux_logits is not None and r.aux_weight > 0:
+                    loss = loss + r.aux_weight * F.cross_entropy(aux_logits.float(), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.net.parameters(), r.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            if (step + 1) % check_every == 0 or step + 1 == self.steps_per_epoch:
+                mean_loss = float(loss_sum) / seen
+                if not math.isfinite(mean_loss):
+                    raise TrainingFailed(f"non-finite training loss ({mean_loss}) at epoch {self.epoch + 1}, "
+                                         f"step {step + 1}; lr {self.optimizer.param_groups[0]['lr']:.4g}")
+                if reporter is not None:
+                    reporter.advance(step + 1, mean_loss)
+        return float(loss_sum) / seen, float(correct) / seen
+
+    @torch.inference_mode()
+    def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, float]:
+        """(mean loss, top-1, top-5) of the network in eval mode on uint8 ``images`` (normalised only)."""
+        self.net.eval()
+        ds = self.data.dataset
+        k = min(5, ds.num_classes)
+        loss_sum = torch.zeros((), device=self.device)
+        top1 = torch.zeros((), dtype=torch.long, device=self.device)
+        topk = torch.zeros((), dtype=torch.long, device=self.device)
+        for start in range(0, len(labels), self.recipe.eval_batch_size):
+            x = normalize(images[start:start + self.recipe.eval_batch_size], ds.mean, ds.std)
+            x = x.contiguous(memory_format=self.memory_format)
+            y = labels[start:start + self.recipe.eval_batch_size]
+            with self._autocast():
+                logits = self.model(x).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            best = logits.topk(k, dim=1).indices
+            top1 += (best[:, 0] == y).sum()
+            topk += (best == y[:, None]).any(dim=1).sum()
+        n = max(len(labels), 1)
+        return float(loss_sum) / n, float(top1) / n, float(topk) / n
+
+    def run_epoch(self, reporter: _Reporter | None = None) -> EpochMetrics:
+        """Train one epoch, then evaluate on the reward split; records and returns the metrics."""
+        start = time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]
+        drop = self.recipe.drop_path_prob * self.epoch / self.recipe.retain_epoch
+        train_loss, train_top1 = self.train_epoch(reporter)
+        val_loss, val_top1, val_top5 = self.evaluate(*self.data.val())
+        if not math.isfinite(val_loss):
+            raise TrainingFailed(f"non-finite validation loss ({val_loss}) after epoch {self.epoch + 1}")
+        m = EpochMetrics(self.epoch, lr, drop, train_loss, train_top1, val_loss, val_top1, val_top5,
+                         time.perf_counter() - start)
+        self.metrics.append(m)
+        self.epoch += 1
+        if reporter is not None:
+            reporter.end_epoch(m)
+        return m
+
+    def reward(self) -> float:
+        """Mean validation top-1 of the last two epochs (PaddleSlim's reward)."""
+        if len(self.metrics) < 2:
+            raise ValueError(f"the reward needs two epochs, {len(self.metrics)} trained")
+        return (self.metrics[-1].val_top1 + self.metrics[-2].val_top1) / 2
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly here; only tensors and plain Python values (weights_only)."""
+        rng: dict[str, Any] = {"torch": torch.get_rng_state(), "data": self.generator.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {"epoch": self.epoch, "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": rng,
+                "metrics": [m.to_dict() for m in self.metrics]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.generator.set_state(state["rng"]["data"])
+        if self.device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.epoch = int(state["epoch"])
+        self.metrics = [EpochMetrics(**m) for m in state["metrics"]]
+
+
+def _is_oom(e: BaseException) -> bool:
+    if isinstance(e, torch.OutOfMemoryError):
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def evaluate_candidate(tokens: Sequence[int], space: SearchSpace, data: TrainingData, recipe: Recipe | None = None,
+                       progress: Progress = "auto") -> CandidateResult:
+    """Train ``space.token2arch(tokens)`` for ``recipe.retain_epoch`` epochs and return its reward.
+
+    ``reward = mean(val_top1[-2:])`` on ``data``'s held-out split. A candidate that cannot be trained —
+    non-finite loss, out of memory, too large for the device — gives ``status="failed"`` with a ``reason``
+    instead of raising; invalid tokens or settings still raise ``ValueError``.
+
+    >>> from sanas import get_space
+    >>> from sanas.training import prepare_data
+    >>> space = get_space("DartsSpace", layers=3, filter_num=[4, 8, 16], init_channels=4, auxiliary=False)
+    >>> data = prepare_data("synthetic", train_size=40, test_size=10)
+    >>> result = evaluate_candidate(space.init_tokens(), space, data,
+    ...                             Recipe(retain_epoch=2, batch_size=16, device="cpu"), progress="none")
+    >>> result.status, 0.0 <= result.reward <= 1.0
+    ('ok', True)
+    """
+    recipe = recipe or Recipe()
+    tokens = space.validate(tokens)
+    start = time.perf_counter()
+    result = CandidateResult(tokens, "failed", None, params=space.count_params(tokens),
+                             macs=space.count_macs(tokens), device=str(recipe.resolve_device()))
+    trainer: Trainer | None = None
+    reporter = _Reporter(progress, f"candidate {tokens}" if len(tokens) <= 8 else "candidate", recipe.retain_epoch)
+    try:
+        trainer = Trainer(space, tokens, data, recipe)
+        with reporter:
+            for _ in range(recipe.retain_epoch):
+                trainer.run_epoch(reporter)
+        result.status, result.reward = "ok", trainer.reward()
+    except TrainingFailed as e:
+        result.reason = e.reason
+    except (RuntimeError, MemoryError) as e:
+        if not (isinstance(e, MemoryError) or _is_oom(e)):
+            raise
+        result.reason = f"out of memory on {result.device}: {str(e).splitlines()[0] if str(e) else 'MemoryError'}"
+    finally:
+        if trainer is not None:
+            result.metrics = list(trainer.metrics)
+        # Drop the network and optimizer before the next candidate, so a failed one leaves no memory behind.
+        trainer = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    result.seconds = time.perf_counter() - start
+    if result.reason and progress != "none":
+        print(f"candidate failed: {result.reason}", file=sys.stderr, flush=True)
+    return result
