@@ -1,0 +1,321 @@
+"""Samplers over token vectors: simulated annealing, random search, regularized evolution, and any Optuna sampler.
+
+All of them are Optuna samplers (so ``optuna.create_study(sampler=SimulatedAnnealingSampler(...))`` works) and
+share one proposal rule, :meth:`TokenSampler.propose`: the first proposal is the space's ``init_tokens``
+(so the original architecture's reward is known), and every later candidate is redrawn until it satisfies the
+``constraint`` and was never proposed before in the study — an infeasible or repeated candidate never costs a
+step. If ``max_try_times`` draws find nothing, :class:`SearchExhausted` is raised (PaddleSlim called
+``sys.exit()`` there).
+
+>>> import optuna
+>>> optuna.logging.set_verbosity(optuna.logging.WARNING)
+>>> sampler = SimulatedAnnealingSampler([4, 4, 4], init_tokens=[1, 1, 1], seed=0)
+>>> study = optuna.create_study(direction="maximize", sampler=sampler)
+>>> study.optimize(lambda t: -sum((t.suggest_int(f"t{i}", 0, 3) - 3) ** 2 for i in range(3)), n_trials=12)
+>>> study.trials[0].params
+{'t0': 1, 't1': 1, 't2': 1}
+>>> len({tuple(t.params.values()) for t in study.trials})
+12
+"""
+
+from __future__ import annotations
+
+import random
+from abc import abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from optuna.distributions import BaseDistribution, IntDistribution
+from optuna.samplers import BaseSampler, RandomSampler
+from optuna.study import Study
+from optuna.trial import FrozenTrial, TrialState
+
+from sanas.search.chain import (
+    STATUS_KEY,
+    TOKENS_KEY,
+    U_KEY,
+    VOID_STATUSES,
+    ChainReplayer,
+    ChainState,
+    acceptance_draw,
+    evaluations,
+    trial_tokens,
+)
+
+__all__ = [
+    "OptunaTokenSampler",
+    "RandomTokenSampler",
+    "RegularizedEvolutionSampler",
+    "SearchExhausted",
+    "SimulatedAnnealingSampler",
+    "TokenSampler",
+    "param_name",
+    "token_distributions",
+]
+
+Tokens = tuple[int, ...]
+
+
+class SearchExhausted(RuntimeError):
+    """No feasible, never-proposed candidate was found in ``max_try_times`` draws: the search is over."""
+
+
+def param_name(position: int) -> str:
+    """The trial parameter holding token ``position``: ``"t0"``, ``"t1"``, ..."""
+    return f"t{position}"
+
+
+def token_distributions(range_table: Sequence[int]) -> dict[str, IntDistribution]:
+    """One integer distribution per token position, ``t{i}`` in ``[0, range_table[i] - 1]``.
+
+    >>> token_distributions([3, 2])
+    {'t0': IntDistribution(high=2, log=False, low=0, step=1), 't1': IntDistribution(high=1, log=False, low=0, step=1)}
+    """
+    return {param_name(i): IntDistribution(0, int(r) - 1) for i, r in enumerate(range_table)}
+
+
+def claimed_tokens(trials: Sequence[FrozenTrial]) -> set[Tokens]:
+    """Every token vector proposed in the study: running, finished or failed, but not void (surplus/collision)."""
+    seen = set()
+    for t in trials:
+        if t.system_attrs.get(STATUS_KEY) in VOID_STATUSES:
+            continue
+        tokens = trial_tokens(t)
+        if tokens is not None:
+            seen.add(tokens)
+    return seen
+
+
+class TokenSampler(BaseSampler):
+    """Base of the token samplers: init tokens first, then constraint-checked, never-repeated candidates.
+
+    Subclasses yield raw candidates from :meth:`_candidates`; this class filters them. The proposal for trial
+    number ``n`` draws from ``random.Random(f"{seed}:{n}")``, so a single-process search is reproducible and a
+    restarted one makes the same proposals.
+    """
+
+    def __init__(self, range_table: Sequence[int], init_tokens: Sequence[int] | None = None,
+                 constraint: Callable[[list[int]], bool] | None = None, seed: int = 0,
+                 max_try_times: int = 300) -> None:
+        self.range_table = [int(r) for r in range_table]
+        if not self.range_table or min(self.range_table) < 1:
+            raise ValueError(f"range_table must be a non-empty list of positive ints, got {list(range_table)}")
+        self.init_tokens: Tokens | None = None
+        if init_tokens is not None:
+            init = tuple(int(t) for t in init_tokens)
+            if len(init) != len(self.range_table) or any(not 0 <= t < r for t, r in zip(init, self.range_table,
+                                                                                         strict=False)):
+                raise ValueError(f"init_tokens {list(init_tokens)} do not fit range_table {self.range_table}")
+            self.init_tokens = init
+        if max_try_times < 1:
+            raise ValueError(f"max_try_times must be >= 1, got {max_try_times}")
+        self.constraint = constraint
+        self.seed = int(seed)
+        self.max_try_times = int(max_try_times)
+        self._replayer = ChainReplayer(*self.chain_params())
+        self._fallback = RandomSampler(seed=seed)
+
+    # --- what subclasses define -------------------------------------------------------------------------------
+    @abstractmethod
+    def _candidates(self, study: Study | None, trials: Sequence[FrozenTrial], rng: random.Random) -> Iterator[Tokens]:
+        """Yield raw candidates (possibly infeasible or already seen) for the next trial."""
+
+    def chain_params(self) -> tuple[float, float]:
+        """``(init_temperature, reduce_rate)`` of the reported chain; baselines report hill-climbing (T0 = 0)."""
+        return 0.0, 1.0
+
+    def settings(self) -> dict[str, Any]:
+        """The settings that define this search; a study refuses to resume with different ones."""
+        return {"sampler": type(self).__name__, "seed": self.seed, "max_try_times": self.max_try_times,
+                "init_tokens": None if self.init_tokens is None else list(self.init_tokens)}
+
+    # --- shared machinery -------------------------------------------------------------------------------------
+    def chain(self, trials: Sequence[FrozenTrial]) -> ChainState:
+        """The chain replayed from the COMPLETE trials of ``trials`` (see :func:`sanas.search.replay_chain`)."""
+        return self._replayer.replay(trials)
+
+    def feasible(self, tokens: Sequence[int]) -> bool:
+        """Whether ``tokens`` satisfy the constraint (always true without one)."""
+        return self.constraint is None or bool(self.constraint(list(tokens)))
+
+    def one_token_move(self, center: Tokens, rng: random.Random) -> Tokens:
+        """PaddleSlim's move: copy ``center``, redraw one uniformly chosen position uniformly (may keep its value)."""
+        pos = rng.randrange(len(center))
+        moved = list(center)
+        moved[pos] = rng.randrange(self.range_table[pos])
+        return tuple(moved)
+
+    def random_tokens(self, rng: random.Random) -> Tokens:
+        """A uniformly random token vector."""
+        return tuple(rng.randrange(r) for r in self.range_table)
+
+    def propose(self, study: Study | None, trials: Sequence[FrozenTrial]) -> list[int]:
+        """The next candidate given the study's ``trials``: feasible and never proposed before.
+
+        Raises :class:`SearchExhausted` when ``max_try_times`` draws give nothing new and feasible.
+        """
+        seen = claimed_tokens(trials)
+        if self.init_tokens is not None and self.init_tokens not in seen and self.feasible(self.init_tokens):
+            return list(self.init_tokens)
+        rng = random.Random(f"{self.seed}:{len(trials)}")
+        candidates = self._candidates(study, trials, rng)
+        for _ in range(self.max_try_times):
+            cand = next(candidates)
+            if cand not in seen and self.feasible(cand):
+                return list(cand)
+        raise SearchExhausted(f"{type(self).__name__} found no feasible, never-proposed candidate in "
+                              f"{self.max_try_times} draws ({len(seen)} proposed so far); the search is over")
+
+    def acceptance_draw(self, tokens: Sequence[int]) -> float:
+        """The stored acceptance draw ``u`` for ``tokens`` (see :func:`sanas.search.chain.acceptance_draw`)."""
+        return acceptance_draw(self.seed, tokens)
+
+    # --- the Optuna sampler interface, so these samplers also drive plain ``study.optimize`` -------------------
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return dict(token_distributions(self.range_table))
+
+    def sample_relative(self, study: Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        if not search_space:
+            return {}
+        others = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number]
+        tokens = self.propose(study, others)
+        # Record the claim like the SANAS API does, so chain replay and dedup see plain-Optuna trials too.
+        study._storage.set_trial_user_attr(trial._trial_id, TOKENS_KEY, tokens)
+        study._storage.set_trial_system_attr(trial._trial_id, U_KEY, self.acceptance_draw(tokens))
+        study._storage.set_trial_system_attr(trial._trial_id, STATUS_KEY, "candidate")
+        return {param_name(i): v for i, v in enumerate(tokens)}
+
+    def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        return self._fallback.sample_independent(study, trial, param_name, param_distribution)
+
+
+class SimulatedAnnealingSampler(TokenSampler):
+    """PaddleSlim's SA controller, with the chain replayed from the study so any number of workers share it.
+
+    Each candidate is a one-token move from the chain's current (last accepted) tokens; acceptance is
+    Metropolis at ``T = init_temperature · reduce_rate**k`` with ``k`` the number of finished evaluations in the
+    study (see :mod:`sanas.search.chain`). Failed trials do not move the chain.
+
+    >>> s = SimulatedAnnealingSampler([14] * 20, init_tokens=[5] * 20, seed=1)
+    >>> s.propose(None, [])
+    [5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5]
+    """
+
+    def __init__(self, range_table: Sequence[int], init_tokens: Sequence[int] | None = None,
+                 constraint: Callable[[list[int]], bool] | None = None, seed: int = 0, max_try_times: int = 300,
+                 init_temperature: float = 1.0, reduce_rate: float = 0.85) -> None:
+        if not init_temperature >= 0:
+            raise ValueError(f"init_temperature must be >= 0, got {init_temperature}")
+        if not 0 < reduce_rate <= 1:
+            raise ValueError(f"reduce_rate must be in (0, 1], got {reduce_rate}")
+        self.init_temperature = float(init_temperature)
+        self.reduce_rate = float(reduce_rate)
+        super().__init__(range_table, init_tokens, constraint, seed, max_try_times)
+
+    def chain_params(self) -> tuple[float, float]:
+        return self.init_temperature, self.reduce_rate
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "init_temperature": self.init_temperature, "reduce_rate": self.reduce_rate}
+
+    def _candidates(self, study: Study | None, trials: Sequence[FrozenTrial], rng: random.Random) -> Iterator[Tokens]:
+        center = self.chain(trials).current_tokens
+        if center is None:  # nothing evaluated yet (init running elsewhere, or infeasible): move around init
+            center = self.init_tokens if self.init_tokens is not None else self.random_tokens(rng)
+        while True:
+            yield self.one_token_move(center, rng)
+
+
+class RandomTokenSampler(TokenSampler):
+    """Baseline: uniformly random token vectors (after ``init_tokens``), constraint-checked and never repeated.
+
+    >>> RandomTokenSampler([3, 3], seed=0).propose(None, []) in [[a, b] for a in range(3) for b in range(3)]
+    True
+    """
+
+    def _candidates(self, study: Study | None, trials: Sequence[FrozenTrial], rng: random.Random) -> Iterator[Tokens]:
+        while True:
+            yield self.random_tokens(rng)
+
+
+class RegularizedEvolutionSampler(TokenSampler):
+    """Baseline: regularized (aging) evolution, Real et al. 2019.
+
+    The population is the last ``population_size`` evaluations in completion order (the oldest ages out). Until
+    ``population_size`` candidates have been proposed, candidates are random; afterwards a tournament of
+    ``tournament_size`` members drawn from the population picks the best, and its child is one one-token move away.
+
+    >>> RegularizedEvolutionSampler([3] * 4, population_size=4, tournament_size=2).settings()["population_size"]
+    4
+    """
+
+    def __init__(self, range_table: Sequence[int], init_tokens: Sequence[int] | None = None,
+                 constraint: Callable[[list[int]], bool] | None = None, seed: int = 0, max_try_times: int = 300,
+                 population_size: int = 20, tournament_size: int = 5) -> None:
+        if population_size < 1 or not 1 <= tournament_size <= population_size:
+            raise ValueError(f"need population_size >= tournament_size >= 1, got {population_size}, "
+                             f"{tournament_size}")
+        self.population_size = int(population_size)
+        self.tournament_size = int(tournament_size)
+        super().__init__(range_table, init_tokens, constraint, seed, max_try_times)
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "population_size": self.population_size,
+                "tournament_size": self.tournament_size}
+
+    def _candidates(self, study: Study | None, trials: Sequence[FrozenTrial], rng: random.Random) -> Iterator[Tokens]:
+        population = evaluations(trials)[-self.population_size:]
+        if len(claimed_tokens(trials)) < self.population_size or not population:
+            while True:
+                yield self.random_tokens(rng)
+        while True:
+            contestants = rng.sample(population, min(self.tournament_size, len(population)))
+            parent = max(contestants, key=lambda e: (e.reward, -e.number))
+            yield self.one_token_move(parent.tokens, rng)
+
+
+class OptunaTokenSampler(TokenSampler):
+    """Adapter: let any Optuna sampler (TPE, GP, QMC, ...) propose tokens, with our constraint and dedup.
+
+    The wrapped sampler sees the study's trials through their ``t0..t{n-1}`` integer parameters and is asked for
+    one value per position. It is called with a provisional trial (the next trial number, no id) because the
+    trial is only stored once its tokens are final; samplers that write to the trial while sampling (TPE with
+    ``constant_liar=True``) are therefore not supported. After ``max_try_times // 2`` infeasible or repeated
+    suggestions in a row, the rest of the draws are uniformly random, so a sampler that keeps suggesting its
+    favourite never stalls the search.
+
+    >>> import optuna
+    >>> sampler = OptunaTokenSampler(optuna.samplers.TPESampler(seed=0), [4, 4], init_tokens=[0, 0])
+    >>> sampler.settings()["wrapped"]
+    'TPESampler'
+    """
+
+    def __init__(self, sampler: BaseSampler, range_table: Sequence[int], init_tokens: Sequence[int] | None = None,
+                 constraint: Callable[[list[int]], bool] | None = None, seed: int = 0,
+                 max_try_times: int = 300) -> None:
+        self.wrapped = sampler
+        super().__init__(range_table, init_tokens, constraint, seed, max_try_times)
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "wrapped": type(self.wrapped).__name__}
+
+    def _candidates(self, study: Study | None, trials: Sequence[FrozenTrial], rng: random.Random) -> Iterator[Tokens]:
+        if study is None:
+            raise ValueError("OptunaTokenSampler needs the study to ask its wrapped sampler")
+        space = token_distributions(self.range_table)
+        for _ in range(self.max_try_times // 2):
+            provisional = FrozenTrial(number=len(trials), state=TrialState.RUNNING, value=None, values=None,
+                                      datetime_start=None, datetime_complete=None, params={}, distributions={},
+                                      user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=-1)
+            relative_space = {k: v for k, v in self.wrapped.infer_relative_search_space(study, provisional).items()
+                              if k in space}
+            params = self.wrapped.sample_relative(study, provisional, relative_space) if relative_space else {}
+            for name, dist in space.items():
+                if name not in params:
+                    params[name] = self.wrapped.sample_independent(study, provisional, name, dist)
+            yield tuple(int(params[param_name(i)]) for i in range(len(self.range_table)))
+        while True:
+            yield self.random_tokens(rng)
+
