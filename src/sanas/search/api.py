@@ -257,10 +257,14 @@ class SANAS:
         ``[]`` is also returned when the sampler cannot find a new feasible candidate (logged, and recorded in the
         study so every worker stops). Waits while other workers' running trials fill the remaining steps.
         """
-        tokens = self._next_tokens()
+        tokens = self.next_tokens()
         return [] if tokens is None else [self.space.token2arch(tokens)]
 
-    def _next_tokens(self) -> list[int] | None:
+    def next_tokens(self) -> list[int] | None:
+        """Like :meth:`next_archs`, but the candidate's tokens (``None`` at the end); no network is built.
+
+        For loops that build the network themselves (e.g. on another device or with another builder).
+        """
         if self._pending is not None:
             raise RuntimeError(f"trial {self._pending.number} (tokens {self._pending.tokens}) is still pending: "
                                f"call reward(score) or fail(reason) before next_archs()")
