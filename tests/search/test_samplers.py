@@ -114,7 +114,8 @@ def test_exhausted_search_ends_cleanly_for_every_worker(tmp_path, study_name) ->
     assert len(history) == 4 and sa.next_archs() == []
     again = SANAS(space, search_steps=10, save_checkpoint=tmp_path, study_name=study_name)
     assert again.next_archs() == []
-    assert len(again.study.trials) == 4
+    trials = again.study.get_trials()
+    assert len(trials) == 5 and trials[-1].user_attrs["fail_reason"].startswith("exhausted: SimulatedAnnealing")
 
 
 def test_samplers_drive_plain_optuna_studies() -> None:

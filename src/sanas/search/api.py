@@ -47,7 +47,6 @@ from sanas.search.samplers import (
     SearchExhausted,
     SimulatedAnnealingSampler,
     TokenSampler,
-    param_name,
     token_distributions,
 )
 from sanas.search.storage import (
@@ -65,8 +64,6 @@ log = logging.getLogger("sanas.search")
 
 #: Trial system attribute: a counter the evaluating worker bumps every ``heartbeat_interval`` seconds.
 HEARTBEAT_KEY = "sanas:heartbeat"
-#: Study system attribute set when the sampler ran out of candidates; every worker then ends its loop.
-EXHAUSTED_KEY = "sanas:exhausted"
 SAMPLERS: dict[str, type[TokenSampler]] = {
     "sa": SimulatedAnnealingSampler,
     "random": RandomTokenSampler,
@@ -81,6 +78,8 @@ class _Pending:
     tokens: list[int]
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+    params_thread: threading.Thread | None = None
+    params_error: Exception | None = None
 
 
 def _check_score(score: object) -> float:
@@ -272,7 +271,8 @@ class SANAS:
             trials = self._trials()
             complete = sum(t.state == TrialState.COMPLETE for t in trials)
             running = sum(t.state == TrialState.RUNNING for t in trials)
-            exhausted = EXHAUSTED_KEY in self.storage.get_study_system_attrs(self.study._study_id)
+            # The end marker is a trial, not a study attribute, so checking it costs no extra read.
+            exhausted = any(t.system_attrs.get(STATUS_KEY) == "exhausted" for t in trials if t.state == TrialState.FAIL)
             if complete >= self.search_steps or exhausted:
                 self._finished = True
                 break
@@ -286,7 +286,7 @@ class SANAS:
                     time.sleep(self.poll_interval)
                     continue
                 log.warning("%s", e)
-                self.storage.set_study_system_attr(self.study._study_id, EXHAUSTED_KEY, str(e))
+                self._mark_exhausted(str(e))
                 self._finished = True
                 break
             pending = self._claim(tokens)
@@ -302,16 +302,14 @@ class SANAS:
         return trials
 
     def _claim(self, tokens: list[int]) -> _Pending | None:
-        now = datetime.now()
         template = FrozenTrial(
-            number=0, state=TrialState.RUNNING, value=None, values=None, datetime_start=now,
-            datetime_complete=None, params={param_name(i): v for i, v in enumerate(tokens)},
-            distributions=dict(token_distributions(self.space.range_table())),
-            user_attrs={TOKENS_KEY: tokens},
+            number=0, state=TrialState.RUNNING, value=None, values=None, datetime_start=datetime.now(),
+            datetime_complete=None, params={}, distributions={}, user_attrs={TOKENS_KEY: tokens},
             system_attrs={U_KEY: self.sampler.acceptance_draw(tokens), STATUS_KEY: "candidate", HEARTBEAT_KEY: 0},
             intermediate_values={}, trial_id=0)
-        # One write creates the trial with its tokens, draw and parameters, so no other worker ever sees a
-        # half-made candidate.
+        # One write creates the trial with its tokens and draw, so no other worker ever sees a half-made claim.
+        # The t0..t{n-1} parameters come later (see _record_params): Optuna's RDB storage spends ~100 statements
+        # per parameter, far too slow for the claim.
         trial_id = self.storage.create_new_trial(self.study._study_id, template_trial=template)
         trials = self.study.get_trials(deepcopy=False)
         me = next(t for t in trials if t._trial_id == trial_id)
@@ -331,14 +329,37 @@ class SANAS:
         pending.thread = threading.Thread(target=self._heartbeat, args=(pending,), daemon=True,
                                           name=f"sanas-heartbeat-{me.number}")
         pending.thread.start()
+        pending.params_thread = threading.Thread(target=self._record_params, args=(pending,), daemon=True,
+                                                 name=f"sanas-params-{me.number}")
+        pending.params_thread.start()
         self._pending = pending
         log.info("trial %d: tokens %s", me.number, tokens)
         return pending
+
+    def _mark_exhausted(self, reason: str) -> None:
+        now = datetime.now()
+        marker = FrozenTrial(
+            number=0, state=TrialState.FAIL, value=None, values=None, datetime_start=now, datetime_complete=now,
+            params={}, distributions={}, user_attrs={FAIL_REASON_KEY: f"exhausted: {reason}"},
+            system_attrs={STATUS_KEY: "exhausted"}, intermediate_values={}, trial_id=0)
+        self.storage.create_new_trial(self.study._study_id, template_trial=marker)
 
     def _void(self, trial_id: int, status: str, reason: str) -> None:
         self.storage.set_trial_system_attr(trial_id, STATUS_KEY, status)
         self.storage.set_trial_user_attr(trial_id, FAIL_REASON_KEY, f"{status}: {reason}")
         self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+
+    def _record_params(self, pending: _Pending) -> None:
+        """Store the tokens as Optuna parameters ``t0..t{n-1}`` while the candidate is evaluated.
+
+        They are what optuna-dashboard plots and what a wrapped Optuna sampler learns from; claims and dedup use
+        the ``tokens`` attribute, so nothing waits for this. :meth:`reward` joins it before finishing the trial.
+        """
+        try:
+            for i, (name, dist) in enumerate(token_distributions(self.space.range_table()).items()):
+                self.storage.set_trial_param(pending.trial_id, name, float(pending.tokens[i]), dist)
+        except Exception as e:  # reported by reward()/fail(), which run in the caller's thread
+            pending.params_error = e
 
     def _heartbeat(self, pending: _Pending) -> None:
         beat = 0
@@ -389,10 +410,14 @@ class SANAS:
     def _close_pending(self, state: TrialState, value: float | None, reason: str | None) -> None:
         pending = self._pending
         assert pending is not None
+        if pending.params_thread is not None:
+            pending.params_thread.join()
         pending.stop.set()
         if pending.thread is not None:
             pending.thread.join()
         self._pending, self._last_trial = None, pending.number
+        if pending.params_error is not None and not isinstance(pending.params_error, UpdateFinishedTrialError):
+            log.warning("trial %d: could not store its parameters: %s", pending.number, pending.params_error)
         try:
             if reason is not None:
                 self.storage.set_trial_user_attr(pending.trial_id, FAIL_REASON_KEY, reason)

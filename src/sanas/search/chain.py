@@ -44,9 +44,10 @@ FAIL_REASON_KEY = "fail_reason"
 #: Trial system attribute holding the acceptance draw ``u`` in [0, 1).
 U_KEY = "sanas:u"
 #: Trial system attribute: "candidate" for real proposals; "surplus"/"collision" for trials discarded before any
-#: evaluation (see :mod:`sanas.search.api`); those never count as proposed or evaluated.
+#: evaluation, "exhausted" for the marker that ends a search whose sampler ran out of candidates (see
+#: :mod:`sanas.search.api`). Void trials never count as proposed or evaluated.
 STATUS_KEY = "sanas:status"
-VOID_STATUSES = frozenset({"surplus", "collision"})
+VOID_STATUSES = frozenset({"surplus", "collision", "exhausted"})
 
 
 @dataclass(frozen=True)

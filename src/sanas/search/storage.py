@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -178,7 +179,9 @@ def connect_server(server_addr: Sequence[Any], connect_timeout: float = 30.0) ->
     from optuna.storages import GrpcStorageProxy
 
     host, port = _parse_addr(server_addr, "127.0.0.1")
-    proxy = GrpcStorageProxy(host=host, port=port)
+    with warnings.catch_warnings():  # "experimental" since Optuna 4.2; we pin its behaviour with our tests
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        proxy = GrpcStorageProxy(host=host, port=port)
     try:
         proxy.wait_server_ready(timeout=connect_timeout)
     except ConnectionError as e:
