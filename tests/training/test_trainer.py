@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -141,3 +145,21 @@ def test_five_cell_network_learns_fashion_mnist() -> None:
     assert result.ok, result.reason
     assert result.metrics[-1].val_top1 >= 0.70, [m.val_top1 for m in result.metrics]
     assert result.reward >= 0.65
+
+
+def test_four_wide_reduction_cell_trains_channels_last_on_cpu(tmp_path: Path) -> None:
+    # torch's oneDNN backward of a stride-2 conv with < 8 input channels corrupts the heap when channels_last
+    # (FactorizedReduce of a 4-wide reduction cell); the trainer must keep those convs contiguous. A crash
+    # would kill pytest, so the training runs in a child process.
+    script = tmp_path / "child.py"
+    script.write_text(
+        "from sanas import get_space\n"
+        "from sanas.training import Recipe, evaluate_candidate, prepare_data\n"
+        "space = get_space('DartsSpace', layers=3, filter_num=[4, 8, 16], init_channels=4)\n"
+        "data = prepare_data('synthetic', train_size=300, test_size=20)\n"
+        "r = evaluate_candidate([2, 0, 0], space, data, Recipe(retain_epoch=2, batch_size=32, device='cpu',\n"
+        "                       channels_last=True), progress='none')\n"
+        "print(r.status)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode, done.stderr[-2000:])

@@ -202,6 +202,20 @@ class _Reporter:
             print(line, file=sys.stderr, flush=True)
 
 
+def _avoid_cpu_channels_last_crash(net: nn.Module) -> None:
+    """Run strided convs with fewer than 8 input channels in the default layout on CPU.
+
+    torch 2.13's oneDNN backward of such a conv (e.g. the 1×1 stride-2 convs of ``FactorizedReduce`` in a
+    4-wide reduction cell) corrupts the heap when its input is channels_last: the process dies with
+    ``free(): invalid size``. These convs are tiny, so leaving them contiguous costs nothing measurable.
+    """
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d) and m.in_channels < 8 and max(m.stride) > 1:
+            # clone, not .contiguous(): a 1×1 kernel in channels_last strides already counts as contiguous.
+            m.weight.data = m.weight.data.clone(memory_format=torch.contiguous_format)
+            m.register_forward_pre_hook(lambda _m, args: (args[0].contiguous(), *args[1:]))
+
+
 class Trainer:
     """One network being trained under a :class:`Recipe`: build, train an epoch, evaluate, save, restore.
 
@@ -230,6 +244,8 @@ class Trainer:
         net = space.token2arch(self.tokens)
         self._check_fits(net)
         self.net: nn.Module = net.to(self.device, memory_format=self.memory_format)
+        if recipe.channels_last and self.device.type == "cpu":
+            _avoid_cpu_channels_last_crash(self.net)
         self.model: nn.Module = torch.compile(self.net) if recipe.compile else self.net
         self.optimizer = torch.optim.SGD(self.net.parameters(), lr=recipe.learning_rate, momentum=recipe.momentum,
                                          weight_decay=recipe.weight_decay)
