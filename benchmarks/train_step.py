@@ -9,6 +9,7 @@ Each configuration runs in its own process (the allocator is chosen at process s
   reference+tcm     the same with tcmalloc
   sanas             sanas' DartsNetwork, channels_last, glibc malloc
   sanas+tcm         sanas' DartsNetwork, channels_last, tcmalloc (the default of `make demo`)
+  sanas+tcm+ckptN   the same, recomputing the first N cells' activations in backward (less memory)
 The step: forward with aux head (weight 0.4), drop path 0.1, backward, global-norm clip 5, SGD momentum 0.9.
 """
 
@@ -31,6 +32,8 @@ CONFIGS = {
     "sanas-contiguous": {"net": "sanas", "channels_last": False, "tcmalloc": False},
     "sanas": {"net": "sanas", "channels_last": True, "tcmalloc": False},
     "sanas+tcm": {"net": "sanas", "channels_last": True, "tcmalloc": True},
+    "sanas+tcm+ckpt7": {"net": "sanas", "channels_last": True, "tcmalloc": True, "checkpoint": 7},
+    "sanas+tcm+ckpt13": {"net": "sanas", "channels_last": True, "tcmalloc": True, "checkpoint": 13},
 }
 
 
@@ -57,6 +60,7 @@ def run_one(args: argparse.Namespace) -> dict:
         net = ReferenceNetwork(space.widths(tokens), space.genotype)
     else:
         net = space.token2arch(tokens)
+        net.set_checkpointing(cfg.get("checkpoint", 0))
     memory_format = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
     net = net.to(memory_format=memory_format).train()
     net.set_drop_path_prob(0.1)
@@ -116,7 +120,8 @@ def main() -> None:
     base = results[0]["median"]
     print(f"\nfull DARTS model (init tokens), batch {args.batch}, {args.threads} threads, "
           f"median of {args.steps} steps after {args.warmup} warm-up\n")
-    print(f"| {'config':<17} | {'img/s median':>12} | {'min–max':>11} | {'peak RSS GB':>11} | {'vs ' + results[0]['config']:>14} |")
+    vs = "vs " + results[0]["config"]
+    print(f"| {'config':<17} | {'img/s median':>12} | {'min–max':>11} | {'peak RSS GB':>11} | {vs:>14} |")
     print(f"|{'-' * 19}|{'-' * 14}|{'-' * 13}|{'-' * 13}|{'-' * 16}|")
     for r in results:
         print(f"| {r['config']:<17} | {r['median']:>12.1f} | {r['min']:>5.1f}–{r['max']:<5.1f} | "

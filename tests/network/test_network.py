@@ -168,3 +168,31 @@ def test_one_channel_inputs_and_odd_sizes():
     net = space.token2arch(space.init_tokens()).eval()
     with torch.no_grad():
         assert net(torch.randn(2, 1, 27, 45)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("cells", [2, 5])
+def test_checkpointing_gives_identical_gradients(cells):
+    torch.manual_seed(0)
+    space, tokens = tiny_space(5)
+    net = space.token2arch(tokens).train()
+    net.set_drop_path_prob(0.3)  # masks must be redrawn identically during recomputation
+    x = torch.randn(4, 3, 32, 32)
+
+    def grads(checkpoint_cells):
+        net.set_checkpointing(checkpoint_cells)
+        net.zero_grad(set_to_none=True)
+        torch.manual_seed(5)
+        logits, aux = net(x)
+        (logits.logsumexp(1).mean() + 0.4 * aux.logsumexp(1).mean()).backward()
+        return logits.detach(), {n: p.grad.clone() for n, p in net.named_parameters()}
+
+    # BatchNorm running stats move on every training forward; snapshot them so both runs see the same.
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    plain_logits, plain = grads(0)
+    net.load_state_dict(state)
+    ckpt_logits, ckpt = grads(cells)
+    torch.testing.assert_close(plain_logits, ckpt_logits)
+    for name in plain:
+        torch.testing.assert_close(plain[name], ckpt[name], msg=name)
+    with pytest.raises(ValueError, match=r"checkpoint cells is 6, expected an integer in \[0, 5\]"):
+        net.set_checkpointing(6)
