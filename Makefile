@@ -28,6 +28,7 @@ _demo:
 	$(RUN) -m sanas.cli info --token 5 5 0 5 5 10 7 7 5 7 7 11 10 12 10 0 5 3 10 8
 
 test: $(STAMP) system
+	bash scripts/ensure_postgres.sh
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest
 

@@ -4,10 +4,31 @@
 >>> space = get_space("DartsSpace")
 >>> space.count_params(space.init_tokens())
 3767302
+
+``SANAS`` (the search, on Optuna) and ``evaluate_candidate`` (training) are imported on first use, so
+``import sanas`` for spaces and counting stays light.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from sanas.spaces import DartsSpace, SearchSpace, get_space, register_space, space_from_config
 
+if TYPE_CHECKING:
+    from sanas.search import SANAS
+    from sanas.training import evaluate_candidate, load_model
+
 __version__ = "0.1.0"
 
-__all__ = ["DartsSpace", "SearchSpace", "get_space", "register_space", "space_from_config"]
+_LAZY = {"SANAS": "sanas.search", "evaluate_candidate": "sanas.training", "load_model": "sanas.training"}
+
+__all__ = ["SANAS", "DartsSpace", "SearchSpace", "evaluate_candidate", "get_space", "load_model", "register_space",
+           "space_from_config"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'sanas' has no attribute {name!r}")
