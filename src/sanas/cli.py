@@ -1,10 +1,21 @@
-"""The ``sanas`` command line. Every command calls the Python API; none re-implements it."""
+"""The ``sanas`` command line. Every command calls the Python API; none re-implements it.
+
+    sanas search   run a search (new, or resume the run directory), then write its report
+    sanas worker   join a running search (run directory, --storage URL or --server-addr) until it is done
+    sanas status   progress, best so far and ETA of a search
+    sanas report   top candidates, best vs init, plots
+    sanas train    final training of one token vector (checkpointed every epoch; --resume)
+    sanas export   re-export a trained model (ONNX) and print its summary
+    sanas info     per-cell widths, parameters and MACs of token vectors
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -13,6 +24,9 @@ from sanas.network import GENOTYPES
 from sanas.spaces import SearchSpace, get_space
 
 __all__ = ["main", "parse_tokens"]
+
+SAMPLERS = ("sa", "random", "evolution", "tpe")
+DATASETS = ("cifar10", "fashion-mnist", "synthetic")
 
 
 class CLIError(Exception):
@@ -37,29 +51,95 @@ def parse_tokens(values: Sequence[str]) -> list[int]:
     return tokens
 
 
+def parse_server_addr(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise CLIError(f"server address {text!r} is not HOST:PORT (e.g. 127.0.0.1:8377)")
+    return host or "127.0.0.1", int(port)
+
+
+# --- options shared by several commands ----------------------------------------------------------------------
+SPACE_KEYS = ("layers", "filter_num", "init_channels", "stem_multiplier", "genotype", "in_channels", "num_classes",
+              "auxiliary")
+DATA_KEYS = {"dataset": "dataset", "data_root": "root", "val_fraction": "val_fraction", "data_seed": "seed",
+             "train_subset": "train_subset", "val_subset": "val_subset", "reward_on_test": "reward_on_test"}
+RECIPE_KEYS = {"retain_epoch": "retain_epoch", "batch_size": "batch_size", "learning_rate": "learning_rate",
+               "drop_path_prob": "drop_path_prob", "cutout": "cutout", "train_seed": "seed", "device": "device",
+               "compile": "compile", "channels_last": "channels_last"}
+SEARCH_KEYS = ("sampler", "search_steps", "max_params", "init_temperature", "reduce_rate", "seed", "study_name")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of integers like 4,8,16") from None
+
+
 def add_space_arguments(parser: argparse.ArgumentParser) -> None:
-    """The search-space options shared by every command that builds a space."""
     group = parser.add_argument_group("search space")
-    group.add_argument("--space", default="DartsSpace", help="registered space name (default: DartsSpace)")
+    group.add_argument("--space", default=None, help="registered space name (default: DartsSpace)")
     group.add_argument("--layers", type=int, help="number of cells (DartsSpace default: 20)")
-    group.add_argument("--filter-num", type=lambda s: [int(x) for x in s.replace(",", " ").split()],
-                       help='width choices, e.g. "4,8,12,16,24,32,48,64"')
+    group.add_argument("--filter-num", type=_int_list, help='width choices, e.g. "4,8,12,16,24,32,48,64"')
     group.add_argument("--init-channels", type=int, help="DARTS' C: init widths C, 2C, 4C (default: 36)")
     group.add_argument("--stem-multiplier", type=int, help="stem width = multiplier × init channels (default: 3)")
     group.add_argument("--genotype", choices=sorted(GENOTYPES), help="cell genotype (default: PADDLESLIM_DARTS_V2)")
-    group.add_argument("--in-channels", type=int, help="image channels (default: 3)")
-    group.add_argument("--num-classes", type=int, help="classes (default: 10)")
+    group.add_argument("--in-channels", type=int, help="image channels (default: 3, or the dataset's)")
+    group.add_argument("--num-classes", type=int, help="classes (default: 10, or the dataset's)")
     group.add_argument("--no-auxiliary", dest="auxiliary", action="store_false", default=None,
                        help="build no auxiliary head")
 
 
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", choices=DATASETS, help="default: fashion-mnist")
+    group.add_argument("--data-root", help="dataset folder (fashion-mnist default: the Debian package's)")
+    group.add_argument("--train-subset", type=int, help="class-balanced subset of the training split (CPU proxies)")
+    group.add_argument("--val-subset", type=int, help="class-balanced subset of the held-out split")
+    group.add_argument("--val-fraction", type=float, help="held-out fraction of each class for the reward (0.1)")
+    group.add_argument("--data-seed", type=int, help="seed of the held-out split (0)")
+    group.add_argument("--reward-on-test", action="store_true", default=None,
+                       help="PaddleSlim's protocol: reward on the TEST set (biased; prints a warning)")
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training recipe (defaults: PaddleSlim's DARTS demo)")
+    group.add_argument("--retain-epoch", type=int, help="epochs per candidate (30); reward = mean of the last two")
+    group.add_argument("--batch-size", type=int, help="96")
+    group.add_argument("--learning-rate", "--lr", type=float, help="0.025, cosine to 0")
+    group.add_argument("--drop-path-prob", type=float, help="0.2 · epoch / epochs")
+    group.add_argument("--cutout", type=int, help="cutout size (16; 0 = off)")
+    group.add_argument("--train-seed", type=int, help="seed of initialisation, shuffling and augmentation (0)")
+    group.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
+    group.add_argument("--compile", action="store_true", default=None, help="torch.compile the network")
+    group.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None)
+
+
+def add_join_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("where the study lives (default: inside the run directory)")
+    group.add_argument("--storage", help="database URL shared by many machines, e.g. postgresql://user:pw@host/db")
+    group.add_argument("--server-addr", type=parse_server_addr, metavar="HOST:PORT",
+                       help="a sanas server (PaddleSlim's server_addr)")
+    group.add_argument("--study-name", help="study inside the storage (default: sanas)")
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The flags given on the command line, as config sections (absent flags are left out)."""
+    space = {k: getattr(args, k) for k in SPACE_KEYS if getattr(args, k, None) is not None}
+    if getattr(args, "space", None):
+        space["name"] = args.space
+    data = {v: getattr(args, k) for k, v in DATA_KEYS.items() if getattr(args, k, None) is not None}
+    recipe = {v: getattr(args, k) for k, v in RECIPE_KEYS.items() if getattr(args, k, None) is not None}
+    search = {k: getattr(args, k) for k in SEARCH_KEYS if getattr(args, k, None) is not None}
+    return {"space": space, "data": data, "recipe": recipe, "search": search}
+
+
 def space_from_args(args: argparse.Namespace) -> SearchSpace:
-    names = ("layers", "filter_num", "init_channels", "stem_multiplier", "genotype", "in_channels",
-             "num_classes", "auxiliary")
-    config: dict[str, Any] = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
-    return get_space(args.space, **config)
+    config = {n: getattr(args, n) for n in SPACE_KEYS if getattr(args, n, None) is not None}
+    return get_space(args.space or "DartsSpace", **config)
 
 
+# --- commands ------------------------------------------------------------------------------------------------
 def cmd_info(args: argparse.Namespace, console: Console) -> int:
     from sanas.report import model_summary, render_summary
 
@@ -75,17 +155,272 @@ def cmd_info(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sanas", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _search_config(args: argparse.Namespace) -> Any:
+    from sanas.runs.config import RunConfig
 
-    info = sub.add_parser("info", help="per-cell summary (width, params, MACs) of token vectors",
-                          description="Print a per-cell summary of the init tokens and of each --token given.")
-    add_space_arguments(info)
-    info.add_argument("--token", nargs="+", action="append", metavar="T",
-                      help="a token vector, e.g. --token 5 5 0 5 ... (repeat the flag for several)")
-    info.add_argument("--input-size", type=int, nargs=2, default=[32, 32], metavar=("H", "W"))
-    info.set_defaults(run=cmd_info)
+    return RunConfig.from_sources(args.config, overrides_from_args(args))
+
+
+def _study_trials(run_dir: Path | None, storage: str | None, server_addr: tuple[str, int] | None,
+                  study_name: str | None) -> tuple[list[Any], Any]:
+    """The study's trials and the run config, read without joining the search."""
+    import optuna
+
+    from sanas.runs.config import RunConfig
+    from sanas.runs.worker import RUN_CONFIG_KEY
+    from sanas.search.storage import connect_server, existing_store, open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    config = RunConfig.load(run_dir) if run_dir is not None and (run_dir / "config.json").exists() else None
+    name = study_name or (config.search["study_name"] if config else "sanas")
+    if server_addr is not None:
+        store = connect_server(server_addr)
+    elif storage is not None:
+        store = open_storage(storage)
+    elif run_dir is not None:
+        if not run_dir.is_dir():
+            raise CLIError(f"run directory {run_dir} does not exist")
+        if not existing_store(run_dir):
+            raise CLIError(f"{run_dir} holds no study (no sanas.journal or sanas.db); was the search started with "
+                           f"--storage? then pass the same --storage")
+        store = open_storage(run_dir=run_dir)
+    else:
+        raise CLIError("give a run directory, --storage URL or --server-addr")
+    try:
+        study = optuna.load_study(study_name=name, storage=store)
+    except KeyError:
+        raise CLIError(f"no study {name!r} in that storage") from None
+    if config is None:
+        raw = study.user_attrs.get(RUN_CONFIG_KEY)
+        if raw is None:
+            raise CLIError(f"study {name!r} was not created by sanas search (no run config)")
+        config = RunConfig.from_dict(raw)
+    return study.get_trials(deepcopy=False), config
+
+
+def _report(run_dir: Path | None, args: argparse.Namespace) -> Any:
+    from sanas.report.search import build_report
+
+    trials, config = _study_trials(run_dir, getattr(args, "storage", None), getattr(args, "server_addr", None),
+                                   getattr(args, "study_name", None))
+    return build_report(trials, config.build_space(), config)
+
+
+def _write_report(run_dir: Path, args: argparse.Namespace, console: Console, out: Path | None = None) -> None:
+    from sanas.report.search import render_report, write_report
+
+    report = _report(run_dir, args)
+    top = getattr(args, "top", 10)
+    paths = write_report(report, out or run_dir / "report", top)
+    console.print(render_report(report, top))
+    console.print(f"report written to {paths[0].parent}/ ({', '.join(p.name for p in paths)})")
+
+
+def cmd_search(args: argparse.Namespace, console: Console) -> int:
+    from sanas.runs.launcher import launch_workers
+    from sanas.runs.worker import Interrupted, open_search, resolve_config, run_worker
+
+    run_dir = Path(args.run_dir)
+    config = _search_config(args)
+    config = resolve_config(run_dir, config)  # refuses a run dir made with another config; else saves it
+    console.print(f"search: run directory {run_dir}, {config.search['search_steps']} evaluations, sampler "
+                  f"{config.search['sampler']}, budget {config.budget():,} params" if config.budget() else
+                  f"search: run directory {run_dir}, no budget")
+    try:
+        if args.workers > 1:
+            if args.server_addr is not None:
+                raise CLIError("--workers with --server-addr: start the server with sanas search --server-addr, then "
+                               "connect clients with sanas worker --server-addr")
+            # Create the study (and check any existing one) before the workers race to do it.
+            sa, _ = open_search(config, run_dir, storage=args.storage, study_name=args.study_name)
+            sa.close()
+
+            def poll() -> None:
+                from sanas.report.search import status_lines
+
+                console.print("  " + " | ".join(status_lines(_report(run_dir, args))[:2]))
+
+            bad = launch_workers(run_dir, args.workers, storage=args.storage, study_name=args.study_name,
+                                 device=args.device, on_poll=poll if args.progress != "none" else None)
+            if bad:
+                raise CLIError(f"{bad} of {args.workers} workers failed; see {run_dir / 'logs'}")
+        else:
+            run_worker(config, run_dir, storage=args.storage, server_addr=args.server_addr, is_server=True,
+                       study_name=args.study_name, device=args.device, progress=args.progress)
+    except (Interrupted, KeyboardInterrupt):
+        print(f"sanas search: interrupted; the pending candidate is recorded as failed. Rerun the same command to "
+              f"resume {run_dir}.", file=sys.stderr)
+        return 130
+    if not args.no_report:
+        _write_report(run_dir, args, console)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, console: Console) -> int:
+    from sanas.runs.worker import Interrupted, run_worker
+
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    if run_dir is None and args.storage is None and args.server_addr is None:
+        raise CLIError("give the search's run directory, --storage URL or --server-addr")
+    try:
+        summary = run_worker(None, run_dir, storage=args.storage, server_addr=args.server_addr, is_server=False,
+                             study_name=args.study_name, worker_id=args.worker_id, device=args.device,
+                             threads=args.threads, progress=args.progress)
+    except (Interrupted, KeyboardInterrupt):
+        print("sanas worker: interrupted; the pending candidate is recorded as failed", file=sys.stderr)
+        return 130
+    console.print(f"worker {args.worker_id}: {summary.evaluated} evaluated, {summary.failed} failed; "
+                  f"best reward {summary.info.get('best_reward')}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, console: Console) -> int:
+    from sanas.report.search import status_lines
+
+    report = _report(Path(args.run_dir) if args.run_dir else None, args)
+    for line in status_lines(report):
+        console.print(line)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    if not args.run_dir and not args.storage and not args.server_addr:
+        raise CLIError("give a run directory, --storage URL or --server-addr")
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    out = Path(args.out) if args.out else None
+    if run_dir is None and out is None:
+        raise CLIError("without a run directory, say where to write the report with --out")
+    _write_report(run_dir or out, args, console, out)  # type: ignore[arg-type]
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, console: Console) -> int:
+    from sanas.runs.config import RunConfig
+    from sanas.training import prepare_data, train_final
+
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    overrides = overrides_from_args(args)
+    if run_dir is not None:
+        base = RunConfig.load(run_dir)
+        for section, values in overrides.items():
+            getattr(base, section).update(values)
+        config = RunConfig.from_dict(base.to_dict())
+    else:
+        config = _search_config(args)
+    space = config.build_space()
+    tokens = parse_tokens(args.token) if args.token else None
+    if tokens is None:
+        if run_dir is None:
+            raise CLIError("give --token, or --run-dir of a search to train its best candidate")
+        best = _report(run_dir, args).best
+        if best is None:
+            raise CLIError(f"{run_dir} has no finished feasible candidate to train; pass --token")
+        tokens = best.tokens
+        console.print(f"training the search's best candidate: tokens {tokens}")
+    tokens = space.validate(tokens)
+    out = Path(args.out) if args.out else (run_dir / "final" if run_dir else Path("final"))
+    recipe = config.build_recipe()
+    data = prepare_data(**config.data_kwargs(), device=recipe.resolve_device())
+    result = train_final(tokens, space, data, recipe, out, resume=args.resume, progress=args.progress,
+                         onnx=not args.no_onnx)
+    console.print(f"test top-1 {100 * result.test_top1:.2f} %, top-5 {100 * result.test_top5:.2f} %, "
+                  f"{result.params:,} params; model in {out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, console: Console) -> int:
+    from sanas.report import model_summary, render_summary
+    from sanas.spaces import space_from_config
+    from sanas.training import load_model
+    from sanas.training.final import export_onnx
+
+    src = Path(args.model_dir)
+    net = load_model(src)
+    info = json.loads((src / "model.json").read_text())
+    space = space_from_config(info["space"])
+    console.print(render_summary(model_summary(space, info["tokens"]), title=f"model in {src}"))
+    if "test" in info:
+        console.print(f"test top-1 {100 * info['test']['top1']:.2f} %")
+    if args.onnx:
+        console.print(export_onnx(net, space.config()["in_channels"], Path(args.onnx)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sanas", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    progress = {"choices": ("auto", "bar", "lines", "none"), "default": "auto", "help": "progress output (auto)"}
+
+    p = sub.add_parser("search", help="run (or resume) a search, then write its report",
+                       description="Search per-cell widths with simulated annealing under a parameter budget. "
+                                   "Settings come from defaults, then --config TOML, then flags.")
+    p.add_argument("--config", help="TOML file with [space], [data], [recipe], [search] tables")
+    p.add_argument("--run-dir", default="runs/search", help="run directory (default: runs/search)")
+    add_space_arguments(p)
+    add_data_arguments(p)
+    add_recipe_arguments(p)
+    g = p.add_argument_group("search")
+    g.add_argument("--sampler", choices=SAMPLERS, help="sa (default), random, evolution, tpe")
+    g.add_argument("--search-steps", type=int, help="finished evaluations over all workers (300)")
+    g.add_argument("--max-params", help="budget: count (3770000, 3.77M) or ratio of the init model (1.0x, default)")
+    g.add_argument("--init-temperature", type=float, help="SA T0 (1.0)")
+    g.add_argument("--reduce-rate", type=float, help="SA temperature decay per evaluation (0.85)")
+    g.add_argument("--seed", type=int, help="seed of proposals and acceptance draws (0)")
+    add_join_arguments(p)
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (one per GPU when GPUs exist)")
+    p.add_argument("--progress", **progress)
+    p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    p.set_defaults(run=cmd_search)
+
+    p = sub.add_parser("worker", help="join a running search until it is done")
+    p.add_argument("run_dir", nargs="?", help="the search's run directory (or use --storage / --server-addr)")
+    add_join_arguments(p)
+    p.add_argument("--worker-id", type=int, default=0)
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--progress", **progress)
+    p.set_defaults(run=cmd_worker)
+
+    p = sub.add_parser("status", help="progress, best so far and ETA of a search")
+    p.add_argument("run_dir", nargs="?")
+    add_join_arguments(p)
+    p.set_defaults(run=cmd_status)
+
+    p = sub.add_parser("report", help="top candidates, best vs init, plots (written to RUN/report)")
+    p.add_argument("run_dir", nargs="?")
+    add_join_arguments(p)
+    p.add_argument("--top", type=int, default=10, help="rows of the top-k table (10)")
+    p.add_argument("--out", help="report folder (default: RUN/report)")
+    p.set_defaults(run=cmd_report)
+
+    p = sub.add_parser("train", help="final training of one token vector, checkpointed every epoch",
+                       description="Train --token (or the best candidate of --run-dir) for --retain-epoch epochs, "
+                                   "checkpointing every epoch; test accuracy once at the end; export safetensors.")
+    p.add_argument("--token", nargs="+", metavar="T", help="the token vector (default: the search's best)")
+    p.add_argument("--run-dir", help="take space, data and recipe from this search's config")
+    p.add_argument("--config", help="TOML file (when there is no run directory)")
+    p.add_argument("--out", help="output folder (default: RUN/final or ./final)")
+    p.add_argument("--resume", action="store_true", help="continue the checkpoint in the output folder")
+    p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export")
+    p.add_argument("--progress", **progress)
+    add_space_arguments(p)
+    add_data_arguments(p)
+    add_recipe_arguments(p)
+    p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("export", help="summary of a trained model, and ONNX export")
+    p.add_argument("model_dir", help="folder written by sanas train")
+    p.add_argument("--onnx", help="write ONNX here")
+    p.set_defaults(run=cmd_export)
+
+    p = sub.add_parser("info", help="per-cell summary (width, params, MACs) of token vectors",
+                       description="Print a per-cell summary of the init tokens and of each --token given.")
+    add_space_arguments(p)
+    p.add_argument("--token", nargs="+", action="append", metavar="T",
+                   help="a token vector, e.g. --token 5 5 0 5 ... (repeat the flag for several)")
+    p.add_argument("--input-size", type=int, nargs=2, default=[32, 32], metavar=("H", "W"))
+    p.set_defaults(run=cmd_info)
     return parser
 
 
@@ -96,9 +431,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     try:
         return int(args.run(args, console))
-    except (CLIError, ValueError) as exc:
-        print(f"sanas {args.command}: error: {exc}", file=sys.stderr)
+    except (CLIError, ValueError, FileNotFoundError, FileExistsError, KeyError, ConnectionError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"sanas {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:
+        if type(exc).__name__ in ("DatasetError", "StorageUnavailable"):
+            print(f"sanas {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

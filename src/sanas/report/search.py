@@ -1,0 +1,328 @@
+"""The search report: what a study found, as a table, a Markdown file and two plots.
+
+Everything is read back from the study (the single source of truth, wherever it is stored), so a report can
+be made while the search runs, after it, or from another machine.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from sanas.runs.config import RunConfig, atomic_write_text
+from sanas.search.chain import FAIL_REASON_KEY, STATUS_KEY, VOID_STATUSES, evaluations, replay_chain, trial_tokens
+from sanas.spaces import SearchSpace
+
+__all__ = ["Candidate", "SearchReport", "build_report", "render_report", "write_report"]
+
+
+@dataclass
+class Candidate:
+    """One proposed candidate of the study."""
+
+    trial: int
+    tokens: list[int]
+    state: str  # "complete", "running", "failed"
+    reward: float | None
+    params: int
+    macs: int
+    seconds: float | None
+    reason: str = ""
+    accepted: bool | None = None  # by the SA chain (None when the sampler is not SA or not evaluated)
+    feasible: bool = True
+
+
+@dataclass
+class SearchReport:
+    """A study summarised: candidates in evaluation order, the SA chain, the best and the init candidates."""
+
+    config: dict[str, Any]
+    budget: int | None
+    init_tokens: list[int]
+    init_params: int
+    candidates: list[Candidate]
+    chain: list[dict[str, Any]] = field(default_factory=list)  # per evaluation: k, trial, reward, T, current, best
+    search_steps: int = 0
+
+    @property
+    def complete(self) -> list[Candidate]:
+        return [c for c in self.candidates if c.state == "complete"]
+
+    @property
+    def failed(self) -> list[Candidate]:
+        return [c for c in self.candidates if c.state == "failed"]
+
+    @property
+    def running(self) -> list[Candidate]:
+        return [c for c in self.candidates if c.state == "running"]
+
+    @property
+    def init(self) -> Candidate | None:
+        return next((c for c in self.complete if c.tokens == self.init_tokens), None)
+
+    @property
+    def best(self) -> Candidate | None:
+        """The highest reward among feasible evaluations (ties: fewer parameters, then earlier)."""
+        feasible = [c for c in self.complete if c.feasible]
+        return max(feasible, key=lambda c: (c.reward, -c.params, -c.trial), default=None)
+
+    def top(self, k: int) -> list[Candidate]:
+        return sorted(self.complete, key=lambda c: (-(c.reward or 0.0), c.params, c.trial))[:k]
+
+    def pareto(self) -> list[Candidate]:
+        """Evaluations no other beats on both fewer-or-equal parameters and higher-or-equal reward."""
+        front: list[Candidate] = []
+        for c in sorted(self.complete, key=lambda c: (c.params, -(c.reward or 0.0))):
+            if not front or (c.reward or 0.0) > (front[-1].reward or 0.0):
+                front.append(c)
+        return front
+
+
+def _state(trial: FrozenTrial) -> str:
+    return {TrialState.COMPLETE: "complete", TrialState.RUNNING: "running"}.get(trial.state, "failed")
+
+
+def build_report(trials: Sequence[FrozenTrial], space: SearchSpace, config: RunConfig) -> SearchReport:
+    """Summarise a study's trials (from ``study.get_trials()``) for ``space`` under ``config``."""
+    budget = config.budget(space)
+    search = config.search
+    real = [t for t in trials if t.system_attrs.get(STATUS_KEY) not in VOID_STATUSES and trial_tokens(t) is not None]
+    candidates: dict[int, Candidate] = {}
+    for t in real:
+        tokens = list(trial_tokens(t) or ())
+        params = space.count_params(tokens)
+        seconds = ((t.datetime_complete - t.datetime_start).total_seconds()
+                   if t.datetime_complete and t.datetime_start else None)
+        candidates[t.number] = Candidate(
+            trial=t.number, tokens=tokens, state=_state(t), reward=t.value if t.state == TrialState.COMPLETE else None,
+            params=params, macs=space.count_macs(tokens), seconds=seconds,
+            reason=str(t.user_attrs.get(FAIL_REASON_KEY, "")), feasible=budget is None or params <= budget)
+    evals = evaluations(trials)
+    chain_rows = []
+    if search.get("sampler", "sa") == "sa":
+        t0 = 1.0 if search.get("init_temperature") is None else float(search["init_temperature"])
+        state = replay_chain(evals, t0, float(search.get("reduce_rate", 0.85)))
+        current = best = -math.inf
+        for step in state.steps:
+            if step.accepted:
+                current = step.reward
+            if step.best:
+                best = step.reward
+            candidates[step.number].accepted = step.accepted
+            chain_rows.append({"k": step.k, "trial": step.number, "reward": step.reward,
+                               "temperature": step.temperature, "accepted": step.accepted, "current": current,
+                               "best": best})
+    else:
+        best = -math.inf
+        for k, ev in enumerate(evals):
+            best = max(best, ev.reward)
+            chain_rows.append({"k": k, "trial": ev.number, "reward": ev.reward, "temperature": None, "accepted": None,
+                               "current": None, "best": best})
+    order = {row["trial"]: i for i, row in enumerate(chain_rows)}
+    ordered = sorted(candidates.values(), key=lambda c: (order.get(c.trial, len(order)), c.trial))
+    return SearchReport(config.to_dict(), budget, space.init_tokens(), space.count_params(space.init_tokens()),
+                        ordered, chain_rows, int(search["search_steps"]))
+
+
+def _pct(value: float, base: float) -> str:
+    return f"{100 * (value / base - 1):+.1f} %"
+
+
+def headline(report: SearchReport) -> list[str]:
+    """The report's conclusions as sentences: best vs init, counts, failures."""
+    lines = [f"{len(report.complete)} of {report.search_steps} evaluations finished, {len(report.failed)} failed, "
+             f"{len(report.running)} running; budget "
+             f"{'none' if report.budget is None else f'{report.budget:,} params'}."]
+    best, init = report.best, report.init
+    if best is None:
+        lines.append("No feasible candidate has been evaluated yet.")
+        return lines
+    lines.append(f"Best: trial {best.trial}, tokens {best.tokens}, reward {best.reward:.4f}, {best.params:,} params "
+                 f"({_pct(best.params, report.init_params)} vs init).")
+    if init is not None and init.reward is not None and best.reward is not None:
+        delta = 100 * (best.reward - init.reward)
+        lines.append(f"Init model: reward {init.reward:.4f}, {init.params:,} params. "
+                     f"Best vs init: params {_pct(best.params, init.params)}, reward {delta:+.2f} points.")
+    else:
+        lines.append("The init tokens have no finished evaluation, so there is no baseline reward.")
+    if report.failed:
+        reasons: dict[str, int] = {}
+        for c in report.failed:
+            key = c.reason.split(":")[0] or "unknown"
+            reasons[key] = reasons.get(key, 0) + 1
+        lines.append("Failed: " + ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())) + ".")
+    return lines
+
+
+def _row(c: Candidate, report: SearchReport) -> list[str]:
+    state = c.state
+    if c.accepted is not None:
+        state += ", accepted" if c.accepted else ", rejected"
+    if not c.feasible:
+        state += ", over budget"
+    return [str(c.trial), " ".join(map(str, c.tokens)), f"{c.params:,}", _pct(c.params, report.init_params),
+            f"{c.macs / 1e6:,.1f}M", "" if c.reward is None else f"{c.reward:.4f}", state]
+
+
+HEADER = ["trial", "tokens", "params", "vs init", "MACs", "reward", "state"]
+
+
+def render_report(report: SearchReport, top_k: int = 10) -> Group:
+    """Rich renderables: the headline and the top-k table."""
+    table = Table(title=f"top {top_k} candidates by reward")
+    for name in HEADER:
+        table.add_column(name, justify="right" if name in ("params", "vs init", "MACs", "reward") else "left")
+    for c in report.top(top_k):
+        table.add_row(*_row(c, report))
+    return Group(Text("\n".join(headline(report))), table)
+
+
+def _markdown(report: SearchReport, top_k: int) -> str:
+    out = io.StringIO()
+    out.write("# sanas search report\n\n")
+    for line in headline(report):
+        out.write(f"- {line}\n")
+    out.write(f"\n## Top {top_k} candidates\n\n| " + " | ".join(HEADER) + " |\n|" + "---|" * len(HEADER) + "\n")
+    for c in report.top(top_k):
+        out.write("| " + " | ".join(_row(c, report)) + " |\n")
+    if report.failed:
+        out.write("\n## Failed candidates\n\n| trial | tokens | reason |\n|---|---|---|\n")
+        for c in report.failed:
+            out.write(f"| {c.trial} | {' '.join(map(str, c.tokens))} | {c.reason} |\n")
+    out.write("\n## Plots\n\n![reward per step](reward.png)\n\n![params vs reward](pareto.png)\n")
+    out.write("\n## Configuration\n\n```json\n")
+    import json
+
+    out.write(json.dumps(report.config, indent=2, sort_keys=True))
+    out.write("\n```\n")
+    return out.getvalue()
+
+
+def _plot_reward(report: SearchReport, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    rows = report.chain
+    ks = [r["k"] for r in rows]
+    if rows:
+        acc = [r for r in rows if r["accepted"] is not False]
+        rej = [r for r in rows if r["accepted"] is False]
+        ax.scatter([r["k"] for r in acc], [r["reward"] for r in acc], s=22, color="tab:blue",
+                   label="accepted" if rows[0]["accepted"] is not None else "evaluated", zorder=3)
+        if rej:
+            ax.scatter([r["k"] for r in rej], [r["reward"] for r in rej], s=22, color="tab:gray", marker="x",
+                       label="rejected", zorder=3)
+        if rows[0]["current"] is not None:
+            ax.step(ks, [r["current"] for r in rows], where="post", color="tab:blue", alpha=0.6,
+                    label="chain (current)")
+        ax.step(ks, [r["best"] for r in rows], where="post", color="tab:green", label="best so far")
+        temps = [r["temperature"] for r in rows]
+        if temps[0] is not None:
+            ax2 = ax.twinx()
+            ax2.plot(ks, temps, color="tab:red", linestyle="--", label="temperature")
+            ax2.set_ylabel("temperature", color="tab:red")
+            ax2.set_yscale("log")
+    ax.set_xlabel("finished evaluation k")
+    ax.set_ylabel("reward (held-out top-1)")
+    ax.set_title("reward per step")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    _save_figure(fig, path)
+    plt.close(fig)
+
+
+def _plot_pareto(report: SearchReport, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    done = report.complete
+    ax.scatter([c.params for c in done], [c.reward for c in done], s=20, color="tab:gray", label="evaluated")
+    front = report.pareto()
+    if front:
+        ax.step([c.params for c in front], [c.reward for c in front], where="post", color="tab:green",
+                marker="o", label="Pareto front")
+    if report.init is not None:
+        ax.scatter([report.init.params], [report.init.reward], s=80, marker="*", color="tab:orange", zorder=4,
+                   label="init tokens")
+    if report.best is not None:
+        ax.scatter([report.best.params], [report.best.reward], s=80, marker="D", facecolors="none",
+                   edgecolors="tab:blue", zorder=4, label="best")
+    if report.budget is not None:
+        ax.axvline(report.budget, color="tab:red", linestyle="--", label=f"budget {report.budget:,}")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("reward (held-out top-1)")
+    ax.set_title("parameters vs reward")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    _save_figure(fig, path)
+    plt.close(fig)
+
+
+def _save_figure(fig: Any, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(path)
+
+
+def write_report(report: SearchReport, out_dir: str | Path, top_k: int = 10) -> list[Path]:
+    """Write ``report.md``, ``candidates.csv``, ``reward.png`` and ``pareto.png`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "report.md", _markdown(report, top_k))
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["trial", "state", "accepted", "reward", "params", "macs", "seconds", "tokens", "reason"])
+    for c in report.candidates:
+        writer.writerow([c.trial, c.state, "" if c.accepted is None else c.accepted,
+                         "" if c.reward is None else f"{c.reward:.6f}", c.params, c.macs,
+                         "" if c.seconds is None else f"{c.seconds:.1f}", " ".join(map(str, c.tokens)), c.reason])
+    atomic_write_text(out / "candidates.csv", buf.getvalue())
+    _plot_reward(report, out / "reward.png")
+    _plot_pareto(report, out / "pareto.png")
+    return [out / n for n in ("report.md", "candidates.csv", "reward.png", "pareto.png")]
+
+
+def status_lines(report: SearchReport) -> list[str]:
+    """A running search in a few lines: progress, best so far, and an ETA from finished candidates' times."""
+    done, failed, running = len(report.complete), len(report.failed), len(report.running)
+    lines = [f"finished {done}/{report.search_steps}, running {running}, failed {failed}"]
+    best = report.best
+    if best is not None:
+        lines.append(f"best so far: reward {best.reward:.4f}, {best.params:,} params "
+                     f"({_pct(best.params, report.init_params)} vs init), trial {best.trial}, tokens {best.tokens}")
+    times = sorted(c.seconds for c in report.complete if c.seconds)
+    remaining = report.search_steps - done
+    if remaining <= 0:
+        lines.append("search complete")
+    elif times:
+        median = times[len(times) // 2]
+        eta = remaining * median / max(1, running)
+        lines.append(f"ETA ~{_duration(eta)} ({remaining} evaluations left, median {median:.0f} s each, "
+                     f"{max(1, running)} in parallel)")
+    else:
+        lines.append("ETA unknown until the first evaluation finishes")
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    minutes, s = divmod(int(seconds), 60)
+    hours, m = divmod(minutes, 60)
+    return f"{hours}h{m:02d}m" if hours else f"{m}m{s:02d}s"

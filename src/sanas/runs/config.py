@@ -1,0 +1,254 @@
+"""A search's whole configuration: space, data, training recipe, search settings — from TOML and flags.
+
+The effective configuration is saved in the run directory (``config.json``) when a search starts, and stored
+in the study itself, so a worker on another machine needs only the storage URL or server address to join.
+Rerunning a command on an existing run directory resumes it only if the configuration is the same.
+
+A TOML file holds the same settings as the flags (flags override it)::
+
+    [space]                      # get_space("DartsSpace", **space) — in_channels/num_classes follow the data
+    name = "DartsSpace"
+    layers = 5
+    filter_num = [4, 8, 12, 16, 24, 32, 48, 64]
+    init_channels = 8
+
+    [data]                       # prepare_data(**data)
+    dataset = "fashion-mnist"
+    train_subset = 2000
+
+    [recipe]                     # Recipe(**recipe)
+    retain_epoch = 2
+    batch_size = 64
+
+    [search]
+    sampler = "sa"
+    search_steps = 20
+    max_params = "1.0x"          # absolute ("3.77M", 3770000) or relative to the init tokens ("0.9x")
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import re
+import tempfile
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sanas.spaces import SearchSpace, get_space
+
+__all__ = ["CONFIG_FILE", "SEARCH_DEFAULTS", "RunConfig", "atomic_write_text", "load_toml", "parse_budget"]
+
+CONFIG_FILE = "config.json"
+
+#: Settings of the [search] table and their defaults (PaddleSlim's where it has one).
+SEARCH_DEFAULTS: dict[str, Any] = {
+    "sampler": "sa",
+    "search_steps": 300,
+    "max_params": "1.0x",
+    "init_temperature": None,
+    "reduce_rate": 0.85,
+    "seed": 0,
+    "max_try_times": 300,
+    "study_name": "sanas",
+    "heartbeat_interval": 10.0,
+    "grace_period": 60.0,
+}
+DATA_DEFAULTS: dict[str, Any] = {
+    "dataset": "fashion-mnist",
+    "root": None,
+    "val_fraction": 0.1,
+    "seed": 0,
+    "train_subset": None,
+    "val_subset": None,
+    "reward_on_test": False,
+}
+SECTIONS = ("space", "data", "recipe", "search")
+# Settings that may differ between the processes of one search (where they run, not what they compute).
+LOCAL_RECIPE_KEYS = ("device", "compile")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a search config file; unknown tables are an error, so a typo cannot be silently ignored."""
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"config file {p} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"config file {p} is not valid TOML: {e}") from None
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"config file {p} has unknown table(s) {', '.join(unknown)}; expected {', '.join(SECTIONS)}")
+    for name, table in raw.items():
+        if not isinstance(table, dict):
+            raise ValueError(f"config file {p}: {name} must be a table ([{name}]), got {table!r}")
+    return raw
+
+
+_BUDGET = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([xXkKmM]?)\s*$")
+
+
+def parse_budget(value: object, init_params: int) -> int | None:
+    """A parameter budget as an absolute count: ``"1.0x"`` (of ``init_params``), ``"3.77M"``, ``"500k"``, ``3770000``.
+
+    ``None``/``"none"`` means no budget.
+
+    >>> parse_budget("0.9x", 1000), parse_budget("3.77M", 0), parse_budget(5000, 0)
+    (900, 3770000, 5000)
+    """
+    if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"max_params is {value!r}, expected a count (3770000, '3.77M') or a ratio ('1.0x')")
+    if isinstance(value, int | float):
+        number, unit = float(value), ""
+    else:
+        match = _BUDGET.match(str(value))
+        if not match:
+            raise ValueError(f"max_params is {value!r}, expected a count (3770000, '3.77M', '500k') or a ratio of "
+                             f"the init model ('1.0x')")
+        number, unit = float(match.group(1)), match.group(2).lower()
+    budget = {"x": number * init_params, "k": number * 1e3, "m": number * 1e6, "": number}[unit]
+    if budget <= 0:
+        raise ValueError(f"max_params is {value!r}, expected a positive budget")
+    return int(budget)
+
+
+@dataclass
+class RunConfig:
+    """The effective configuration of one search (see the module docstring for the TOML form)."""
+
+    space: dict[str, Any] = field(default_factory=lambda: {"name": "DartsSpace"})
+    data: dict[str, Any] = field(default_factory=dict)
+    recipe: dict[str, Any] = field(default_factory=dict)
+    search: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_sources(cls, file: str | os.PathLike[str] | None = None,
+                     overrides: Mapping[str, Mapping[str, Any]] | None = None) -> RunConfig:
+        """Defaults, then the TOML ``file``, then ``overrides`` (``{"search": {"search_steps": 20}, ...}``)."""
+        merged: dict[str, dict[str, Any]] = {"space": {"name": "DartsSpace"}, "data": dict(DATA_DEFAULTS),
+                                             "recipe": {}, "search": dict(SEARCH_DEFAULTS)}
+        for source in ([load_toml(file)] if file is not None else []) + [dict(overrides or {})]:
+            for section, values in source.items():
+                merged[section].update({k: v for k, v in values.items() if v is not None})
+        config = cls(**merged)
+        config.validate()
+        return config
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> RunConfig:
+        unknown = set(raw) - set(SECTIONS)
+        if unknown:
+            raise ValueError(f"run config has unknown sections {sorted(unknown)}")
+        config = cls(**{k: dict(raw.get(k, {})) for k in SECTIONS})
+        config.validate()
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(dataclasses.asdict(self))
+
+    # --- what the settings build ------------------------------------------------------------------------------
+    def dataset_shape(self) -> tuple[int, int]:
+        """(in_channels, num_classes) of the configured dataset."""
+        name = self.data["dataset"]
+        if name == "fashion-mnist":
+            return 1, 10
+        if name == "synthetic":
+            return int(self.data.get("channels", 3)), int(self.data.get("num_classes", 10))
+        return 3, 10
+
+    def build_space(self) -> SearchSpace:
+        """The search space; ``in_channels``/``num_classes`` follow the dataset unless set explicitly."""
+        settings = {k: v for k, v in self.space.items() if k != "name"}
+        in_channels, num_classes = self.dataset_shape()
+        settings.setdefault("in_channels", in_channels)
+        settings.setdefault("num_classes", num_classes)
+        return get_space(self.space.get("name", "DartsSpace"), **settings)
+
+    def build_recipe(self, **local: Any) -> Any:
+        from sanas.training import Recipe
+
+        fields = {f.name for f in dataclasses.fields(Recipe)}
+        unknown = sorted(set(self.recipe) - fields)
+        if unknown:
+            raise ValueError(f"unknown recipe setting(s) {', '.join(unknown)}; expected some of "
+                             f"{', '.join(sorted(fields))}")
+        return Recipe(**{**self.recipe, **{k: v for k, v in local.items() if v is not None}})
+
+    def data_kwargs(self) -> dict[str, Any]:
+        settings = dict(self.data)
+        return {"name": settings.pop("dataset"), **settings}
+
+    def budget(self, space: SearchSpace | None = None) -> int | None:
+        space = space or self.build_space()
+        return parse_budget(self.search.get("max_params"), space.count_params(space.init_tokens()))
+
+    def validate(self) -> None:
+        """Check every section now, so a bad setting fails before any work starts (one clear error)."""
+        unknown = sorted(set(self.search) - set(SEARCH_DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown search setting(s) {', '.join(unknown)}; expected some of "
+                             f"{', '.join(SEARCH_DEFAULTS)}")
+        from sanas.training.data import DATASETS
+
+        if self.data.get("dataset") not in DATASETS:
+            raise ValueError(f"unknown dataset {self.data.get('dataset')!r}; expected one of {', '.join(DATASETS)}")
+        self.budget(self.build_space())
+        self.build_recipe()
+        steps = self.search.get("search_steps")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"search_steps is {steps!r}, expected a positive integer")
+
+    def identity(self) -> dict[str, Any]:
+        """What must match for two processes to be working on the same search."""
+        out = self.to_dict()
+        out["recipe"] = {k: v for k, v in out["recipe"].items() if k not in LOCAL_RECIPE_KEYS}
+        return out
+
+    # --- run directory ----------------------------------------------------------------------------------------
+    def save(self, run_dir: str | os.PathLike[str]) -> None:
+        atomic_write_text(Path(run_dir) / CONFIG_FILE, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike[str]) -> RunConfig:
+        path = Path(run_dir) / CONFIG_FILE
+        if not path.is_file():
+            raise ValueError(f"{run_dir} is not a sanas run directory (no {CONFIG_FILE}); start one with sanas search")
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is corrupt ({e}); expected the JSON written by sanas search") from None
+
+    def check_matches(self, other: RunConfig, where: str) -> None:
+        """Refuse to resume ``where`` (created with ``other``) with a different configuration."""
+        mine, theirs = self.identity(), other.identity()
+        diff = []
+        for section in SECTIONS:
+            for key in sorted(set(mine[section]) | set(theirs[section])):
+                if mine[section].get(key) != theirs[section].get(key):
+                    diff.append(f"{section}.{key}: {theirs[section].get(key)!r} there, {mine[section].get(key)!r} now")
+        if diff:
+            raise ValueError(f"{where} was created with a different config ({'; '.join(diff)}); use another "
+                             f"--run-dir, or rerun with the same settings to resume")

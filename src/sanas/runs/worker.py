@@ -1,0 +1,211 @@
+"""One search worker: take candidates from the study, train each, report its reward — until the study is done.
+
+This is the loop of PaddleSlim's tutorial, with the data, training and bookkeeping filled in::
+
+    sa = SANAS(...)
+    while (tokens := sa.next_tokens()) is not None:
+        result = evaluate_candidate(tokens, space, data, recipe)
+        sa.reward(result.reward) if result.ok else sa.fail(result.reason)
+
+Every process of a search (``sanas search``, ``sanas search --workers N``, ``sanas worker`` on other machines)
+runs :func:`run_worker`. Ctrl-C (SIGINT) or SIGTERM during a candidate marks that candidate failed
+("interrupted") and returns; rerunning the same command resumes the search.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sanas.runs.config import RunConfig, atomic_write_text
+
+__all__ = ["CANDIDATES_DIR", "RUN_CONFIG_KEY", "Interrupted", "WorkerSummary", "open_search", "run_worker"]
+
+CANDIDATES_DIR = "candidates"
+#: Study user attribute holding the run config, so workers that only know the storage can join.
+RUN_CONFIG_KEY = "sanas:run_config"
+
+
+class Interrupted(Exception):
+    """The worker was stopped by SIGINT/SIGTERM; its pending candidate was recorded as failed."""
+
+
+@dataclass
+class WorkerSummary:
+    """What one worker did."""
+
+    evaluated: int
+    failed: int
+    interrupted: bool
+    info: dict[str, Any]
+
+
+def resolve_config(run_dir: Path | None, config: RunConfig | None) -> RunConfig | None:
+    """The run directory's config, checked against ``config``; or ``config``, saved as the run's config."""
+    if run_dir is not None and (run_dir / "config.json").exists():
+        saved = RunConfig.load(run_dir)
+        if config is not None:
+            config.check_matches(saved, f"run directory {run_dir}")
+        return saved
+    if config is not None and run_dir is not None:
+        config.save(run_dir)
+    return config
+
+
+def open_search(config: RunConfig | None, run_dir: Path | None, *, storage: str | None = None,
+                server_addr: Sequence[Any] | None = None, is_server: bool = True, study_name: str | None = None,
+                connect_timeout: float = 30.0) -> tuple[Any, RunConfig]:
+    """Open (or create) the search's study and return ``(SANAS, config)``.
+
+    With only ``storage``/``server_addr`` (a worker on another machine), the config is read from the study.
+    """
+    from sanas.search import SANAS
+
+    if config is None:
+        config = _config_from_study(storage, server_addr, study_name or "sanas", connect_timeout)
+        if run_dir is not None:
+            config = resolve_config(run_dir, config)
+    assert config is not None
+    space = config.build_space()
+    s = config.search
+    sa = SANAS(space, server_addr=server_addr, is_server=is_server, storage=storage,
+               save_checkpoint=run_dir if storage is None and not (server_addr and not is_server) else None,
+               study_name=study_name or s["study_name"], search_steps=s["search_steps"],
+               max_params=config.budget(space), sampler=s["sampler"], init_temperature=s["init_temperature"],
+               reduce_rate=s["reduce_rate"], seed=s["seed"], max_try_times=s["max_try_times"],
+               heartbeat_interval=s["heartbeat_interval"], grace_period=s["grace_period"],
+               connect_timeout=connect_timeout)
+    attrs = sa.study.user_attrs
+    if RUN_CONFIG_KEY in attrs:
+        config.check_matches(RunConfig.from_dict(attrs[RUN_CONFIG_KEY]), f"study {sa.study_name!r}")
+    else:
+        sa.study.set_user_attr(RUN_CONFIG_KEY, config.identity())
+    return sa, config
+
+
+def _config_from_study(storage: str | None, server_addr: Sequence[Any] | None, study_name: str,
+                       connect_timeout: float) -> RunConfig:
+    import optuna
+
+    from sanas.search.storage import connect_server, open_storage
+
+    if server_addr is not None:
+        store = connect_server(server_addr, connect_timeout)
+    elif storage is not None:
+        store = open_storage(storage, connect_timeout=connect_timeout)
+    else:
+        raise ValueError("a worker needs a run directory, a --storage URL or a --server-addr to join")
+    try:
+        study = optuna.load_study(study_name=study_name, storage=store)
+    except KeyError:
+        raise ValueError(f"no study {study_name!r} in that storage; start the search with sanas search first") from None
+    raw = study.user_attrs.get(RUN_CONFIG_KEY)
+    if raw is None:
+        raise ValueError(f"study {study_name!r} has no sanas run config; was it created by sanas search?")
+    return RunConfig.from_dict(raw)
+
+
+@contextmanager
+def _interruptible() -> Iterator[dict[str, bool]]:
+    """SIGINT/SIGTERM raise :class:`KeyboardInterrupt` while a candidate trains, and only set a flag otherwise,
+    so a signal never lands in the middle of a storage write."""
+    state = {"training": False, "stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        state["stop"] = True
+        if state["training"]:
+            raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield state
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run_worker(config: RunConfig | None = None, run_dir: str | os.PathLike[str] | None = None, *,
+               storage: str | None = None, server_addr: Sequence[Any] | None = None, is_server: bool = True,
+               study_name: str | None = None, worker_id: int = 0, device: str | None = None,
+               threads: int | None = None, progress: str = "auto", max_candidates: int | None = None,
+               connect_timeout: float = 30.0) -> WorkerSummary:
+    """Work on a search until its study holds ``search_steps`` finished evaluations.
+
+    ``config`` (new search) or ``run_dir`` (existing one) or ``storage``/``server_addr`` (join from anywhere)
+    say which search. Each candidate's result is written to ``<run_dir>/candidates/trial-NNNNN.json``.
+    ``max_candidates`` stops this worker after that many candidates (the search itself goes on).
+    Raises :class:`Interrupted` after a SIGINT/SIGTERM, with the pending candidate recorded as failed.
+    """
+    from sanas.training import evaluate_candidate, prepare_data
+
+    run_path = Path(run_dir) if run_dir is not None else None
+    config = resolve_config(run_path, config)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    sa, config = open_search(config, run_path, storage=storage, server_addr=server_addr, is_server=is_server,
+                             study_name=study_name, connect_timeout=connect_timeout)
+    space = sa.space
+    recipe = config.build_recipe(device=device)
+    evaluated = failed = 0
+    interrupted = False
+    try:
+        data = prepare_data(**config.data_kwargs(), device=recipe.resolve_device())
+        with _interruptible() as state:
+            while not state["stop"] and (max_candidates is None or evaluated + failed < max_candidates):
+                tokens = sa.next_tokens()
+                if tokens is None:
+                    break
+                number = sa.trial_number
+                _say(progress, f"[worker {worker_id}] trial {number}: tokens {tokens} "
+                               f"({space.count_params(tokens):,} params)")
+                try:
+                    state["training"] = True
+                    if state["stop"]:
+                        raise KeyboardInterrupt
+                    result = evaluate_candidate(tokens, space, data, recipe, progress=progress)  # type: ignore[arg-type]
+                except KeyboardInterrupt:
+                    state["training"] = False
+                    sa.fail("interrupted: the worker was stopped (SIGINT/SIGTERM) while training this candidate")
+                    interrupted = True
+                    break
+                finally:
+                    state["training"] = False
+                record = {**result.to_dict(), "trial": number, "worker": worker_id, "pid": os.getpid(),
+                          "finished_at": time.time()}
+                if run_path is not None:
+                    atomic_write_text(run_path / CANDIDATES_DIR / f"trial-{number:05d}.json",
+                                      json.dumps(record, indent=1) + "\n")
+                if result.ok:
+                    accepted = sa.reward(result.reward)
+                    evaluated += 1
+                    _say(progress, f"[worker {worker_id}] trial {number}: reward {result.reward:.4f} "
+                                   f"({'accepted' if accepted else 'rejected'}, {result.seconds:.0f} s)")
+                else:
+                    sa.fail(result.reason)
+                    failed += 1
+            interrupted = interrupted or state["stop"]
+        info = sa.current_info()
+    finally:
+        sa.close()
+    if interrupted:
+        raise Interrupted(f"worker {worker_id} stopped; rerun the same command to resume")
+    return WorkerSummary(evaluated, failed, interrupted, info)
+
+
+def _say(progress: str, line: str) -> None:
+    if progress != "none":
+        print(line, file=sys.stderr, flush=True)
