@@ -24,8 +24,11 @@ system:
 demo: $(STAMP) system
 	$(MAKE) --no-print-directory _demo
 
+# A real SA search on Fashion-MNIST at CPU scale, then its report (runs/demo/report/). Rerunning resumes the
+# same run directory (a finished search just prints its report); `rm -rf runs/demo` starts over.
 _demo:
-	$(RUN) -m sanas.cli info --token 5 5 0 5 5 10 7 7 5 7 7 11 10 12 10 0 5 3 10 8
+	$(RUN) -m sanas.cli info --layers 5 --filter-num 4,8,12,16,24,32,48,64 --init-channels 8 --in-channels 1
+	$(RUN) -m sanas.cli search --config configs/demo.toml --run-dir runs/demo --progress lines
 
 test: $(STAMP) system
 	bash scripts/ensure_postgres.sh
