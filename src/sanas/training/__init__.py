@@ -20,7 +20,7 @@ from sanas.training.data import (
     split_data,
     write_cifar10,
 )
-from sanas.training.final import FinalResult, load_model, train_final
+from sanas.training.final import FinalResult, export_onnx, load_model, train_final
 from sanas.training.trainer import (
     CandidateResult,
     EpochMetrics,
@@ -43,6 +43,7 @@ __all__ = [
     "TrainingData",
     "TrainingFailed",
     "evaluate_candidate",
+    "export_onnx",
     "load_dataset",
     "load_model",
     "normalize",

@@ -29,7 +29,7 @@ from sanas.spaces import SearchSpace, space_from_config
 from sanas.training.data import TrainingData, _atomic_write_bytes
 from sanas.training.trainer import EpochMetrics, Progress, Recipe, Trainer, _Reporter
 
-__all__ = ["FinalResult", "load_model", "train_final"]
+__all__ = ["FinalResult", "export_onnx", "load_model", "train_final"]
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "model.safetensors"
@@ -62,7 +62,12 @@ def _atomic_json(path: Path, obj: Any) -> None:
     _atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
-def _export_onnx(net: torch.nn.Module, in_channels: int, path: Path) -> str:
+def export_onnx(net: torch.nn.Module, in_channels: int, path: str | Path) -> str:
+    """Export ``net`` to ONNX at ``path`` (dynamic batch, 32×32 input); returns a one-line message of the outcome.
+
+    Optional: without the ``onnx`` package, or when the exporter fails, nothing is written and the message
+    says why; the safetensors weights stay the model of record.
+    """
     if importlib.util.find_spec("onnx") is None:
         return "skipped ONNX export: the onnx package is not installed (pip install onnx onnxscript)"
     net = net.eval().float().to("cpu", memory_format=torch.contiguous_format)
@@ -135,7 +140,7 @@ def train_final(tokens: Sequence[int], space: SearchSpace, data: TrainingData, r
         "test": {"loss": test_loss, "top1": test_top1, "top5": test_top5},
     })
     if onnx:
-        message = _export_onnx(load_model(out), trainer.data.in_channels, out / ONNX)
+        message = export_onnx(load_model(out), trainer.data.in_channels, out / ONNX)
         if progress != "none":
             print(message, file=sys.stderr)
     if progress != "none":
