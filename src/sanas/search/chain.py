@@ -179,31 +179,42 @@ def evaluations(trials: Iterable[FrozenTrial]) -> list[Evaluation]:
 class ChainReplayer:
     """Replays the chain incrementally: O(new evaluations) per call while completions arrive in order.
 
-    A completion that sorts before ones already replayed (workers' clocks, commit delays) triggers a replay from
-    scratch, so the result is always exactly ``replay_chain(evaluations(trials))``.
+    Finished trials never change, so each is replayed once (identified by its number: one replayer serves one
+    study). A completion that sorts before ones already replayed (workers' clocks, commit delays) triggers a
+    replay from scratch, so the result always equals ``replay_chain(evaluations(trials))``. The returned state is
+    the replayer's own; treat it as read-only.
     """
 
     def __init__(self, init_temperature: float = 1.0, reduce_rate: float = 0.85) -> None:
         self.init_temperature = init_temperature
         self.reduce_rate = reduce_rate
-        self._keys: list[tuple[datetime, int]] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self._numbers: set[int] = set()
+        self._last: tuple[datetime, int] | None = None
         self._evals: list[Evaluation] = []
         self._state = ChainState()
 
     def replay(self, trials: Iterable[FrozenTrial]) -> ChainState:
         """Return the chain over the COMPLETE trials in ``trials``."""
         done = [t for t in trials if t.state == TrialState.COMPLETE and TOKENS_KEY in t.user_attrs]
-        done.sort(key=_completion_key)
-        keys = [_completion_key(t) for t in done]
-        n = len(self._keys)
-        if keys[:n] != self._keys:
-            self._keys, self._evals, self._state = [], [], ChainState()
-            n = 0
-        new = [Evaluation(t.number, trial_tokens(t), float(t.value), float(t.system_attrs.get(U_KEY, 0.0)))
-               for t in done[n:]]
-        replay_chain(new, self.init_temperature, self.reduce_rate, state=self._state)
-        self._keys = keys
-        self._evals.extend(new)
+        new = [t for t in done if t.number not in self._numbers]
+        if len(done) - len(new) != len(self._numbers):  # trials we replayed are gone: another study's list
+            self._reset()
+            new = done
+        if not new:
+            return self._state
+        new.sort(key=_completion_key)
+        if self._last is not None and _completion_key(new[0]) < self._last:
+            self._reset()
+            new = sorted(done, key=_completion_key)
+        evals = [Evaluation(t.number, trial_tokens(t), float(t.value), float(t.system_attrs.get(U_KEY, 0.0)))
+                 for t in new]
+        replay_chain(evals, self.init_temperature, self.reduce_rate, state=self._state)
+        self._numbers.update(t.number for t in new)
+        self._last = _completion_key(new[-1])
+        self._evals.extend(evals)
         return self._state
 
     @property
