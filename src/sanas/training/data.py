@@ -168,7 +168,14 @@ def _download_cifar10(root: Path) -> None:
     if md5 != CIFAR10_MD5:
         raise DatasetError(f"corrupt download {archive}: MD5 {md5}, expected {CIFAR10_MD5}; delete it and retry")
     with tarfile.open(archive, "r:gz") as tar:
-        tar.extractall(root, filter="data")
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(root, filter="data")
+        else:  # Python < 3.11.4 has no extraction filters: refuse links and paths leaving root ourselves
+            base = root.resolve()
+            for member in tar.getmembers():
+                if member.issym() or member.islnk() or not (base / member.name).resolve().is_relative_to(base):
+                    raise DatasetError(f"refusing to extract {member.name!r} from {archive}: it leaves {root}")
+            tar.extractall(root)
 
 
 def _load_cifar10(root: Path, download: bool) -> Dataset:

@@ -109,7 +109,8 @@ def train_final(tokens: Sequence[int], space: SearchSpace, data: TrainingData, r
             raise FileExistsError(f"{checkpoint} exists: pass resume=True to continue that run, or choose another "
                                   f"out_dir")
         try:
-            state = torch.load(checkpoint, map_location=trainer.device, weights_only=True)
+            # On the CPU: RNG states must be CPU tensors; weights and optimizer state are copied to the device.
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         except Exception as e:
             raise ValueError(f"cannot read checkpoint {checkpoint}: {e}") from e
         saved = json.loads(state["identity"])
