@@ -129,6 +129,10 @@ def test_progress_lines_and_quiet(tiny_data: TrainingData, capsys: pytest.Captur
     assert "epoch 1/2" in err and "epoch 2/2" in err and "val loss" in err
     evaluate_candidate(space.init_tokens(), space, tiny_data, _recipe(retain_epoch=2), progress="none")
     assert capsys.readouterr().err == ""
+    result = evaluate_candidate(space.init_tokens(), space, tiny_data, _recipe(retain_epoch=2), progress="bar")
+    assert result.ok and "epoch 2/2" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="progress is 'loud', expected 'auto', 'bar', 'lines' or 'none'"):
+        evaluate_candidate(space.init_tokens(), space, tiny_data, _recipe(), progress="loud")  # type: ignore[arg-type]
 
 
 @pytest.mark.slow
