@@ -52,7 +52,7 @@ def main() -> int:
     while sa.next_tokens() is not None:  # next_archs() would also build each network
         candidates += 1
         tokens = sa.tokens
-        number = sa._pending.number
+        number = sa.trial_number
         if candidates == args.hang_at:
             print(f"HANG {number}", flush=True)
             time.sleep(3600)

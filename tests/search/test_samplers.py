@@ -27,7 +27,7 @@ def run(sa: SANAS) -> list[tuple[int, list[int], bool]]:
     """Run the loop to the end; return (trial number, tokens, accepted) per evaluation."""
     out = []
     while sa.next_tokens() is not None:
-        number, tokens = sa._pending.number, sa.tokens
+        number, tokens = sa.trial_number, sa.tokens
         out.append((number, tokens, sa.reward(objective(tokens))))
     return out
 
@@ -143,3 +143,43 @@ def test_bad_sampler_settings_are_refused(bad) -> None:
     kwargs = {"init_tokens": [0, 0], **bad}
     with pytest.raises(ValueError):
         SimulatedAnnealingSampler([3, 3], **kwargs)
+
+
+def _frozen(number: int, tokens: tuple[int, ...], state: TrialState, status: str | None = None):
+    from optuna.trial import FrozenTrial
+
+    return FrozenTrial(number=number, state=state, value=0.5 if state == TrialState.COMPLETE else None, values=None,
+                       datetime_start=None, datetime_complete=None, params={}, distributions={},
+                       user_attrs={TOKENS_KEY: list(tokens)},
+                       system_attrs={} if status is None else {"sanas:status": status}, intermediate_values={},
+                       trial_id=number)
+
+
+def test_incremental_claim_index_equals_a_full_scan() -> None:
+    import random
+
+    from sanas.search.samplers import ClaimIndex
+
+    rng = random.Random(0)
+    index, trials = ClaimIndex(), []
+    for _ in range(400):
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        if running and rng.random() < 0.5:
+            t = rng.choice(running)
+            state, status = rng.choice([(TrialState.COMPLETE, None), (TrialState.FAIL, None),
+                                        (TrialState.FAIL, "surplus"), (TrialState.FAIL, "collision")])
+            trials[t.number] = _frozen(t.number, trial_tokens_of(t), state, status)
+        else:
+            trials.append(_frozen(len(trials), (rng.randrange(4), rng.randrange(4)), TrialState.RUNNING))
+        full = {tuple(t.user_attrs[TOKENS_KEY]) for t in trials if t.system_attrs.get("sanas:status") is None}
+        assert index.claimed(trials) == full
+        if running:
+            me = running[0].number
+            if trials[me].state == TrialState.RUNNING:
+                others = {tuple(t.user_attrs[TOKENS_KEY]) for t in trials
+                          if t.number != me and t.system_attrs.get("sanas:status") is None}
+                assert index.claimed(trials, exclude=me) == others
+
+
+def trial_tokens_of(trial) -> tuple[int, ...]:
+    return tuple(trial.user_attrs[TOKENS_KEY])

@@ -25,7 +25,7 @@ def small(**kwargs) -> SANAS:
 def loop(sa: SANAS, stop_after: int | None = None) -> list[tuple[int, list[int], float, bool]]:
     out = []
     while sa.next_tokens() is not None:
-        number, tokens = sa._pending.number, sa.tokens
+        number, tokens = sa.trial_number, sa.tokens
         out.append((number, tokens, objective(tokens), sa.reward(objective(tokens))))
         if stop_after is not None and len(out) == stop_after:
             break

@@ -39,7 +39,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
-from sanas.search.chain import FAIL_REASON_KEY, STATUS_KEY, TOKENS_KEY, U_KEY
+from sanas.search.chain import FAIL_REASON_KEY, STATUS_KEY, TOKENS_KEY, U_KEY, TrialDelta
 from sanas.search.samplers import (
     OptunaTokenSampler,
     RandomTokenSampler,
@@ -121,6 +121,11 @@ class SANAS:
         connect_timeout: bound on reaching a database or server.
         poll_interval: seconds between checks while other workers' trials fill the remaining steps.
 
+    The loop: :meth:`next_archs` (or :meth:`next_tokens`) → evaluate → :meth:`reward` with the score, or
+    :meth:`fail` (alias ``reward_failed``) with a reason when the candidate crashed; :attr:`tokens` and
+    :attr:`trial_number` name the pending candidate; :meth:`current_info` reports the chain; :attr:`study` is the
+    Optuna study (optuna-dashboard shows it). The loop ends when ``next_archs()`` returns ``[]``.
+
     >>> sa = SANAS("DartsSpace", search_steps=2, save_checkpoint=None, max_params=3_770_000)
     >>> archs = sa.next_archs(); sa.tokens == sa.space.init_tokens(), sa.reward(0.5)
     (True, True)
@@ -155,6 +160,10 @@ class SANAS:
         self._last_trial: int | None = None
         self._beats: dict[int, tuple[Any, float]] = {}  # trial id -> (last heartbeat seen, when first seen)
         self._snapshot: list[FrozenTrial] | None = None
+        self._delta, self._stale_delta = TrialDelta(), TrialDelta()  # each sees every read of the study once
+        self._unfinished: list[FrozenTrial] = []
+        self._complete = 0
+        self._exhausted = False
 
         run_dir = load_checkpoint if load_checkpoint is not None else save_checkpoint
         if load_checkpoint is not None and not existing_store(load_checkpoint):
@@ -276,11 +285,8 @@ class SANAS:
         while not self._finished:
             trials = self._trials()
             self._snapshot = None
-            complete = sum(t.state == TrialState.COMPLETE for t in trials)
-            running = sum(t.state == TrialState.RUNNING for t in trials)
-            # The end marker is a trial, not a study attribute, so checking it costs no extra read.
-            exhausted = any(t.system_attrs.get(STATUS_KEY) == "exhausted" for t in trials if t.state == TrialState.FAIL)
-            if complete >= self.search_steps or exhausted:
+            complete, running = self._tally(trials)
+            if complete >= self.search_steps or self._exhausted:
                 self._finished = True
                 break
             if complete + running >= self.search_steps:
@@ -310,6 +316,16 @@ class SANAS:
             trials = self.study.get_trials(deepcopy=False)
         return trials
 
+    def _tally(self, trials: Sequence[FrozenTrial]) -> tuple[int, int]:
+        """``(COMPLETE, RUNNING)`` counts of ``trials``, updated from the trials that changed since last time."""
+        newly, self._unfinished = self._delta.look(trials)
+        for t in newly:
+            if t.state == TrialState.COMPLETE:
+                self._complete += 1
+            elif t.system_attrs.get(STATUS_KEY) == "exhausted":  # the end marker is a trial: no extra read
+                self._exhausted = True
+        return self._complete, sum(t.state == TrialState.RUNNING for t in self._unfinished)
+
     def _claim(self, tokens: list[int]) -> _Pending | None:
         template = FrozenTrial(
             number=0, state=TrialState.RUNNING, value=None, values=None, datetime_start=datetime.now(),
@@ -321,10 +337,9 @@ class SANAS:
         # per parameter, far too slow for the claim.
         trial_id = self.storage.create_new_trial(self.study._study_id, template_trial=template)
         trials = self.study.get_trials(deepcopy=False)
-        me = next(t for t in trials if t._trial_id == trial_id)
-        others = [t for t in trials if t._trial_id != trial_id]
-        complete = sum(t.state == TrialState.COMPLETE for t in others)
-        running = sum(t.state == TrialState.RUNNING for t in others)
+        complete, running = self._tally(trials)
+        me = next(t for t in self._unfinished if t._trial_id == trial_id)
+        running -= 1  # me
         key = tuple(tokens)
         if complete + running >= self.search_steps:
             self._void(trial_id, "surplus", "other workers' trials already fill search_steps")
@@ -387,7 +402,8 @@ class SANAS:
         mine = None if self._pending is None else self._pending.trial_id
         failed = False
         running = set()
-        for t in trials:
+        _, unfinished = self._stale_delta.look(trials)
+        for t in unfinished:
             if t.state != TrialState.RUNNING or t._trial_id == mine:
                 continue
             running.add(t._trial_id)

@@ -30,6 +30,7 @@ __all__ = [
     "ChainState",
     "ChainStep",
     "Evaluation",
+    "TrialDelta",
     "acceptance_draw",
     "evaluations",
     "replay_chain",
@@ -176,6 +177,44 @@ def evaluations(trials: Iterable[FrozenTrial]) -> list[Evaluation]:
             for t in done]
 
 
+class TrialDelta:
+    """The trials that finished since the last look, and the unfinished ones, in O(changes) per look.
+
+    Relies on two facts of Optuna studies: trial numbers are dense (``trials[i].number == i`` in a list sorted by
+    number) and a finished trial never changes. Only previously unfinished and new trials are examined, so a
+    proposal costs the same at 10 or 10,000 trials. Lists that break the first fact are scanned in full.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything: the next :meth:`look` reports every finished trial as new."""
+        self._seen = 0
+        self._unfinished: list[int] = []
+        self._finished: set[int] = set()
+
+    def is_finished(self, number: int) -> bool:
+        """Whether trial ``number`` was finished at the last :meth:`look`."""
+        return number in self._finished
+
+    def look(self, trials: Sequence[FrozenTrial]) -> tuple[list[FrozenTrial], list[FrozenTrial]]:
+        """``(newly finished, unfinished)`` trials of ``trials`` since the previous call."""
+        n = len(trials)
+        dense = n == 0 or (trials[0].number == 0 and trials[-1].number == n - 1)
+        if not dense or n < self._seen:
+            candidates = [t for t in trials if t.number not in self._finished]
+        else:
+            candidates = [trials[i] for i in self._unfinished]
+            candidates.extend(trials[self._seen:])
+        newly = [t for t in candidates if t.state.is_finished()]
+        unfinished = [t for t in candidates if not t.state.is_finished()]
+        self._finished.update(t.number for t in newly)
+        self._unfinished = [t.number for t in unfinished]
+        self._seen = n
+        return newly, unfinished
+
+
 class ChainReplayer:
     """Replays the chain incrementally: O(new evaluations) per call while completions arrive in order.
 
@@ -188,31 +227,28 @@ class ChainReplayer:
     def __init__(self, init_temperature: float = 1.0, reduce_rate: float = 0.85) -> None:
         self.init_temperature = init_temperature
         self.reduce_rate = reduce_rate
+        self._delta = TrialDelta()
         self._reset()
 
     def _reset(self) -> None:
-        self._numbers: set[int] = set()
         self._last: tuple[datetime, int] | None = None
         self._evals: list[Evaluation] = []
         self._state = ChainState()
 
-    def replay(self, trials: Iterable[FrozenTrial]) -> ChainState:
+    def replay(self, trials: Sequence[FrozenTrial]) -> ChainState:
         """Return the chain over the COMPLETE trials in ``trials``."""
-        done = [t for t in trials if t.state == TrialState.COMPLETE and TOKENS_KEY in t.user_attrs]
-        new = [t for t in done if t.number not in self._numbers]
-        if len(done) - len(new) != len(self._numbers):  # trials we replayed are gone: another study's list
-            self._reset()
-            new = done
+        newly, _ = self._delta.look(trials)
+        new = sorted((t for t in newly if t.state == TrialState.COMPLETE and TOKENS_KEY in t.user_attrs),
+                     key=_completion_key)
         if not new:
             return self._state
-        new.sort(key=_completion_key)
         if self._last is not None and _completion_key(new[0]) < self._last:
             self._reset()
-            new = sorted(done, key=_completion_key)
+            new = sorted((t for t in trials if t.state == TrialState.COMPLETE and TOKENS_KEY in t.user_attrs),
+                         key=_completion_key)
         evals = [Evaluation(t.number, trial_tokens(t), float(t.value), float(t.system_attrs.get(U_KEY, 0.0)))
                  for t in new]
         replay_chain(evals, self.init_temperature, self.reduce_rate, state=self._state)
-        self._numbers.update(t.number for t in new)
         self._last = _completion_key(new[-1])
         self._evals.extend(evals)
         return self._state
