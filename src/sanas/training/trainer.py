@@ -45,7 +45,9 @@ class Recipe:
     ``retain_epoch`` is PaddleSlim's name for the epochs per candidate; it must be at least 2 because the
     reward averages the last two epochs. ``device="auto"`` picks CUDA when available. ``bf16=None`` means
     bf16 autocast on CUDA only. ``channels_last`` pays off on CUDA and CPU alike. ``compile`` wraps the
-    network in ``torch.compile`` (slow to start; on CPU it did not pay off).
+    network in ``torch.compile`` (slow to start; on CPU it did not pay off). The learning rate follows a
+    cosine from ``learning_rate`` to 0 stepped after every batch; drop path is
+    ``drop_path_prob · epoch / retain_epoch``.
 
     >>> Recipe(retain_epoch=2, batch_size=32).total_steps(100)
     8
@@ -111,7 +113,12 @@ class Recipe:
 
 @dataclass
 class EpochMetrics:
-    """What one epoch measured. Accuracies are fractions in [0, 1]."""
+    """What one epoch measured. Accuracies are fractions in [0, 1].
+
+    ``epoch`` counts from 0; ``lr`` and ``drop_path_prob`` are the values at the epoch's start; ``train_*``
+    averages over the epoch's augmented batches (train mode, drop path on); ``val_*`` is the reward split in
+    eval mode after the epoch; ``seconds`` covers both.
+    """
 
     epoch: int
     lr: float
