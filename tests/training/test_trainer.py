@@ -120,6 +120,9 @@ def test_invalid_tokens_and_channel_mismatch_raise(tiny_data: TrainingData) -> N
     grey = _tiny_space(in_channels=1)
     with pytest.raises(ValueError, match="the space expects 1 input channels, the synthetic images have 3"):
         evaluate_candidate(grey.init_tokens(), grey, tiny_data, _recipe(), progress="none")
+    five = _tiny_space(num_classes=5)
+    with pytest.raises(ValueError, match="the space has 5 classes, the synthetic labels have 10"):
+        evaluate_candidate(five.init_tokens(), five, tiny_data, _recipe(), progress="none")
 
 
 def test_progress_lines_and_quiet(tiny_data: TrainingData, capsys: pytest.CaptureFixture[str]) -> None:

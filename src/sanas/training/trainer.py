@@ -245,6 +245,9 @@ class Trainer:
         if self.data.in_channels != getattr(space, "in_channels", self.data.in_channels):
             raise ValueError(f"the space expects {space.in_channels} input channels, the {data.dataset.name} "
                              f"images have {self.data.in_channels}")
+        if self.data.num_classes > getattr(space, "num_classes", self.data.num_classes):
+            raise ValueError(f"the space has {space.num_classes} classes, the {data.dataset.name} labels have "
+                             f"{self.data.num_classes}")
         self.memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
         self.bf16 = recipe.bf16 if recipe.bf16 is not None else self.device.type == "cuda"
         torch.manual_seed(recipe.seed)  # same seed, same initial weights, whatever the device
