@@ -58,10 +58,12 @@ from sanas.search.storage import (
 )
 from sanas.spaces import SearchSpace, get_space
 
-__all__ = ["HEARTBEAT_KEY", "SANAS"]
+__all__ = ["HEARTBEAT_KEY", "SANAS", "SEARCH_KEY"]
 
 log = logging.getLogger("sanas.search")
 
+#: Study user attribute: the search's identity (space fingerprint and config, sampler settings, budget).
+SEARCH_KEY = "sanas:search"
 #: Trial system attribute: a counter the evaluating worker bumps every ``heartbeat_interval`` seconds.
 HEARTBEAT_KEY = "sanas:heartbeat"
 SAMPLERS: dict[str, type[TokenSampler]] = {
@@ -234,20 +236,22 @@ class SANAS:
                                     sampler=self.sampler, load_if_exists=True)
         if study.direction != optuna.study.StudyDirection.MAXIMIZE:
             raise ValueError(f"study {self.study_name!r} minimizes; a sanas study maximizes the reward")
-        want = {"sanas:fingerprint": self.space.fingerprint(), "sanas:space": self.space.config(),
-                "sanas:settings": self.settings()}
-        have = study.user_attrs
-        if "sanas:fingerprint" in have:
+        # One attribute, written in one call: a worker that loads the study while another creates it sees all of
+        # the search's identity or none of it.
+        want = {"fingerprint": self.space.fingerprint(), "space": self.space.config(), "settings": self.settings()}
+        have = study.user_attrs.get(SEARCH_KEY)
+        if have is not None:
             diff = [k for k in want if have.get(k) != want[k]]
             if diff:
                 detail = "; ".join(f"{k}: study has {have.get(k)!r}, this run has {want[k]!r}" for k in diff)
                 raise ValueError(f"study {self.study_name!r} was created with a different search, refusing to "
                                  f"resume it ({detail}); use another study_name or checkpoint")
         else:
-            if study.trials:
+            if any(TOKENS_KEY in t.user_attrs for t in study.get_trials(deepcopy=False)):
                 raise ValueError(f"study {self.study_name!r} already has trials but was not created by sanas")
-            for k, v in want.items():
-                study.set_user_attr(k, v)
+            # Two workers creating the study together both get here and write the same value; with different
+            # settings the later write wins (start the first worker before the others to rule that out).
+            study.set_user_attr(SEARCH_KEY, want)
         return study
 
     # --- the loop ---------------------------------------------------------------------------------------------
