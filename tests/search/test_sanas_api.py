@@ -169,6 +169,17 @@ def test_server_and_client_in_one_process_and_a_taken_port(tmp_path, study_name)
     server.close()
 
 
+def test_a_run_directory_keeps_its_store_kind(tmp_path, study_name) -> None:
+    loop(small(save_checkpoint=tmp_path / "journal", study_name=study_name), stop_after=1)
+    with pytest.raises(ValueError, match="holds a journal store"):
+        small(save_checkpoint=tmp_path / "journal", study_name=study_name, server_addr=("", free_port()))
+    server = small(save_checkpoint=tmp_path / "db", study_name=study_name, server_addr=("", free_port()))
+    loop(server, stop_after=2)
+    server.close()
+    local = small(save_checkpoint=tmp_path / "db", study_name=study_name)  # no server: the same SQLite study
+    assert local.current_info()["finished"] == 2 and not (tmp_path / "db" / "sanas.journal").exists()
+
+
 def test_a_dead_workers_trial_is_failed_after_the_grace_period_and_replaced(tmp_path, study_name) -> None:
     common = {"save_checkpoint": tmp_path, "study_name": study_name, "search_steps": 3, "heartbeat_interval": 0.2,
               "grace_period": 1.0, "poll_interval": 0.05}

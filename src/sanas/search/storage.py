@@ -116,9 +116,14 @@ def open_storage(storage: str | BaseStorage | None = None, run_dir: str | os.Pat
     if run_dir is None:
         return InMemoryStorage()
     run_dir = os.fspath(run_dir)
-    if server:
-        return _rdb_storage(f"sqlite:///{os.path.abspath(os.path.join(run_dir, SQLITE_FILE))}", connect_timeout)
-    return _journal_storage(os.path.join(run_dir, JOURNAL_FILE))
+    journal, db = os.path.join(run_dir, JOURNAL_FILE), os.path.join(run_dir, SQLITE_FILE)
+    if server and os.path.exists(journal) and not os.path.exists(db):
+        raise ValueError(f"run directory {run_dir!r} holds a journal store ({JOURNAL_FILE}), which the gRPC server "
+                         f"cannot serve (optuna#6084); search it without server_addr, or serve a new directory")
+    if server or (os.path.exists(db) and not os.path.exists(journal)):
+        # A directory first searched through a server stays SQLite when searched locally later.
+        return _rdb_storage(f"sqlite:///{os.path.abspath(db)}", connect_timeout)
+    return _journal_storage(journal)
 
 
 def existing_store(run_dir: str | os.PathLike[str]) -> bool:
