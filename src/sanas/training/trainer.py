@@ -341,7 +341,9 @@ class Trainer:
             x = x.contiguous(memory_format=self.memory_format)
             y = labels[start:start + self.recipe.eval_batch_size]
             with self._autocast():
-                logits = self.model(x).float()
+                # Eager even with compile: an eval graph would be one more (slow) compilation for a pass
+                # that costs a fraction of an epoch.
+                logits = self.net(x).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum")
             best = logits.topk(k, dim=1).indices
             top1 += (best[:, 0] == y).sum()
