@@ -62,7 +62,8 @@ def parse_server_addr(text: str) -> tuple[str, int]:
 SPACE_KEYS = ("layers", "filter_num", "init_channels", "stem_multiplier", "genotype", "in_channels", "num_classes",
               "auxiliary")
 DATA_KEYS = {"dataset": "dataset", "data_root": "root", "val_fraction": "val_fraction", "data_seed": "seed",
-             "train_subset": "train_subset", "val_subset": "val_subset", "reward_on_test": "reward_on_test"}
+             "train_subset": "train_subset", "val_subset": "val_subset", "reward_on_test": "reward_on_test",
+             "download": "download"}
 RECIPE_KEYS = {"retain_epoch": "retain_epoch", "batch_size": "batch_size", "learning_rate": "learning_rate",
                "drop_path_prob": "drop_path_prob", "cutout": "cutout", "train_seed": "seed", "device": "device",
                "compile": "compile", "channels_last": "channels_last"}
@@ -98,6 +99,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--val-subset", type=int, help="class-balanced subset of the held-out split")
     group.add_argument("--val-fraction", type=float, help="held-out fraction of each class for the reward (0.1)")
     group.add_argument("--data-seed", type=int, help="seed of the held-out split (0)")
+    group.add_argument("--download", action="store_true", default=None,
+                       help="cifar10: fetch the official archive (checksum-verified) into --data-root")
     group.add_argument("--reward-on-test", action="store_true", default=None,
                        help="PaddleSlim's protocol: reward on the TEST set (biased; prints a warning)")
 
