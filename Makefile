@@ -43,6 +43,10 @@ bench: $(STAMP) system
 
 _bench:
 	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/augment.py
+	$(BIN)/python benchmarks/epoch.py
+	bash scripts/ensure_postgres.sh
+	$(BIN)/python benchmarks/controller.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -17,15 +17,17 @@ from typing import TYPE_CHECKING, Any
 from sanas.spaces import DartsSpace, SearchSpace, get_space, register_space, space_from_config
 
 if TYPE_CHECKING:
-    from sanas.search import SANAS
-    from sanas.training import evaluate_candidate, load_model
+    from sanas.search import SANAS, SimulatedAnnealingSampler
+    from sanas.training import Recipe, evaluate_candidate, load_model, prepare_data, train_final
 
 __version__ = "0.1.0"
 
-_LAZY = {"SANAS": "sanas.search", "evaluate_candidate": "sanas.training", "load_model": "sanas.training"}
+_LAZY = {"SANAS": "sanas.search", "SimulatedAnnealingSampler": "sanas.search", "Recipe": "sanas.training",
+         "evaluate_candidate": "sanas.training", "load_model": "sanas.training", "prepare_data": "sanas.training",
+         "train_final": "sanas.training"}
 
-__all__ = ["SANAS", "DartsSpace", "SearchSpace", "evaluate_candidate", "get_space", "load_model", "register_space",
-           "space_from_config"]
+__all__ = ["SANAS", "DartsSpace", "Recipe", "SearchSpace", "SimulatedAnnealingSampler", "evaluate_candidate",
+           "get_space", "load_model", "prepare_data", "register_space", "space_from_config", "train_final"]
 
 
 def __getattr__(name: str) -> Any:

@@ -52,10 +52,10 @@ class SearchSpace(ABC):
         """Return ``tokens`` as a list of ints, or raise ``ValueError`` saying what is wrong and where.
 
         >>> from sanas import get_space
-        >>> get_space("DartsSpace", layers=5, init_channels=8).validate([1, 2, 3, 4, 20])
+        >>> get_space("DartsSpace", layers=5, filter_num=[4, 8, 16, 32], init_channels=8).validate([1, 2, 3, 0, 20])
         Traceback (most recent call last):
         ...
-        ValueError: token at position 4 is 20, expected an integer in [0, 13]
+        ValueError: token at position 4 is 20, expected an integer in [0, 3]
         """
         ranges = self.range_table()
         if hasattr(tokens, "tolist"):  # numpy arrays and torch tensors

@@ -1,0 +1,19 @@
+"""The examples in the docstrings of spaces, network, reports, run configs and the CLI run as shown."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["sanas", "sanas.spaces.base", "sanas.spaces.darts", "sanas.network.genotypes", "sanas.network.model",
+           "sanas.report.summary", "sanas.runs.config", "sanas.cli"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name: str) -> None:
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0, f"{name} has no examples"
+    assert result.failed == 0, f"{result.failed} of {result.attempted} doctest examples in {name} failed"
