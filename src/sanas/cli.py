@@ -167,37 +167,9 @@ def _search_config(args: argparse.Namespace) -> Any:
 def _study_trials(run_dir: Path | None, storage: str | None, server_addr: tuple[str, int] | None,
                   study_name: str | None) -> tuple[list[Any], Any]:
     """The study's trials and the run config, read without joining the search."""
-    import optuna
+    from sanas.runs.worker import load_study
 
-    from sanas.runs.config import RunConfig
-    from sanas.runs.worker import RUN_CONFIG_KEY
-    from sanas.search.storage import connect_server, existing_store, open_storage
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    config = RunConfig.load(run_dir) if run_dir is not None and (run_dir / "config.json").exists() else None
-    name = study_name or (config.search["study_name"] if config else "sanas")
-    if server_addr is not None:
-        store = connect_server(server_addr)
-    elif storage is not None:
-        store = open_storage(storage)
-    elif run_dir is not None:
-        if not run_dir.is_dir():
-            raise CLIError(f"run directory {run_dir} does not exist")
-        if not existing_store(run_dir):
-            raise CLIError(f"{run_dir} holds no study (no sanas.journal or sanas.db); was the search started with "
-                           f"--storage? then pass the same --storage")
-        store = open_storage(run_dir=run_dir)
-    else:
-        raise CLIError("give a run directory, --storage URL or --server-addr")
-    try:
-        study = optuna.load_study(study_name=name, storage=store)
-    except KeyError:
-        raise CLIError(f"no study {name!r} in that storage") from None
-    if config is None:
-        raw = study.user_attrs.get(RUN_CONFIG_KEY)
-        if raw is None:
-            raise CLIError(f"study {name!r} was not created by sanas search (no run config)")
-        config = RunConfig.from_dict(raw)
+    study, config = load_study(run_dir, storage, server_addr, study_name)
     return study.get_trials(deepcopy=False), config
 
 

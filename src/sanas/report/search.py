@@ -22,6 +22,7 @@ from rich.text import Text
 from sanas.runs.config import RunConfig, atomic_write_text
 from sanas.search.chain import FAIL_REASON_KEY, STATUS_KEY, VOID_STATUSES, evaluations, replay_chain, trial_tokens
 from sanas.spaces import SearchSpace
+from sanas.training.data import atomic_write_bytes
 
 __all__ = ["Candidate", "SearchReport", "build_report", "render_report", "write_report"]
 
@@ -277,9 +278,7 @@ def _plot_pareto(report: SearchReport, path: Path) -> None:
 def _save_figure(fig: Any, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(path)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def write_report(report: SearchReport, out_dir: str | Path, top_k: int = 10) -> list[Path]:

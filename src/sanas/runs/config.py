@@ -33,7 +33,6 @@ import dataclasses
 import json
 import os
 import re
-import tempfile
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from sanas.spaces import SearchSpace, get_space
+from sanas.training.data import atomic_write_bytes
 
 __all__ = ["CONFIG_FILE", "SEARCH_DEFAULTS", "RunConfig", "atomic_write_text", "load_toml", "parse_budget"]
 
@@ -75,17 +75,7 @@ LOCAL_RECIPE_KEYS = ("device", "compile")
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and a rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, text.encode())
 
 
 def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -28,7 +28,8 @@ from typing import Any
 
 from sanas.runs.config import RunConfig, atomic_write_text
 
-__all__ = ["CANDIDATES_DIR", "RUN_CONFIG_KEY", "Interrupted", "WorkerSummary", "open_search", "run_worker"]
+__all__ = ["CANDIDATES_DIR", "RUN_CONFIG_KEY", "Interrupted", "WorkerSummary", "load_study", "open_search",
+           "run_worker"]
 
 CANDIDATES_DIR = "candidates"
 #: Study user attribute holding the run config, so workers that only know the storage can join.
@@ -71,7 +72,7 @@ def open_search(config: RunConfig | None, run_dir: Path | None, *, storage: str 
     from sanas.search import SANAS
 
     if config is None:
-        config = _config_from_study(storage, server_addr, study_name or "sanas", connect_timeout)
+        config = load_study(None, storage, server_addr, study_name, connect_timeout)[1]
         if run_dir is not None:
             config = resolve_config(run_dir, config)
     assert config is not None
@@ -97,26 +98,43 @@ def open_search(config: RunConfig | None, run_dir: Path | None, *, storage: str 
     return sa, config
 
 
-def _config_from_study(storage: str | None, server_addr: Sequence[Any] | None, study_name: str,
-                       connect_timeout: float) -> RunConfig:
+def load_study(run_dir: Path | None = None, storage: str | None = None, server_addr: Sequence[Any] | None = None,
+               study_name: str | None = None, connect_timeout: float = 30.0) -> tuple[Any, RunConfig]:
+    """An existing search's study and run config, read without joining it (status, reports, remote workers).
+
+    The study is looked up in ``server_addr``, else ``storage``, else ``run_dir``'s own store; the config comes
+    from ``run_dir`` when it has one, else from the study.
+    """
     import optuna
 
-    from sanas.search.storage import connect_server, open_storage
+    from sanas.search.storage import connect_server, existing_store, open_storage
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    config = RunConfig.load(run_dir) if run_dir is not None and (run_dir / "config.json").exists() else None
+    name = study_name or (config.search["study_name"] if config else "sanas")
     if server_addr is not None:
         store = connect_server(server_addr, connect_timeout)
     elif storage is not None:
         store = open_storage(storage, connect_timeout=connect_timeout)
+    elif run_dir is not None:
+        if not run_dir.is_dir():
+            raise ValueError(f"run directory {run_dir} does not exist")
+        if not existing_store(run_dir):
+            raise ValueError(f"{run_dir} holds no study (no sanas.journal or sanas.db); if the search was started "
+                             f"with --storage, pass the same --storage")
+        store = open_storage(run_dir=run_dir)
     else:
-        raise ValueError("a worker needs a run directory, a --storage URL or a --server-addr to join")
+        raise ValueError("give the search's run directory, a --storage URL or a --server-addr")
     try:
-        study = optuna.load_study(study_name=study_name, storage=store)
+        study = optuna.load_study(study_name=name, storage=store)
     except KeyError:
-        raise ValueError(f"no study {study_name!r} in that storage; start the search with sanas search first") from None
-    raw = study.user_attrs.get(RUN_CONFIG_KEY)
-    if raw is None:
-        raise ValueError(f"study {study_name!r} has no sanas run config; was it created by sanas search?")
-    return RunConfig.from_dict(raw)
+        raise ValueError(f"no study {name!r} in that storage; start the search with sanas search first") from None
+    if config is None:
+        raw = study.user_attrs.get(RUN_CONFIG_KEY)
+        if raw is None:
+            raise ValueError(f"study {name!r} has no sanas run config; was it created by sanas search?")
+        config = RunConfig.from_dict(raw)
+    return study, config
 
 
 @contextmanager
@@ -187,6 +205,9 @@ def run_worker(config: RunConfig | None = None, run_dir: str | os.PathLike[str] 
                     sa.fail("interrupted: the worker was stopped (SIGINT/SIGTERM) while training this candidate")
                     interrupted = True
                     break
+                except Exception as e:  # a bug or bad setting: record it on the trial, then stop loudly
+                    sa.fail(f"crashed: {type(e).__name__}: {e}")
+                    raise
                 finally:
                     state["training"] = False
                 record = {**result.to_dict(), "trial": number, "worker": worker_id, "pid": os.getpid(),

@@ -49,6 +49,7 @@ __all__ = [
     "Dataset",
     "DatasetError",
     "TrainingData",
+    "atomic_write_bytes",
     "default_root",
     "load_dataset",
     "prepare_data",
@@ -412,7 +413,7 @@ def prepare_data(name: str, root: str | Path | None = None, *, download: bool = 
     return split_data(dataset, val_fraction, seed, train_subset, val_subset, reward_on_test).to(device)
 
 
-def _atomic_write_bytes(path: Path, blob: bytes) -> None:
+def atomic_write_bytes(path: Path, blob: bytes) -> None:
     """Write ``blob`` to ``path`` so a crash leaves either the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -447,7 +448,7 @@ def write_cifar10(root: str | Path, train: tuple[np.ndarray, Sequence[int]],
     images, labels = train
     chunks = np.array_split(np.arange(len(images)), 5)
     for i, idx in enumerate(chunks, start=1):
-        _atomic_write_bytes(folder / f"data_batch_{i}", _pickle_cifar_batch(
+        atomic_write_bytes(folder / f"data_batch_{i}", _pickle_cifar_batch(
             images[idx], [labels[j] for j in idx], f"training batch {i} of 5"))
-    _atomic_write_bytes(folder / "test_batch", _pickle_cifar_batch(test[0], test[1], "testing batch 1 of 1"))
+    atomic_write_bytes(folder / "test_batch", _pickle_cifar_batch(test[0], test[1], "testing batch 1 of 1"))
     return folder

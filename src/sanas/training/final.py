@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from sanas.spaces import SearchSpace, space_from_config
-from sanas.training.data import TrainingData, _atomic_write_bytes
+from sanas.training.data import TrainingData, atomic_write_bytes
 from sanas.training.trainer import EpochMetrics, Progress, Recipe, Trainer, _Reporter
 
 __all__ = ["FinalResult", "export_onnx", "load_model", "train_final"]
@@ -59,7 +59,7 @@ def _identity(space: SearchSpace, tokens: list[int], recipe: Recipe, data: Train
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
-    _atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def export_onnx(net: torch.nn.Module, in_channels: int, path: str | Path) -> str:
@@ -129,12 +129,12 @@ def train_final(tokens: Sequence[int], space: SearchSpace, data: TrainingData, r
             state["identity"] = json.dumps(identity)
             buf = io.BytesIO()
             torch.save(state, buf)
-            _atomic_write_bytes(checkpoint, buf.getvalue())
+            atomic_write_bytes(checkpoint, buf.getvalue())
             if on_epoch is not None:
                 on_epoch(m)
     test_loss, test_top1, test_top5 = trainer.evaluate(*trainer.data.test())
     weights = {k: v.detach().to("cpu").contiguous() for k, v in trainer.net.state_dict().items()}
-    _atomic_write_bytes(out / WEIGHTS, save(weights, metadata={"format": "sanas"}))
+    atomic_write_bytes(out / WEIGHTS, save(weights, metadata={"format": "sanas"}))
     params = space.count_params(tokens)
     _atomic_json(out / MODEL_JSON, {
         **identity, "params": params, "metrics": [m.to_dict() for m in trainer.metrics],

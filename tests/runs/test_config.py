@@ -1,0 +1,79 @@
+"""Run configuration: defaults, TOML, flag overrides, budgets, identity checks, the saved file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sanas.runs.config import CONFIG_FILE, RunConfig, parse_budget
+
+
+def test_budget_forms():
+    assert parse_budget("1.0x", 3_767_302) == 3_767_302
+    assert parse_budget("0.9X", 1000) == 900
+    assert parse_budget("3.77M", 0) == 3_770_000
+    assert parse_budget("500k", 0) == 500_000
+    assert parse_budget(42_000, 0) == 42_000
+    assert parse_budget("none", 5) is None and parse_budget(None, 5) is None
+    for bad in ("lots", "1.0y", "", True, "0x"):
+        with pytest.raises(ValueError, match="max_params is"):
+            parse_budget(bad, 1000)
+
+
+def test_sources_merge_in_order(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text('[space]\nlayers = 5\nfilter_num = [4, 8, 16, 32]\ninit_channels = 8\n'
+                    '[data]\ndataset = "synthetic"\n[search]\nsearch_steps = 7\nmax_params = "0.5x"\n')
+    config = RunConfig.from_sources(toml, {"search": {"search_steps": 9, "seed": None}, "recipe": {"batch_size": 8}})
+    assert config.search["search_steps"] == 9  # flags beat the file
+    assert config.search["max_params"] == "0.5x"  # the file beats defaults
+    assert config.search["seed"] == 0 and config.search["reduce_rate"] == 0.85  # defaults; None flags are ignored
+    space = config.build_space()
+    assert space.layers == 5 and space.in_channels == 3
+    assert config.budget(space) == space.count_params(space.init_tokens()) // 2
+    assert config.build_recipe().batch_size == 8
+
+
+def test_dataset_sets_channels():
+    config = RunConfig.from_sources(None, {"data": {"dataset": "fashion-mnist"},
+                                           "space": {"layers": 5, "filter_num": [4, 8, 16, 32], "init_channels": 8}})
+    assert config.build_space().in_channels == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[serach]\nsearch_steps = 3\n", "unknown table(s) serach"),
+        ("[search]\nsteps = 3\n", "unknown search setting(s) steps"),
+        ("[recipe]\nepochs = 3\n", "unknown recipe setting(s) epochs"),
+        ("[data]\ndataset = 'mnist'\n", "unknown dataset 'mnist'"),
+        ("[search]\nsearch_steps = -1\n", "search_steps is -1"),
+        ("search = 3\n", "search must be a table"),
+        ("[search\n", "is not valid TOML"),
+    ],
+)
+def test_bad_files_fail_early(tmp_path, text, message):
+    toml = tmp_path / "bad.toml"
+    toml.write_text(text)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        RunConfig.from_sources(toml)
+
+
+def test_save_load_and_identity(tmp_path):
+    config = RunConfig.from_sources(None, {"data": {"dataset": "synthetic"}, "recipe": {"device": "cpu"}})
+    config.save(tmp_path)
+    assert json.loads((tmp_path / CONFIG_FILE).read_text())["data"]["dataset"] == "synthetic"
+    loaded = RunConfig.load(tmp_path)
+    loaded.check_matches(config, "here")
+    # Where a process trains is not part of the search's identity; what it computes is.
+    other = RunConfig.from_dict({**config.to_dict(), "recipe": {"device": "cuda"}})
+    other.check_matches(config, "here")
+    changed = RunConfig.from_dict({**config.to_dict(), "recipe": {"device": "cpu", "batch_size": 8}})
+    with pytest.raises(ValueError, match=r"here was created with a different config \(recipe.batch_size: None"):
+        changed.check_matches(config, "here")
+    (tmp_path / CONFIG_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match="is corrupt"):
+        RunConfig.load(tmp_path)
+    with pytest.raises(ValueError, match="not a sanas run directory"):
+        RunConfig.load(tmp_path / "elsewhere")
