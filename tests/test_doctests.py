@@ -1,4 +1,4 @@
-"""The examples in the docstrings of spaces, network, reports, run configs and the CLI run as shown."""
+"""The examples in the docstrings of spaces, network, training, reports, run configs and the CLI run as shown."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import importlib
 import pytest
 
 MODULES = ["sanas", "sanas.spaces.base", "sanas.spaces.darts", "sanas.network.genotypes", "sanas.network.model",
-           "sanas.report.summary", "sanas.runs.config", "sanas.cli"]
+           "sanas.report.summary", "sanas.runs.config", "sanas.cli", "sanas.training", "sanas.training.augment",
+           "sanas.training.data", "sanas.training.trainer", "sanas.training.final"]
 
 
 @pytest.mark.parametrize("name", MODULES)
