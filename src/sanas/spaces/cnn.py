@@ -1,0 +1,140 @@
+"""PlainCNNSpace: one width token per conv cell of a small plain CNN — DartsSpace's structure at a fraction of its cost.
+
+The network is a stem conv, ``layers`` cells of conv3×3 → BatchNorm → ReLU whose widths are searched (stride 2
+at the reduction cells ``layers // 3`` and ``2 * layers // 3``, as in DartsSpace), global average pooling and a
+linear classifier. A 4-cell space with 5 widths has 625 networks that each train in seconds on a CPU, which is
+what the search-strategy benchmark (``benchmarks/width_table.py``) trains exhaustively.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from sanas.network import reduction_layers
+from sanas.spaces.base import SearchSpace, register_space
+
+__all__ = ["PlainCNN", "PlainCNNSpace"]
+
+
+def _conv_out(size: int, stride: int) -> int:
+    return (size - 1) // stride + 1  # 3×3 kernel, padding 1
+
+
+def _block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                         nn.ReLU(inplace=True))
+
+
+class PlainCNN(nn.Module):
+    """The network of :class:`PlainCNNSpace`.
+
+    ``forward`` follows :class:`~sanas.network.DartsNetwork`'s contract so the same trainer drives both:
+    ``(logits, None)`` in training mode (there is no auxiliary head), ``logits`` in eval mode.
+    """
+
+    def __init__(self, widths: Sequence[int], strides: Sequence[int], stem_channels: int, stem_stride: int,
+                 num_classes: int, in_channels: int) -> None:
+        super().__init__()
+        self.stem = _block(in_channels, stem_channels, stem_stride)
+        cells, c_prev = [], stem_channels
+        for width, stride in zip(widths, strides, strict=True):
+            cells.append(_block(c_prev, width, stride))
+            c_prev = width
+        self.cells = nn.Sequential(*cells)
+        self.classifier = nn.Linear(c_prev, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, None]:
+        features = self.cells(self.stem(x))
+        logits = self.classifier(features.mean((2, 3)))
+        return (logits, None) if self.training else logits
+
+
+@register_space
+class PlainCNNSpace(SearchSpace):
+    """Per-cell widths of a plain CNN: token ``i`` picks cell ``i``'s conv width from ``filter_num``.
+
+    Args:
+        filter_num: the width choices, ascending.
+        layers: number of searched cells; the reduction cells ``layers // 3`` and ``2 * layers // 3`` have stride 2.
+        stem_channels, stem_stride: the fixed stem conv (stride 2 halves the cost of every cell).
+        num_classes, in_channels: classifier outputs and image channels.
+        init_tokens: the "trained model" a search starts from (default: the middle width of every cell).
+
+    >>> space = PlainCNNSpace()
+    >>> space.range_table(), space.init_tokens(), space.widths(space.init_tokens())
+    ([5, 5, 5, 5], [2, 2, 2, 2], [24, 24, 24, 24])
+    >>> space.count_params([2, 2, 2, 2]) == sum(p.numel() for p in space.token2arch([2, 2, 2, 2]).parameters())
+    True
+    """
+
+    def __init__(self, filter_num: Sequence[int] = (8, 16, 24, 32, 48), layers: int = 4, stem_channels: int = 16,
+                 stem_stride: int = 2, num_classes: int = 10, in_channels: int = 1,
+                 init_tokens: Sequence[int] | None = None) -> None:
+        def positive(what: str, value: object) -> int:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{what} is {value!r}, expected a positive integer")
+            return value
+
+        self.filter_num = [positive("filter_num entry", f) for f in filter_num]
+        if not self.filter_num or sorted(set(self.filter_num)) != self.filter_num:
+            raise ValueError(f"filter_num {list(filter_num)} must be a non-empty, strictly ascending list of widths")
+        self.layers = positive("layers", layers)
+        if self.layers < 3:
+            raise ValueError(f"layers is {layers}, expected at least 3 (two reduction cells and a normal one)")
+        self.stem_channels = positive("stem_channels", stem_channels)
+        self.stem_stride = positive("stem_stride", stem_stride)
+        self.num_classes = positive("num_classes", num_classes)
+        self.in_channels = positive("in_channels", in_channels)
+        middle = (len(self.filter_num) - 1) // 2
+        self._init_tokens = [middle] * self.layers if init_tokens is None else self.validate(init_tokens)
+
+    def init_tokens(self) -> list[int]:
+        return list(self._init_tokens)
+
+    def range_table(self) -> list[int]:
+        return [len(self.filter_num)] * self.layers
+
+    def widths(self, tokens: Sequence[int]) -> list[int]:
+        """Channel width of each cell."""
+        return [self.filter_num[t] for t in self.validate(tokens)]
+
+    def strides(self) -> list[int]:
+        """Stride of each cell: 2 at the reduction cells, 1 elsewhere."""
+        reductions = reduction_layers(self.layers)
+        return [2 if i in reductions else 1 for i in range(self.layers)]
+
+    def cell_types(self) -> list[str]:
+        """``"normal"`` or ``"reduction"`` for each cell."""
+        return ["reduction" if s == 2 else "normal" for s in self.strides()]
+
+    def token2arch(self, tokens: Sequence[int]) -> PlainCNN:
+        return PlainCNN(self.widths(tokens), self.strides(), self.stem_channels, self.stem_stride,
+                        self.num_classes, self.in_channels)
+
+    def _convs(self, tokens: Sequence[int], input_size: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+        """(c_in, c_out, out_h, out_w) of every conv, stem first."""
+        h, w = (_conv_out(s, self.stem_stride) for s in input_size)
+        convs, c_prev = [(self.in_channels, self.stem_channels, h, w)], self.stem_channels
+        for width, stride in zip(self.widths(tokens), self.strides(), strict=True):
+            h, w = _conv_out(h, stride), _conv_out(w, stride)
+            convs.append((c_prev, width, h, w))
+            c_prev = width
+        return convs
+
+    def count_params(self, tokens: Sequence[int]) -> int:
+        convs = self._convs(tokens, (32, 32))
+        conv_bn = sum(c_in * c_out * 9 + 2 * c_out for c_in, c_out, _, _ in convs)
+        return conv_bn + convs[-1][1] * self.num_classes + self.num_classes
+
+    def count_macs(self, tokens: Sequence[int], input_size: tuple[int, int] = (32, 32)) -> int:
+        convs = self._convs(tokens, input_size)
+        return sum(c_in * c_out * 9 * h * w for c_in, c_out, h, w in convs) + convs[-1][1] * self.num_classes
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "filter_num": list(self.filter_num), "layers": self.layers,
+                "stem_channels": self.stem_channels, "stem_stride": self.stem_stride,
+                "num_classes": self.num_classes, "in_channels": self.in_channels, "init_tokens": self.init_tokens()}
