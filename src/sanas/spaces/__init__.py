@@ -4,5 +4,5 @@ from sanas.spaces.base import SPACES, SearchSpace, get_space, register_space, sp
 from sanas.spaces.cnn import PlainCNN, PlainCNNSpace
 from sanas.spaces.darts import DEFAULT_FILTER_NUM, DartsSpace
 
-__all__ = ["DEFAULT_FILTER_NUM", "SPACES", "DartsSpace", "PlainCNN", "PlainCNNSpace", "SearchSpace", "get_space", "register_space",
-           "space_from_config"]
+__all__ = ["DEFAULT_FILTER_NUM", "SPACES", "DartsSpace", "PlainCNN", "PlainCNNSpace", "SearchSpace", "get_space",
+           "register_space", "space_from_config"]
