@@ -47,6 +47,7 @@ _bench:
 	$(BIN)/python benchmarks/epoch.py
 	bash scripts/ensure_postgres.sh
 	$(BIN)/python benchmarks/controller.py
+	$(BIN)/python benchmarks/strategies.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

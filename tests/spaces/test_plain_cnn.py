@@ -55,7 +55,7 @@ def test_trains_through_the_sanas_trainer():
 
 
 @pytest.mark.parametrize(("config", "message"), [
-    ({"filter_num": [8, 4]}, "strictly ascending"), ({"filter_num": []}, "strictly ascending"),
+    ({"filter_num": [8, 4]}, "strictly ascending"), ({"filter_num": []}, "filter_num is empty"),
     ({"layers": 2}, "layers is 2"), ({"stem_stride": 0}, "stem_stride is 0"),
     ({"in_channels": 1.5}, "in_channels is 1.5"), ({"init_tokens": [0, 0, 0, 9]}, "position 3 is 9"),
 ])

@@ -11,7 +11,8 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["SPACES", "SearchSpace", "get_space", "register_space", "space_from_config"]
+__all__ = ["SPACES", "CellWidthSpace", "SearchSpace", "get_space", "positive_int", "register_space",
+           "space_from_config"]
 
 
 class SearchSpace(ABC):
@@ -83,6 +84,44 @@ class SearchSpace(ABC):
     def __repr__(self) -> str:
         settings = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
         return f"{type(self).__name__}({settings})"
+
+
+def positive_int(what: str, value: object) -> int:
+    """``value`` if it is a positive ``int``, else a ``ValueError`` naming ``what`` and the value."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{what} is {value!r}, expected a positive integer")
+    return value
+
+
+class CellWidthSpace(SearchSpace):
+    """A space with one token per cell, each picking the cell's width from the same ``filter_num`` list.
+
+    Subclasses call :meth:`_set_cells` in ``__init__`` and set ``self._init_tokens``.
+    """
+
+    filter_num: list[int]
+    layers: int
+    _init_tokens: list[int]
+
+    def _set_cells(self, filter_num: Sequence[int], layers: object) -> None:
+        self.filter_num = [positive_int("filter_num entry", f) for f in filter_num]
+        if not self.filter_num:
+            raise ValueError("filter_num is empty, expected at least one width")
+        if sorted(set(self.filter_num)) != self.filter_num:
+            raise ValueError(f"filter_num {self.filter_num} must be strictly ascending")
+        self.layers = positive_int("layers", layers)
+        if self.layers < 3:
+            raise ValueError(f"layers is {layers}, expected at least 3 (two reduction cells and a normal one)")
+
+    def init_tokens(self) -> list[int]:
+        return list(self._init_tokens)
+
+    def range_table(self) -> list[int]:
+        return [len(self.filter_num)] * self.layers
+
+    def widths(self, tokens: Sequence[int]) -> list[int]:
+        """Channel width of each cell."""
+        return [self.filter_num[t] for t in self.validate(tokens)]
 
 
 SPACES: dict[str, Callable[..., SearchSpace]] = {}

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from sanas.network import reduction_layers
-from sanas.spaces.base import SearchSpace, register_space
+from sanas.spaces.base import CellWidthSpace, positive_int, register_space
 
 __all__ = ["PlainCNN", "PlainCNNSpace"]
 
@@ -54,7 +54,7 @@ class PlainCNN(nn.Module):
 
 
 @register_space
-class PlainCNNSpace(SearchSpace):
+class PlainCNNSpace(CellWidthSpace):
     """Per-cell widths of a plain CNN: token ``i`` picks cell ``i``'s conv width from ``filter_num``.
 
     Args:
@@ -74,33 +74,13 @@ class PlainCNNSpace(SearchSpace):
     def __init__(self, filter_num: Sequence[int] = (8, 16, 24, 32, 48), layers: int = 4, stem_channels: int = 16,
                  stem_stride: int = 2, num_classes: int = 10, in_channels: int = 1,
                  init_tokens: Sequence[int] | None = None) -> None:
-        def positive(what: str, value: object) -> int:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{what} is {value!r}, expected a positive integer")
-            return value
-
-        self.filter_num = [positive("filter_num entry", f) for f in filter_num]
-        if not self.filter_num or sorted(set(self.filter_num)) != self.filter_num:
-            raise ValueError(f"filter_num {list(filter_num)} must be a non-empty, strictly ascending list of widths")
-        self.layers = positive("layers", layers)
-        if self.layers < 3:
-            raise ValueError(f"layers is {layers}, expected at least 3 (two reduction cells and a normal one)")
-        self.stem_channels = positive("stem_channels", stem_channels)
-        self.stem_stride = positive("stem_stride", stem_stride)
-        self.num_classes = positive("num_classes", num_classes)
-        self.in_channels = positive("in_channels", in_channels)
+        self._set_cells(filter_num, layers)
+        self.stem_channels = positive_int("stem_channels", stem_channels)
+        self.stem_stride = positive_int("stem_stride", stem_stride)
+        self.num_classes = positive_int("num_classes", num_classes)
+        self.in_channels = positive_int("in_channels", in_channels)
         middle = (len(self.filter_num) - 1) // 2
         self._init_tokens = [middle] * self.layers if init_tokens is None else self.validate(init_tokens)
-
-    def init_tokens(self) -> list[int]:
-        return list(self._init_tokens)
-
-    def range_table(self) -> list[int]:
-        return [len(self.filter_num)] * self.layers
-
-    def widths(self, tokens: Sequence[int]) -> list[int]:
-        """Channel width of each cell."""
-        return [self.filter_num[t] for t in self.validate(tokens)]
 
     def strides(self) -> list[int]:
         """Stride of each cell: 2 at the reduction cells, 1 elsewhere."""

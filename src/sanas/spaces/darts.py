@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sanas.network import DartsNetwork, NetworkCounts, get_genotype, network_counts, reduction_layers
-from sanas.spaces.base import SearchSpace, register_space
+from sanas.spaces.base import CellWidthSpace, positive_int, register_space
 
 __all__ = ["DEFAULT_FILTER_NUM", "DartsSpace"]
 
@@ -14,7 +14,7 @@ DEFAULT_FILTER_NUM = (4, 8, 12, 16, 20, 36, 54, 72, 90, 108, 144, 180, 216, 252)
 
 
 @register_space
-class DartsSpace(SearchSpace):
+class DartsSpace(CellWidthSpace):
     """Per-cell widths of the DARTS network: token ``i`` picks cell ``i``'s width from ``filter_num``.
 
     Every conv of cell ``i`` (its two preprocess convs included) outputs ``filter_num[tokens[i]]``
@@ -41,18 +41,11 @@ class DartsSpace(SearchSpace):
                  init_channels: int = 36, stem_multiplier: int = 3, num_classes: int = 10,
                  in_channels: int = 3, auxiliary: bool = True, genotype: str = "PADDLESLIM_DARTS_V2",
                  init_tokens: Sequence[int] | None = None) -> None:
-        self.filter_num = [_positive_int("filter_num entry", f) for f in filter_num]
-        if not self.filter_num:
-            raise ValueError("filter_num is empty, expected at least one width")
-        if sorted(set(self.filter_num)) != self.filter_num:
-            raise ValueError(f"filter_num {self.filter_num} must be strictly ascending")
-        self.layers = _positive_int("layers", layers)
-        if self.layers < 3:
-            raise ValueError(f"layers is {layers}, expected at least 3 (two reduction cells and a normal one)")
-        self.init_channels = _positive_int("init_channels", init_channels)
-        self.stem_multiplier = _positive_int("stem_multiplier", stem_multiplier)
-        self.num_classes = _positive_int("num_classes", num_classes)
-        self.in_channels = _positive_int("in_channels", in_channels)
+        self._set_cells(filter_num, layers)
+        self.init_channels = positive_int("init_channels", init_channels)
+        self.stem_multiplier = positive_int("stem_multiplier", stem_multiplier)
+        self.num_classes = positive_int("num_classes", num_classes)
+        self.in_channels = positive_int("in_channels", in_channels)
         self.auxiliary = bool(auxiliary)
         self.genotype_name = genotype
         self.genotype = get_genotype(genotype)
@@ -75,16 +68,6 @@ class DartsSpace(SearchSpace):
     @property
     def stem_channels(self) -> int:
         return self.stem_multiplier * self.init_channels
-
-    def init_tokens(self) -> list[int]:
-        return list(self._init_tokens)
-
-    def range_table(self) -> list[int]:
-        return [len(self.filter_num)] * self.layers
-
-    def widths(self, tokens: Sequence[int]) -> list[int]:
-        """Channel width of each cell."""
-        return [self.filter_num[t] for t in self.validate(tokens)]
 
     def token2arch(self, tokens: Sequence[int]) -> DartsNetwork:
         return DartsNetwork(self.widths(tokens), self.genotype, stem_channels=self.stem_channels,
@@ -121,8 +104,3 @@ class DartsSpace(SearchSpace):
             "init_tokens": self.init_tokens(),
         }
 
-
-def _positive_int(what: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{what} is {value!r}, expected a positive integer")
-    return value
