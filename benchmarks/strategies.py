@@ -42,8 +42,8 @@ from width_table import SETTINGS, TABLE, load_table
 #: SA tuned: the best (init_temperature, reduce_rate) of ``--tune``'s grid at N=100 on seeds 1000..1019, which
 #: are disjoint from the evaluation seeds 0..99. The defaults (1.0, 0.85) are PaddleSlim's, made for rewards in
 #: [0, 1] whose differences between neighbours are ~0.01, so at T=1 nearly every move is accepted.
-TUNED = {"init_temperature": 0.01, "reduce_rate": 0.98}
-TUNE_GRID = [(t0, rr) for t0 in (0.003, 0.01, 0.03, 0.1) for rr in (0.9, 0.95, 0.98)]
+TUNED = {"init_temperature": 0.001, "reduce_rate": 0.95}
+TUNE_GRID = [(t0, rr) for t0 in (0.0, 0.001, 0.003, 0.01, 0.03, 0.1) for rr in (0.8, 0.9, 0.95, 0.98)]
 TUNE_SEEDS = range(1000, 1020)
 STRATEGIES = ["sa", "sa-tuned", "random", "evolution", "tpe"]
 

@@ -107,6 +107,36 @@ def test_any_optuna_sampler_through_the_adapter() -> None:
     assert len({tuple(t) for _, t, _ in history}) == 30 and all(sum(t) <= 9 for _, t, _ in history)
 
 
+def test_sa_widens_its_move_when_every_neighbour_is_seen_instead_of_stopping_early() -> None:
+    # A greedy chain (T0 = 0) settles on [2, 2, 2, 2]; its 16 one-token neighbours are soon all seen. PaddleSlim
+    # stops there; sanas widens the move and runs every step it was given, one more position per failed block.
+    space = TinySpace(n=4, r=5)
+    sa = SANAS(space, search_steps=120, save_checkpoint=None, seed=3, init_temperature=0.0)
+    evaluated = []
+    while (tokens := sa.next_tokens()) is not None:
+        evaluated.append(tuple(tokens))
+        sa.reward(-sum((t - 2) ** 2 for t in tokens))
+    assert len(evaluated) == 120 == len(set(evaluated))
+    evals = evaluations(sa.study.get_trials(states=[TrialState.COMPLETE]))
+    widths = [diff_positions(evals[i].tokens, replay_chain(evals[:i], 0.0).current_tokens)
+              for i in range(1, len(evals))]
+    assert widths[0] == 1 and max(widths) >= 2
+    assert replay_chain(evals, 0.0).best_tokens == (2, 2, 2, 2)
+
+
+def test_sa_move_changes_exactly_radius_positions() -> None:
+    import random
+
+    sampler = SimulatedAnnealingSampler([5, 1, 7, 3, 4])
+    rng = random.Random(0)
+    for radius in range(1, 6):
+        for _ in range(50):
+            moved = sampler.move((4, 0, 6, 0, 3), radius, rng)
+            assert all(0 <= m < r for m, r in zip(moved, sampler.range_table, strict=True))
+            # position 1 has a single choice and cannot change
+            assert diff_positions(moved, (4, 0, 6, 0, 3)) in (radius, radius - 1) and moved[1] == 0
+
+
 def test_exhausted_search_ends_cleanly_for_every_worker(tmp_path, study_name) -> None:
     space = TinySpace(n=2, r=2)  # 4 token vectors in all
     sa = SANAS(space, search_steps=10, save_checkpoint=tmp_path, study_name=study_name)

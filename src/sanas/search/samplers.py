@@ -225,9 +225,11 @@ class TokenSampler(BaseSampler):
 class SimulatedAnnealingSampler(TokenSampler):
     """PaddleSlim's SA controller, with the chain replayed from the study so any number of workers share it.
 
-    Each candidate is a one-token move from the chain's current (last accepted) tokens; acceptance is
-    Metropolis at ``T = init_temperature · reduce_rate**k`` with ``k`` the number of finished evaluations in the
-    study (see :mod:`sanas.search.chain`). Failed trials do not move the chain.
+    Each candidate is a one-token move from the chain's current (last accepted) tokens; acceptance is Metropolis
+    at ``T = init_temperature · reduce_rate**k`` with ``k`` the number of finished evaluations in the study (see
+    :mod:`sanas.search.chain`). Failed trials do not move the chain. Unlike PaddleSlim, when half of
+    ``max_try_times`` one-token draws find nothing new and feasible, the move widens to 2, 3, ... positions
+    (:meth:`move`) instead of ending the search with steps left.
 
     >>> s = SimulatedAnnealingSampler([14] * 20, init_tokens=[5] * 20, seed=1)
     >>> s.propose(None, [])
@@ -255,8 +257,35 @@ class SimulatedAnnealingSampler(TokenSampler):
         center = self.chain(trials).current_tokens
         if center is None:  # nothing evaluated yet (init running elsewhere, or infeasible): move around init
             center = self.init_tokens if self.init_tokens is not None else self.random_tokens(rng)
-        while True:
+        # The first half of the draws are PaddleSlim's one-token moves. Only when they find nothing new (every
+        # neighbour seen or infeasible: common in small spaces) does the move widen, one more position per block,
+        # instead of ending the search with steps left (see benchmarks/README.md).
+        first = max(1, self.max_try_times // 2)
+        for _ in range(first):
             yield self.one_token_move(center, rng)
+        per_radius = max(1, (self.max_try_times - first) // max(1, len(center) - 1))
+        radius = 2
+        while True:
+            for _ in range(per_radius):
+                yield self.move(center, min(radius, len(center)), rng)
+            radius += 1
+
+    def move(self, center: Tokens, radius: int, rng: random.Random) -> Tokens:
+        """Redraw ``radius`` distinct, uniformly chosen positions of ``center``, each to a different value.
+
+        Positions with a single choice cannot change, so the move may differ in fewer than ``radius`` positions.
+
+        >>> s = SimulatedAnnealingSampler([5, 5, 5, 5])
+        >>> moved = s.move((2, 2, 2, 2), 3, random.Random(0))
+        >>> sum(a != b for a, b in zip(moved, (2, 2, 2, 2)))
+        3
+        """
+        moved = list(center)
+        for pos in rng.sample(range(len(center)), radius):
+            if self.range_table[pos] > 1:
+                value = rng.randrange(self.range_table[pos] - 1)
+                moved[pos] = value + (value >= center[pos])
+        return tuple(moved)
 
 
 class RandomTokenSampler(TokenSampler):

@@ -1,0 +1,90 @@
+"""The tabular width benchmark and the search-strategy harness (benchmarks/width_table.py, strategies.py)."""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import strategies  # noqa: E402
+import width_table  # noqa: E402
+from sanas.spaces import PlainCNNSpace  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def table() -> strategies.Table:
+    return strategies.Table.load()
+
+
+def test_committed_table_is_complete_and_consistent(table):
+    space = PlainCNNSpace()
+    assert len(table.rows) == 625 == len(width_table.all_tokens(space))
+    for i, (row, tokens) in enumerate(zip(table.rows, width_table.all_tokens(space), strict=True)):
+        assert row["index"] == i and row["tokens"] == width_table.token_key(tokens)
+        assert row["params"] == space.count_params(tokens) and row["macs"] == space.count_macs(tokens)
+        assert 0.1 < row["val_acc"] <= 1 and 0.1 < row["test_acc"] <= 1
+    provenance = json.loads(width_table.PROVENANCE.read_text())
+    assert provenance["settings"] == json.loads(json.dumps(width_table.SETTINGS))
+    assert provenance["rows"] == 625 and provenance["torch"]
+    # The budget leaves a real search: about half the configurations, the init tokens among them.
+    assert 250 < len(table.feasible) < 375
+    assert space.count_params(space.init_tokens()) <= table.budget
+
+
+def test_scoring(table):
+    best, worst = table.feasible[0], table.feasible[-1]
+    hit = strategies.score(table, [worst["tokens"], best["tokens"]], 2)
+    assert hit.regret == 0 and hit.top1 and hit.test_acc == best["test_acc"]
+    miss = strategies.score(table, [worst["tokens"], best["tokens"]], 1)
+    assert miss.regret == pytest.approx(best["val_acc"] - worst["val_acc"]) and not miss.top1
+    over = next(r for r in table.rows if r["params"] > table.budget)
+    with pytest.raises(AssertionError, match="budget"):
+        strategies.score(table, [over["tokens"]], 1)
+
+
+@pytest.mark.parametrize("strategy", strategies.STRATEGIES)
+def test_every_strategy_searches_through_sanas_within_budget(table, strategy):
+    strategies._setup(str(table.path), table.budget)
+    task, evaluated = strategies.run_search((strategy, 3, 30, str(table.path), None, None))
+    assert task[0] == strategy
+    # every strategy runs all its steps (SA widens its move when its one-token neighbourhood runs dry)
+    assert len(evaluated) == 30 == len(set(evaluated))
+    assert evaluated[0] == width_table.token_key(table.space.init_tokens())
+    assert all(table.by_key[k]["params"] <= table.budget for k in evaluated)
+
+
+def test_permutation_test():
+    assert strategies.permutation_test([0.1, 0.2, 0.3] * 5, [0.1, 0.2, 0.3] * 5, rounds=500) > 0.9
+    assert strategies.permutation_test([0.0] * 20, [1.0] * 20, rounds=500) < 0.01
+
+
+def test_harness_at_ci_size(tmp_path):
+    assert strategies.main(["--seeds", "2", "--n", "5", "10", "--jobs", "1", "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "strategies.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "strategy" not in line]
+    assert len(rows) == 2 * len(strategies.STRATEGIES)
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[0] in strategies.STRATEGIES and cells[1] in ("5", "10")
+        assert float(cells[2]) >= 0 and 0 <= float(cells[4]) <= 1
+    png = (tmp_path / "strategies.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (800, 450)
+
+
+def test_bad_arguments(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        strategies.main(["--table", str(tmp_path / "missing.csv")])
+    assert e.value.code == 2 and "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_rows_regenerate_from_the_committed_script():
+    # Single-threaded, seeded training: exact on the machine that generated the table; the tolerance allows for
+    # another CPU's kernels summing in another order.
+    assert width_table.main(["--check", "0,1,2", "--tolerance", "0.02"]) == 0
