@@ -283,7 +283,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"table {args.table} does not exist; generate it with benchmarks/width_table.py --jobs 2")
     if args.seeds < 1 or min(args.n) < 1:
         p.error(f"--seeds and --n must be positive, got {args.seeds} and {args.n}")
-    table = Table.load(args.table, args.budget)
+    try:
+        table = Table.load(args.table, args.budget)
+    except ValueError as e:
+        p.error(str(e))
     ns = sorted(set(args.n))
     if args.tune:
         print(tune(table, args.jobs))

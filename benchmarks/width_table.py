@@ -5,7 +5,7 @@ trainer (``sanas.training.Trainer``), and its parameters, MACs, held-out validat
 objective) and test accuracy (touched once, for reporting the selected model) are recorded. The search-strategy
 harness (``benchmarks/strategies.py``) then replays searches against the table in milliseconds.
 
-    .venv/bin/python benchmarks/width_table.py --jobs 2        # all rows, 2 processes, then merge (~1 h on 2 cores)
+    .venv/bin/python benchmarks/width_table.py --jobs 2        # all rows, 2 processes, then merge (~1.2 h, 2 cores)
     .venv/bin/python benchmarks/width_table.py --shard 0/4     # one shard (e.g. on another machine), resumable
     .venv/bin/python benchmarks/width_table.py --merge         # shards -> benchmarks/data/width_table.{csv,json}
     .venv/bin/python benchmarks/width_table.py --check 0,1,2   # retrain rows and compare with the committed table

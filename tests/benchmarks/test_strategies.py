@@ -81,6 +81,9 @@ def test_bad_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         strategies.main(["--table", str(tmp_path / "missing.csv")])
     assert e.value.code == 2 and "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        strategies.main(["--budget", "100"])
+    assert e.value.code == 2 and "has at most 100 parameters" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -103,4 +103,3 @@ class DartsSpace(CellWidthSpace):
             "genotype": self.genotype_name,
             "init_tokens": self.init_tokens(),
         }
-
