@@ -53,8 +53,11 @@ def test_every_strategy_searches_through_sanas_within_budget(table, strategy):
     strategies._setup(str(table.path), table.budget)
     task, evaluated = strategies.run_search((strategy, 3, 30, str(table.path), None, None))
     assert task[0] == strategy
-    # every strategy runs all its steps (SA widens its move when its one-token neighbourhood runs dry)
-    assert len(evaluated) == 30 == len(set(evaluated))
+    assert len(set(evaluated)) == len(evaluated)
+    if strategy == "sa-paddleslim":  # ends when its one-token neighbourhood is used up, maybe before 30 steps
+        assert 1 <= len(evaluated) <= 30
+    else:  # the others run all their steps (sanas' SA widens its move instead of stopping)
+        assert len(evaluated) == 30
     assert evaluated[0] == width_table.token_key(table.space.init_tokens())
     assert all(table.by_key[k]["params"] <= table.budget for k in evaluated)
 

@@ -107,21 +107,28 @@ def test_any_optuna_sampler_through_the_adapter() -> None:
     assert len({tuple(t) for _, t, _ in history}) == 30 and all(sum(t) <= 9 for _, t, _ in history)
 
 
-def test_sa_widens_its_move_when_every_neighbour_is_seen_instead_of_stopping_early() -> None:
+@pytest.mark.parametrize("widen", [True, False])
+def test_sa_widens_its_move_when_every_neighbour_is_seen_instead_of_stopping_early(widen) -> None:
     # A greedy chain (T0 = 0) settles on [2, 2, 2, 2]; its 16 one-token neighbours are soon all seen. PaddleSlim
-    # stops there; sanas widens the move and runs every step it was given, one more position per failed block.
+    # (widen_when_stuck=False) ends the search there; by default sanas widens the move and runs every step.
     space = TinySpace(n=4, r=5)
-    sa = SANAS(space, search_steps=120, save_checkpoint=None, seed=3, init_temperature=0.0)
+    sampler = SimulatedAnnealingSampler(space.range_table(), space.init_tokens(), seed=3, init_temperature=0.0,
+                                        widen_when_stuck=widen)
+    sa = SANAS(space, search_steps=120, save_checkpoint=None, sampler=sampler)
     evaluated = []
     while (tokens := sa.next_tokens()) is not None:
         evaluated.append(tuple(tokens))
         sa.reward(-sum((t - 2) ** 2 for t in tokens))
-    assert len(evaluated) == 120 == len(set(evaluated))
+    assert len(evaluated) == len(set(evaluated))
     evals = evaluations(sa.study.get_trials(states=[TrialState.COMPLETE]))
     widths = [diff_positions(evals[i].tokens, replay_chain(evals[:i], 0.0).current_tokens)
               for i in range(1, len(evals))]
-    assert widths[0] == 1 and max(widths) >= 2
     assert replay_chain(evals, 0.0).best_tokens == (2, 2, 2, 2)
+    if widen:
+        assert len(evaluated) == 120 and widths[0] == 1 and max(widths) >= 2
+    else:
+        assert len(evaluated) < 60 and set(widths) == {1}
+        assert sa.study.get_trials()[-1].user_attrs["fail_reason"].startswith("exhausted: SimulatedAnnealing")
 
 
 def test_sa_move_changes_exactly_radius_positions() -> None:
