@@ -79,6 +79,7 @@ def test_search_report_train_resume_export_load(tmp_path, capsys):
     for name in ("reward.png", "pareto.png"):
         assert png_size(run / "report" / name) == (800, 450)
     md = (run / "report" / "report.md").read_text()
+    assert "Best vs init: params" in md and "-epoch proxy trainings" in md and "sanas train" in md
     rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| trial")]
     assert len(rows) >= 3
     first = [cell.strip() for cell in rows[0].strip("|").split("|")]

@@ -154,6 +154,11 @@ def headline(report: SearchReport) -> list[str]:
         delta = 100 * (best.reward - init.reward)
         lines.append(f"Init model: reward {init.reward:.4f}, {init.params:,} params. "
                      f"Best vs init: params {_pct(best.params, init.params)}, reward {delta:+.2f} points.")
+        epochs = report.config.get("recipe", {}).get("retain_epoch")
+        if epochs is not None:
+            lines.append(f"Rewards are {epochs}-epoch proxy trainings (mean held-out top-1 of the last two epochs): "
+                         f"they rank candidates, they are not final accuracies, and short proxies are noisy. "
+                         f"Retrain the best with `sanas train` to know its accuracy.")
     else:
         lines.append("The init tokens have no finished evaluation, so there is no baseline reward.")
     if report.failed:
