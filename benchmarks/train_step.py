@@ -3,6 +3,10 @@
 One command prints a table (median images/s over the timed steps, peak RSS, ratio to the baseline):
 
     .venv/bin/python benchmarks/train_step.py            # batch 96, 2 threads, 2 warm-up + 5 timed steps
+    .venv/bin/python benchmarks/train_step.py --rounds 3 # every configuration 3 times, interleaved (~26 min)
+
+With ``--rounds R`` the configurations run in turn R times over; each ratio is taken within a round (so a
+change of machine load between rounds cancels out) and the table shows medians over the rounds.
 
 Each configuration runs in its own process (the allocator is chosen at process start with LD_PRELOAD):
   reference         DARTS reference wiring (a ReLU per op), eager float32, contiguous, glibc malloc
@@ -93,6 +97,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=1, help="run every configuration this many times, interleaved")
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of " + ", ".join(CONFIGS))
     parser.add_argument("--config", help=argparse.SUPPRESS)  # internal: run one configuration in this process
     args = parser.parse_args()
@@ -100,33 +105,46 @@ def main() -> None:
         print(json.dumps(run_one(args)))
         return
 
+    names = args.configs.split(",")
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown or args.rounds < 1:
+        parser.error(f"unknown configuration {unknown[0]!r}, expected some of {', '.join(CONFIGS)}" if unknown
+                     else f"--rounds is {args.rounds}, expected an integer >= 1")
     tcm = tcmalloc_path()
-    results = []
-    for name in args.configs.split(","):
-        cfg = CONFIGS[name]
-        env = dict(os.environ)
-        env.pop("LD_PRELOAD", None)
-        if cfg["tcmalloc"]:
-            if tcm is None:
-                print(f"skipping {name}: libtcmalloc-minimal4 is not installed", file=sys.stderr)
-                continue
-            env["LD_PRELOAD"] = tcm
-        cmd = [sys.executable, __file__, "--config", name, "--batch", str(args.batch), "--threads",
-               str(args.threads), "--warmup", str(args.warmup), "--steps", str(args.steps)]
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-        results.append(json.loads(out.strip().splitlines()[-1]))
-        print(f"  {name}: {results[-1]['median']:.1f} img/s", file=sys.stderr, flush=True)
+    if tcm is None:
+        skipped = [n for n in names if CONFIGS[n]["tcmalloc"]]
+        if skipped:
+            print(f"skipping {', '.join(skipped)}: libtcmalloc-minimal4 is not installed", file=sys.stderr)
+        names = [n for n in names if n not in skipped]
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    for round_ in range(args.rounds):
+        for name in names:
+            env = dict(os.environ)
+            env.pop("LD_PRELOAD", None)
+            if CONFIGS[name]["tcmalloc"]:
+                env["LD_PRELOAD"] = tcm
+            cmd = [sys.executable, __file__, "--config", name, "--batch", str(args.batch), "--threads",
+                   str(args.threads), "--warmup", str(args.warmup), "--steps", str(args.steps)]
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+            runs[name].append(json.loads(out.strip().splitlines()[-1]))
+            print(f"  round {round_ + 1}/{args.rounds} {name}: {runs[name][-1]['median']:.1f} img/s",
+                  file=sys.stderr, flush=True)
 
-    base = results[0]["median"]
-    print(f"\nfull DARTS model (init tokens), batch {args.batch}, {args.threads} threads, "
-          f"median of {args.steps} steps after {args.warmup} warm-up\n")
-    vs = "vs " + results[0]["config"]
-    print(f"| {'config':<17} | {'img/s median':>12} | {'min–max':>11} | {'peak RSS GB':>11} | {vs:>14} |")
-    print(f"|{'-' * 19}|{'-' * 14}|{'-' * 13}|{'-' * 13}|{'-' * 16}|")
-    for r in results:
-        print(f"| {r['config']:<17} | {r['median']:>12.1f} | {r['min']:>5.1f}–{r['max']:<5.1f} | "
-              f"{r['peak_rss_gb']:>11.2f} | {r['median'] / base:>13.2f}× |")
-
+    base = names[0]
+    print(f"\nfull DARTS model (init tokens), batch {args.batch}, {args.threads} threads, median of {args.steps} "
+          f"steps after {args.warmup} warm-up; {args.rounds} round(s), medians over rounds\n")
+    vs = f"vs {base}"
+    print(f"| {'config':<17} | {'img/s median':>12} | {'rounds min–max':>14} | {'peak RSS GB':>11} | {vs:>18} |")
+    print(f"|{'-' * 19}|{'-' * 14}|{'-' * 16}|{'-' * 13}|{'-' * 20}|")
+    for name in names:
+        rates = [r["median"] for r in runs[name]]
+        ratios = [r["median"] / b["median"] for r, b in zip(runs[name], runs[base], strict=True)]
+        spread = f"{min(rates):.1f}–{max(rates):.1f}"
+        ratio = f"{statistics.median(ratios):.2f}×"
+        if args.rounds > 1:
+            ratio += f" ({min(ratios):.2f}–{max(ratios):.2f})"
+        print(f"| {name:<17} | {statistics.median(rates):>12.1f} | {spread:>14} | "
+              f"{max(r['peak_rss_gb'] for r in runs[name]):>11.2f} | {ratio:>18} |")
 
 if __name__ == "__main__":
     main()
