@@ -139,6 +139,22 @@ def test_progress_lines_and_quiet(tiny_data: TrainingData, capsys: pytest.Captur
 
 
 @pytest.mark.slow
+def test_bf16_on_cpu_trains_contiguous_with_a_note(tiny_data: TrainingData,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    space = _tiny_space()
+    trainer = Trainer(space, space.init_tokens(), tiny_data, _recipe(bf16=True, channels_last=True))
+    assert "bf16 on CPU trains with contiguous tensors" in capsys.readouterr().err
+    assert trainer.bf16 and not trainer.channels_last
+    assert trainer.memory_format == torch.contiguous_format
+    assert all(p.is_contiguous() for p in trainer.net.parameters())
+    m = trainer.run_epoch()
+    assert math.isfinite(m.train_loss)
+    # Without bf16 the CPU keeps channels_last, and prints nothing about it.
+    trainer = Trainer(space, space.init_tokens(), tiny_data, _recipe(channels_last=True))
+    assert trainer.channels_last and not trainer.bf16
+    assert "bf16" not in capsys.readouterr().err
+
+
 def test_five_cell_network_learns_fashion_mnist() -> None:
     # ~1 min on 2 idle cores: 2,000 training images, 4 epochs. Cutout and drop path are off because they slow
     # down a run this short; batch 32 and lr 0.1 give it enough steps. Seen: 78 % after 3 epochs (2 seeds).

@@ -44,7 +44,8 @@ class Recipe:
 
     ``retain_epoch`` is PaddleSlim's name for the epochs per candidate; it must be at least 2 because the
     reward averages the last two epochs. ``device="auto"`` picks CUDA when available. ``bf16=None`` means
-    bf16 autocast on CUDA only. ``channels_last`` pays off on CUDA and CPU alike. ``compile`` wraps the
+    bf16 autocast on CUDA only. ``channels_last`` pays off on CUDA and CPU alike; with ``bf16=True`` on CPU the
+    trainer uses contiguous tensors instead (see ``CPU_BF16_CHANNELS_LAST_NOTE``). ``compile`` wraps the
     network in ``torch.compile`` (slow to start; on CPU it did not pay off). The learning rate follows a
     cosine from ``learning_rate`` to 0 stepped after every batch; drop path is
     ``drop_path_prob · epoch / retain_epoch``.
@@ -209,6 +210,12 @@ class _Reporter:
             print(line, file=sys.stderr, flush=True)
 
 
+#: Why bf16 autocast on CPU trains in the default memory layout (printed when a recipe asks for both).
+CPU_BF16_CHANNELS_LAST_NOTE = (
+    "note: bf16 on CPU trains with contiguous tensors, not channels_last: torch 2.13's oneDNN depthwise-conv "
+    "backward in that combination intermittently returns NaN weight gradients")
+
+
 def _avoid_cpu_channels_last_crash(net: nn.Module) -> None:
     """Run strided convs with fewer than 8 input channels in the default layout on CPU.
 
@@ -248,13 +255,18 @@ class Trainer:
         if self.data.num_classes > getattr(space, "num_classes", self.data.num_classes):
             raise ValueError(f"the space has {space.num_classes} classes, the {data.dataset.name} labels have "
                              f"{self.data.num_classes}")
-        self.memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
         self.bf16 = recipe.bf16 if recipe.bf16 is not None else self.device.type == "cuda"
+        channels_last = recipe.channels_last
+        if channels_last and self.bf16 and self.device.type == "cpu":
+            print(CPU_BF16_CHANNELS_LAST_NOTE, file=sys.stderr, flush=True)
+            channels_last = False
+        self.channels_last = channels_last
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         torch.manual_seed(recipe.seed)  # same seed, same initial weights, whatever the device
         net = space.token2arch(self.tokens)
         self._check_fits(net)
         self.net: nn.Module = net.to(self.device, memory_format=self.memory_format)
-        if recipe.channels_last and self.device.type == "cpu":
+        if channels_last and self.device.type == "cpu":
             _avoid_cpu_channels_last_crash(self.net)
         self.model: nn.Module = torch.compile(self.net) if recipe.compile else self.net
         self.optimizer = torch.optim.SGD(self.net.parameters(), lr=recipe.learning_rate, momentum=recipe.momentum,
@@ -303,7 +315,7 @@ class Trainer:
         check_every = 1 if self.device.type == "cpu" else 20
         for step in range(self.steps_per_epoch):
             idx = order[step * r.batch_size:(step + 1) * r.batch_size]
-            x = self.augment(self.train_images[idx], self.generator, channels_last=r.channels_last)
+            x = self.augment(self.train_images[idx], self.generator, channels_last=self.channels_last)
             y = self.train_labels[idx]
             with self._autocast():
                 logits, aux_logits = self.model(x)
