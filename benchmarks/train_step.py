@@ -3,7 +3,7 @@
 One command prints a table (median images/s over the timed steps, peak RSS, ratio to the baseline):
 
     .venv/bin/python benchmarks/train_step.py            # batch 96, 2 threads, 2 warm-up + 5 timed steps
-    .venv/bin/python benchmarks/train_step.py --rounds 3 # every configuration 3 times, interleaved (~26 min)
+    .venv/bin/python benchmarks/train_step.py --rounds 3 # every configuration 3 times, interleaved (~25 min)
 
 With ``--rounds R`` the configurations run in turn R times over; each ratio is taken within a round (so a
 change of machine load between rounds cancels out) and the table shows medians over the rounds.
@@ -145,6 +145,7 @@ def main() -> None:
             ratio += f" ({min(ratios):.2f}–{max(ratios):.2f})"
         print(f"| {name:<17} | {statistics.median(rates):>12.1f} | {spread:>14} | "
               f"{max(r['peak_rss_gb'] for r in runs[name]):>11.2f} | {ratio:>18} |")
+
 
 if __name__ == "__main__":
     main()
