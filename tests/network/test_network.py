@@ -145,12 +145,16 @@ def test_bad_drop_path_probability():
             net.set_drop_path_prob(p)
 
 
-def _training_step(device: str, memory_format: torch.memory_format, bf16: bool) -> tuple[torch.Tensor, nn.Module]:
+def _tiny_net_and_input(device: str, memory_format: torch.memory_format) -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(0)
     space, tokens = tiny_space(5)
-    net = space.token2arch(tokens).to(device, memory_format=memory_format).train()
-    net.set_drop_path_prob(0.1)
-    x = torch.randn(4, 3, 32, 32, device=device).to(memory_format=memory_format)
+    net = space.token2arch(tokens).to(device, memory_format=memory_format)
+    return net, torch.randn(4, 3, 32, 32, device=device).to(memory_format=memory_format)
+
+
+def _training_step(device: str, memory_format: torch.memory_format, bf16: bool) -> tuple[torch.Tensor, nn.Module]:
+    net, x = _tiny_net_and_input(device, memory_format)
+    net.train().set_drop_path_prob(0.1)
     with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
         logits, aux = net(x)
         loss = logits.float().logsumexp(1).mean() + 0.4 * aux.float().logsumexp(1).mean()
@@ -178,10 +182,8 @@ def test_bf16_autocast_training_step_on_cpu():
 
 
 def test_bf16_channels_last_forward_on_cpu():
-    torch.manual_seed(0)
-    space, tokens = tiny_space(5)
-    net = space.token2arch(tokens).to(memory_format=torch.channels_last).eval()
-    x = torch.randn(4, 3, 32, 32).to(memory_format=torch.channels_last)
+    net, x = _tiny_net_and_input("cpu", torch.channels_last)
+    net.eval()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = net(x)
     assert out.dtype == torch.bfloat16 and out.shape == (4, 10) and torch.isfinite(out).all()

@@ -138,7 +138,6 @@ def test_progress_lines_and_quiet(tiny_data: TrainingData, capsys: pytest.Captur
         evaluate_candidate(space.init_tokens(), space, tiny_data, _recipe(), progress="loud")  # type: ignore[arg-type]
 
 
-@pytest.mark.slow
 def test_bf16_on_cpu_trains_contiguous_with_a_note(tiny_data: TrainingData,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     space = _tiny_space()
@@ -155,6 +154,7 @@ def test_bf16_on_cpu_trains_contiguous_with_a_note(tiny_data: TrainingData,
     assert "bf16" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_five_cell_network_learns_fashion_mnist() -> None:
     # ~1 min on 2 idle cores: 2,000 training images, 4 epochs. Cutout and drop path are off because they slow
     # down a run this short; batch 32 and lr 0.1 give it enough steps. Seen: 78 % after 3 epochs (2 seeds).

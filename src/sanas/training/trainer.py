@@ -260,7 +260,6 @@ class Trainer:
         if channels_last and self.bf16 and self.device.type == "cpu":
             print(CPU_BF16_CHANNELS_LAST_NOTE, file=sys.stderr, flush=True)
             channels_last = False
-        self.channels_last = channels_last
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         torch.manual_seed(recipe.seed)  # same seed, same initial weights, whatever the device
         net = space.token2arch(self.tokens)
@@ -293,6 +292,11 @@ class Trainer:
         if need > free:
             raise TrainingFailed(f"too large for {self.device}: weights, gradients and momentum need "
                                  f"{need / 2**30:.2f} GiB, {free / 2**30:.2f} GiB free")
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether the network and its batches are channels_last (the recipe's choice, unless bf16 on CPU)."""
+        return self.memory_format == torch.channels_last
 
     def _autocast(self) -> Any:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
