@@ -322,7 +322,9 @@ class Trainer:
             x = self.augment(self.train_images[idx], self.generator, channels_last=self.channels_last)
             y = self.train_labels[idx]
             with self._autocast():
-                logits, aux_logits = self.model(x)
+                out = self.model(x)
+                # sanas' networks return (logits, aux_logits) in training mode; any other nn.Module just logits.
+                logits, aux_logits = out if isinstance(out, tuple) else (out, None)
                 loss = F.cross_entropy(logits.float(), y)
                 if aux_logits is not None and r.aux_weight > 0:
                     loss = loss + r.aux_weight * F.cross_entropy(aux_logits.float(), y)
