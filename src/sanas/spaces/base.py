@@ -49,6 +49,14 @@ class SearchSpace(ABC):
     def config(self) -> dict[str, Any]:
         """Every setting needed to rebuild this space, JSON-serialisable, including ``"name"``."""
 
+    def inherit(self, parent: nn.Module, tokens: Sequence[int], importance: str = "bn") -> nn.Module:
+        """The network for ``tokens`` with weights taken from the trained ``parent`` (see :mod:`sanas.spaces.inherit`).
+
+        Spaces that know where every channel of their networks goes override this; the default refuses.
+        """
+        raise NotImplementedError(f"{self.name or type(self).__name__} cannot build a child from a trained parent "
+                                  f"(no weight inheritance for this space); use the scratch evaluation")
+
     def validate(self, tokens: object) -> list[int]:
         """Return ``tokens`` as a list of ints, or raise ``ValueError`` saying what is wrong and where.
 
