@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 __all__ = ["SPACES", "CellWidthSpace", "SearchSpace", "get_space", "positive_int", "register_space",
-           "space_from_config"]
+           "space_from_config", "tag_network"]
 
 
 class SearchSpace(ABC):
@@ -92,6 +92,13 @@ class SearchSpace(ABC):
     def __repr__(self) -> str:
         settings = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
         return f"{type(self).__name__}({settings})"
+
+
+def tag_network(net: nn.Module, space: SearchSpace, tokens: Sequence[int]) -> nn.Module:
+    """Record on ``net`` the space and tokens it was built from, so ``sanas.inherit(net, ...)`` can find them."""
+    net.sanas_space = space
+    net.sanas_tokens = list(tokens)
+    return net
 
 
 def positive_int(what: str, value: object) -> int:
