@@ -152,3 +152,35 @@ def test_scratch_training_is_unchanged_by_the_batch_stream(space, data) -> None:
     b.run_epoch()
     for x, y in zip(a.net.state_dict().values(), b.net.state_dict().values(), strict=True):
         assert torch.equal(x, y)
+
+
+def test_final_fine_tuning_from_the_parent_resumes_and_checks_the_parent(tmp_path: Path, space, data,
+                                                                         parent) -> None:
+    from sanas import load_model
+
+    recipe = inherit_recipe(retain_epoch=2, finetune_lr=0.02)
+    full = train_final([1, 2, 1], space, data, recipe, tmp_path / "a", progress="none", onnx=False, parent=parent)
+    assert len(full.metrics) == 2 and load_model(tmp_path / "a").sanas_tokens == [1, 2, 1]
+    # Stop after one epoch (the checkpoint is there), then resume: the same model as the uninterrupted run.
+    (tmp_path / "b").mkdir()
+    epochs = []
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(m: Any) -> None:
+        epochs.append(m.epoch)
+        raise Stop
+
+    with pytest.raises(Stop):
+        train_final([1, 2, 1], space, data, recipe, tmp_path / "b", progress="none", onnx=False, parent=parent,
+                    on_epoch=stop_after_first)
+    resumed = train_final([1, 2, 1], space, data, recipe, tmp_path / "b", resume=True, progress="none", onnx=False,
+                          parent=parent)
+    assert resumed.resumed_from_epoch == 1 and resumed.test_top1 == full.test_top1
+    other = Trainer(space, [2, 2, 2], data, Recipe(retain_epoch=2, batch_size=32, device="cpu", seed=5)).net
+    with pytest.raises(ValueError, match=r"belongs to a different run \(differs in: parent\)"):
+        train_final([1, 2, 1], space, data, recipe, tmp_path / "b", resume=True, progress="none", onnx=False,
+                    parent=other)
+    with pytest.raises(ValueError, match="needs parent="):
+        train_final([1, 2, 1], space, data, recipe, tmp_path / "c", progress="none", onnx=False)
