@@ -77,7 +77,6 @@ class ChainStep:
     tokens: tuple[int, ...]
     reward: float
     u: float
-    stopped: bool = False
     temperature: float
     accepted: bool
     best: bool
