@@ -88,6 +88,9 @@ def methods(truth_epochs: float, truth_lr: float) -> dict[str, tuple[str, Callab
             m[f"inherit-bn20-{tag}-lr{lr:g}"] = (
                 "inherit", lambda epochs=epochs, lr=lr: inherit_recipe(epochs, lr, 20, "bn"),
                 f"inherited (|γ|), BN 20, {epochs:g} epoch at lr {lr:g}")
+    for epochs, tag in ((0.25, "q"), (1, "1")):
+        m[f"inherit-l1-bn20-{tag}-lr0.05"] = ("inherit", lambda epochs=epochs: inherit_recipe(epochs, 0.05, 20, "l1"),
+                                              f"inherited (filter L1), BN 20, {epochs:g} epoch at lr 0.05")
     return m
 
 

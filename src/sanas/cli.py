@@ -23,7 +23,7 @@ from rich.console import Console
 from sanas.network import GENOTYPES
 from sanas.spaces import SearchSpace, get_space
 from sanas.spaces.inherit import IMPORTANCE
-from sanas.training.trainer import EVALUATIONS, Recipe
+from sanas.training.trainer import DEFAULT_EPOCHS, EVALUATIONS, Recipe
 
 __all__ = ["main", "parse_tokens"]
 
@@ -124,8 +124,9 @@ def _epochs(text: str) -> int | float:
 def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training recipe (defaults: PaddleSlim's DARTS demo)")
     group.add_argument("--retain-epoch", type=_epochs,
-                       help="epochs per candidate (30; reward = mean of the last two); with --evaluation inherit, "
-                            "fine-tuning epochs (fractions allowed, 0 = BatchNorm re-estimation only)")
+                       help=f"epochs per candidate ({DEFAULT_EPOCHS['scratch']}; reward = mean of the last two); with "
+                            f"--evaluation inherit, fine-tuning epochs ({DEFAULT_EPOCHS['inherit']}; fractions "
+                            f"allowed, 0 = BatchNorm re-estimation only)")
     group.add_argument("--batch-size", type=int, help="96")
     group.add_argument("--learning-rate", "--lr", type=float, help="0.025, cosine to 0")
     group.add_argument("--drop-path-prob", type=float, help="0.2 · epoch / epochs")
@@ -139,8 +140,8 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
                        help="scratch: train every candidate from scratch (PaddleSlim); inherit: start each from the "
                             "trained parent's weights, re-estimate BatchNorm, fine-tune --retain-epoch epochs")
     group.add_argument("--bn-batches", type=int, help=f"BatchNorm re-estimation batches ({RECIPE_DEFAULTS.bn_batches})")
-    group.add_argument("--finetune-lr", type=float, help=f"fine-tuning learning rate, cosine to 0 "
-                                                          f"({RECIPE_DEFAULTS.finetune_lr})")
+    group.add_argument("--finetune-lr", type=float,
+                       help="fine-tuning learning rate, cosine to 0 (default: half of --learning-rate)")
     group.add_argument("--importance", choices=IMPORTANCE,
                        help=f"which channels a narrower cell keeps: bn = largest |BatchNorm γ|, l1 = largest filter "
                             f"norms ({RECIPE_DEFAULTS.importance})")

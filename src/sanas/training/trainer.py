@@ -33,6 +33,8 @@ __all__ = ["EVALUATIONS", "CandidateResult", "EpochMetrics", "Recipe", "StopRule
 Progress = Literal["auto", "bar", "lines", "none"]
 #: How a candidate is evaluated: trained from scratch (PaddleSlim's protocol) or inherited from a trained parent.
 EVALUATIONS = ("scratch", "inherit")
+#: Epochs per candidate when the recipe does not say: PaddleSlim's 30 from scratch; ¼ epoch of fine-tuning.
+DEFAULT_EPOCHS: dict[str, int | float] = {"scratch": 30, "inherit": 0.25}
 
 
 class TrainingFailed(RuntimeError):
@@ -47,8 +49,16 @@ class TrainingFailed(RuntimeError):
 class Recipe:
     """How a candidate is trained. Defaults are PaddleSlim's DARTS demo (``sanas_darts_space.py``).
 
-    ``retain_epoch`` is PaddleSlim's name for the epochs per candidate; it must be at least 2 because the
-    reward averages the last two epochs. ``device="auto"`` picks CUDA when available. ``bf16=None`` means
+    ``retain_epoch`` is PaddleSlim's name for the epochs per candidate; from scratch it must be at least 2 because
+    the reward averages the last two epochs (default 30).
+
+    ``evaluation="inherit"`` starts each candidate from a trained parent instead (see :func:`evaluate_candidate`):
+    ``bn_batches`` batches re-estimate BatchNorm, then ``retain_epoch`` epochs of fine-tuning (default ¼; any
+    number >= 0) at ``finetune_lr`` (default: half of ``learning_rate``), cosine to 0, no drop path; channels
+    are chosen by ``importance``; ``early_stop`` and ``stop_checks`` control the SA-aware early stop. The
+    defaults are what ranked candidates best per unit of cost in ``benchmarks/rank_fidelity.py``.
+
+    ``device="auto"`` picks CUDA when available. ``bf16=None`` means
     bf16 autocast on CUDA only. ``channels_last`` pays off on CUDA and CPU alike; with ``bf16=True`` on CPU the
     trainer uses contiguous tensors instead (see ``CPU_BF16_CHANNELS_LAST_NOTE``). ``compile`` wraps the
     network in ``torch.compile`` (slow to start; on CPU it did not pay off). The learning rate follows a
@@ -60,7 +70,7 @@ class Recipe:
     """
 
     batch_size: int = 96
-    retain_epoch: int | float = 30
+    retain_epoch: int | float | None = None
     learning_rate: float = 0.025
     momentum: float = 0.9
     weight_decay: float = 3e-4
@@ -76,7 +86,7 @@ class Recipe:
     eval_batch_size: int = 256
     evaluation: str = "scratch"
     bn_batches: int = 20
-    finetune_lr: float = 0.01
+    finetune_lr: float | None = None
     importance: str = "bn"
     early_stop: bool = True
     stop_checks: int = 2
@@ -84,6 +94,10 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.evaluation not in EVALUATIONS:
             raise ValueError(f"evaluation is {self.evaluation!r}, expected one of {', '.join(EVALUATIONS)}")
+        if self.retain_epoch is None:  # frozen: defaults that depend on the evaluation are set this way
+            object.__setattr__(self, "retain_epoch", DEFAULT_EPOCHS[self.evaluation])
+        if self.finetune_lr is None and isinstance(self.learning_rate, int | float):
+            object.__setattr__(self, "finetune_lr", self.learning_rate / 2)
         if self.evaluation == "scratch":
             if (isinstance(self.retain_epoch, bool) or not isinstance(self.retain_epoch, int)
                     or self.retain_epoch < 2):
@@ -97,7 +111,7 @@ class Recipe:
             raise ValueError(f"bn_batches is {self.bn_batches!r}, expected an integer >= 0")
         if isinstance(self.stop_checks, bool) or not isinstance(self.stop_checks, int) or self.stop_checks < 1:
             raise ValueError(f"stop_checks is {self.stop_checks!r}, expected an integer >= 1")
-        if not self.finetune_lr > 0:
+        if not self.finetune_lr > 0:  # type: ignore[operator]
             raise ValueError(f"finetune_lr is {self.finetune_lr!r}, expected a positive number")
         if self.importance not in IMPORTANCE:
             raise ValueError(f"importance is {self.importance!r}, expected one of {', '.join(IMPORTANCE)}")
