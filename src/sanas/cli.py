@@ -21,11 +21,12 @@ from typing import Any
 from rich.console import Console
 
 from sanas.network import GENOTYPES
+from sanas.search.chain import DEFAULT_INIT_TEMPERATURE, DEFAULT_REDUCE_RATE, check_init_temperature
+from sanas.search.samplers import DEFAULT_SAMPLER, SAMPLERS
 from sanas.spaces import SearchSpace, get_space
 
 __all__ = ["main", "parse_tokens"]
 
-SAMPLERS = ("sa", "random", "evolution", "tpe")
 DATASETS = ("cifar10", "fashion-mnist", "synthetic")
 
 
@@ -49,6 +50,13 @@ def parse_tokens(values: Sequence[str]) -> list[int]:
     if not tokens:
         raise CLIError("no tokens given; expected integers like --token 5 5 0 5")
     return tokens
+
+
+def _init_temperature(text: str) -> float | str:
+    try:
+        return check_init_temperature(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def parse_server_addr(text: str) -> tuple[str, int]:
@@ -227,7 +235,9 @@ def cmd_search(args: argparse.Namespace, console: Console) -> int:
               f"resume {run_dir}.", file=sys.stderr)
         return 130
     if not args.no_report:
-        _write_report(run_dir, args, console)
+        # Read the study where it lives (the run directory or --storage): with --server-addr this process was the
+        # server, and it has stopped serving by now.
+        _write_report(run_dir, argparse.Namespace(**{**vars(args), "server_addr": None}), console)
     return 0
 
 
@@ -336,11 +346,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(p)
     add_recipe_arguments(p)
     g = p.add_argument_group("search")
-    g.add_argument("--sampler", choices=SAMPLERS, help="sa (default), random, evolution, tpe")
+    g.add_argument("--sampler", choices=list(SAMPLERS),
+                   help=f"{', '.join(SAMPLERS)} (default: {DEFAULT_SAMPLER}; evolution = regularized evolution, "
+                        f"tpe = Optuna's TPE)")
     g.add_argument("--search-steps", type=int, help="finished evaluations over all workers (300)")
     g.add_argument("--max-params", help="budget: count (3770000, 3.77M) or ratio of the init model (1.0x, default)")
-    g.add_argument("--init-temperature", type=float, help="SA T0 (1.0)")
-    g.add_argument("--reduce-rate", type=float, help="SA temperature decay per evaluation (0.85)")
+    g.add_argument("--init-temperature", type=_init_temperature, metavar="auto|T0",
+                   help=f"SA temperature: auto (scale-free, from the reward differences seen) or a fixed T0 "
+                        f"(PaddleSlim's: 1.0) (default: {DEFAULT_INIT_TEMPERATURE})")
+    g.add_argument("--reduce-rate", type=float,
+                   help=f"SA temperature decay per evaluation (default: {DEFAULT_REDUCE_RATE})")
     g.add_argument("--seed", type=int, help="seed of proposals and acceptance draws (0)")
     add_join_arguments(p)
     p.add_argument("--workers", type=int, default=1, help="local worker processes (one per GPU when GPUs exist)")

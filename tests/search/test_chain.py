@@ -90,13 +90,16 @@ def test_evaluations_follow_completion_order_and_skip_failures() -> None:
     assert [e.number for e in evaluations(trials)] == [1, 3, 0]
 
 
-def test_incremental_replayer_equals_full_replay_even_when_a_completion_lands_in_the_past() -> None:
-    t0 = datetime(2026, 1, 1)
-    trials = [_trial(i, [i], 0.5 + ((i * 37) % 11) / 50, TrialState.COMPLETE, t0 + timedelta(seconds=10 * i))
-              for i in range(30)]
-    replayer = ChainReplayer(1.0, 0.85)
+@pytest.mark.parametrize("t0", [1.0, "auto"])
+def test_incremental_replayer_equals_full_replay_even_when_a_completion_lands_in_the_past(t0) -> None:
+    start = datetime(2026, 1, 1)
+    trials = [_trial(i, [i], 0.5 + ((i * 37) % 11) / 50, TrialState.COMPLETE, start + timedelta(seconds=10 * i),
+                     status="stopped" if i % 7 == 3 else "candidate") for i in range(30)]
+    replayer = ChainReplayer(t0, 0.85)
     for n in range(1, 31):
-        assert replayer.replay(trials[:n]).steps == replay_chain(evaluations(trials[:n])).steps
-    late = _trial(30, [30], 0.95, TrialState.COMPLETE, t0 + timedelta(seconds=15))  # sorts between 1 and 2
-    assert replayer.replay([*trials, late]).steps == replay_chain(evaluations([*trials, late])).steps
+        state = replayer.replay(trials[:n])
+        full = replay_chain(evaluations(trials[:n]), t0, 0.85)
+        assert state.steps == full.steps and state.differences == full.differences
+    late = _trial(30, [30], 0.95, TrialState.COMPLETE, start + timedelta(seconds=15))  # sorts between 1 and 2
+    assert replayer.replay([*trials, late]).steps == replay_chain(evaluations([*trials, late]), t0, 0.85).steps
     assert [s.number for s in replayer.replay([*trials, late]).steps][:3] == [0, 1, 30]

@@ -78,15 +78,10 @@ def open_search(config: RunConfig | None, run_dir: Path | None, *, storage: str 
     assert config is not None
     space = config.build_space()
     s = config.search
-    sampler: Any = s["sampler"]
-    if sampler == "tpe":  # any Optuna sampler works through SANAS' adapter; TPE is the one the CLI names
-        import optuna
-
-        sampler = optuna.samplers.TPESampler(seed=s["seed"])
     sa = SANAS(space, server_addr=server_addr, is_server=is_server, storage=storage,
                save_checkpoint=run_dir if storage is None and not (server_addr and not is_server) else None,
                study_name=study_name or s["study_name"], search_steps=s["search_steps"],
-               max_params=config.budget(space), sampler=sampler, init_temperature=s["init_temperature"],
+               max_params=config.budget(space), sampler=s["sampler"], init_temperature=s["init_temperature"],
                reduce_rate=s["reduce_rate"], seed=s["seed"], max_try_times=s["max_try_times"],
                heartbeat_interval=s["heartbeat_interval"], grace_period=s["grace_period"],
                connect_timeout=connect_timeout)
