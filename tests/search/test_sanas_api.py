@@ -163,7 +163,6 @@ def test_server_and_client_in_one_process_and_a_taken_port(tmp_path, study_name)
     assert len(loop(server)) == 3 and client.next_tokens() is None
     with pytest.raises(OSError, match=f"cannot serve the study on 127.0.0.1:{port}"):
         small(server_addr=("127.0.0.1", port), save_checkpoint=tmp_path / "2", study_name=study_name)
-    server._finished = False  # no need to linger for clients here
     server.close()
 
 

@@ -229,6 +229,11 @@ class SANAS:
                       f"address: the port is unauthenticated and unencrypted, and anyone who can reach it can read "
                       f"and change the whole study (every candidate, reward and setting). Serve 127.0.0.1, or "
                       f"only on a network you trust.", file=sys.stderr, flush=True)
+            # A script that ends without close() (PaddleSlim's tutorial) closes at interpreter exit. The gRPC
+            # server answers from a thread pool that concurrent.futures shuts down at exit *before* atexit
+            # callbacks run; closing from threading's exit hooks (run in reverse order, so before the pool's)
+            # keeps it answering clients while close() waits for their candidates.
+            threading._register_atexit(self.close)  # type: ignore[attr-defined]
         atexit.register(self.close)
 
     # --- set-up -----------------------------------------------------------------------------------------------
