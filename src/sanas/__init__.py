@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from sanas.spaces import DartsSpace, SearchSpace, get_space, register_space, space_from_config
+from sanas.spaces import DartsSpace, SearchSpace, get_space, inherit, register_space, space_from_config
 
 if TYPE_CHECKING:
     from sanas.search import SANAS, SimulatedAnnealingSampler
@@ -27,7 +27,7 @@ _LAZY = {"SANAS": "sanas.search", "SimulatedAnnealingSampler": "sanas.search", "
          "train_final": "sanas.training"}
 
 __all__ = ["SANAS", "DartsSpace", "Recipe", "SearchSpace", "SimulatedAnnealingSampler", "evaluate_candidate",
-           "get_space", "load_model", "prepare_data", "register_space", "space_from_config", "train_final"]
+           "get_space", "inherit", "load_model", "prepare_data", "register_space", "space_from_config", "train_final"]
 
 
 def __getattr__(name: str) -> Any:

@@ -48,6 +48,7 @@ from torch import nn
 
 from sanas.search.budget import parse_budget
 from sanas.search.chain import (
+    CURVE_KEY,
     DEFAULT_INIT_TEMPERATURE,
     DEFAULT_REDUCE_RATE,
     FAIL_REASON_KEY,
@@ -612,17 +613,20 @@ class SANAS:
                                f"worker ({trial.user_attrs.get(FAIL_REASON_KEY, 'no reason')}); "
                                f"raise heartbeat_interval/grace_period if evaluations stall the process") from e
 
-    def reward(self, score: float, *, stopped: bool = False) -> bool:
+    def reward(self, score: float, curve: Sequence[Sequence[float]] | None = None, stopped: bool = False) -> bool:
         """Record the pending candidate's reward; return whether the chain accepted it.
 
         ``score`` must be a finite real number; NaN, inf or non-numbers raise ``ValueError`` and leave the
-        candidate pending (report a crashed candidate with :meth:`fail`). ``stopped=True`` records an evaluation
-        stopped early, ``score`` being its partial reward: it counts as a finished evaluation (toward
-        ``search_steps`` and the temperature's ``k``) but is always rejected and never best
-        (:data:`~sanas.search.chain.STOPPED`).
+        candidate pending (report a crashed candidate with :meth:`fail`). ``curve`` (``[epochs, top-1]`` pairs
+        of an inherited candidate's checks) is stored on the trial; later candidates' early stops learn their
+        margins from it. ``stopped=True`` records an evaluation stopped early, ``score`` being its partial
+        reward: it counts as a finished evaluation (toward ``search_steps`` and the temperature's ``k``) but is
+        always rejected, never best, and stays out of the auto temperature (:data:`~sanas.search.chain.STOPPED`).
         """
         pending = self._finish_pending("reward()")
         value = _check_score(score)
+        if curve is not None:
+            self.storage.set_trial_user_attr(pending.trial_id, CURVE_KEY, [[float(a), float(b)] for a, b in curve])
         self._close_pending(TrialState.COMPLETE, value, None, status=STOPPED if stopped else None)
         self._snapshot = self._last_read = self.study.get_trials(deepcopy=False)
         chain = self.sampler.chain(self._snapshot)

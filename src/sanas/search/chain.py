@@ -55,6 +55,7 @@ from optuna.trial import FrozenTrial, TrialState
 __all__ = [
     "AUTO",
     "AUTO_ACCEPTANCE",
+    "CURVE_KEY",
     "DEFAULT_INIT_TEMPERATURE",
     "DEFAULT_REDUCE_RATE",
     "FAIL_REASON_KEY",
@@ -96,6 +97,8 @@ STOPPED = "stopped"
 #: Status of a FAIL trial the user's loop skipped (``next_archs()`` called again without ``reward()``): proposed,
 #: so never proposed again, but not evaluated, not counted in ``search_steps`` and not moving the chain.
 SKIPPED = "skipped"
+#: Trial user attribute: an inherited candidate's ``[epochs, held-out top-1]`` at each check and at the end.
+CURVE_KEY = "curve"
 
 #: ``init_temperature="auto"``: the scale-free temperature of the module docstring. The default of
 #: :class:`~sanas.search.SANAS`, the TOML config and the CLI.

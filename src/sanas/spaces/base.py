@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 __all__ = ["SPACES", "CellWidthSpace", "SearchSpace", "get_space", "positive_int", "register_space",
-           "space_from_config"]
+           "space_from_config", "tag_network"]
 
 
 class SearchSpace(ABC):
@@ -49,6 +49,14 @@ class SearchSpace(ABC):
     def config(self) -> dict[str, Any]:
         """Every setting needed to rebuild this space, JSON-serialisable, including ``"name"``."""
 
+    def inherit(self, parent: nn.Module, tokens: Sequence[int], importance: str = "bn") -> nn.Module:
+        """The network for ``tokens`` with weights taken from the trained ``parent`` (see :mod:`sanas.spaces.inherit`).
+
+        Spaces that know where every channel of their networks goes override this; the default refuses.
+        """
+        raise NotImplementedError(f"{self.name or type(self).__name__} cannot build a child from a trained parent "
+                                  f"(no weight inheritance for this space); use the scratch evaluation")
+
     def validate(self, tokens: object) -> list[int]:
         """Return ``tokens`` as a list of ints, or raise ``ValueError`` saying what is wrong and where.
 
@@ -84,6 +92,13 @@ class SearchSpace(ABC):
     def __repr__(self) -> str:
         settings = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
         return f"{type(self).__name__}({settings})"
+
+
+def tag_network(net: nn.Module, space: SearchSpace, tokens: Sequence[int]) -> nn.Module:
+    """Record on ``net`` the space and tokens it was built from, so ``sanas.inherit(net, ...)`` can find them."""
+    net.sanas_space = space
+    net.sanas_tokens = list(tokens)
+    return net
 
 
 def positive_int(what: str, value: object) -> int:

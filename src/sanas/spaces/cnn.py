@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from sanas.network import reduction_layers
-from sanas.spaces.base import CellWidthSpace, positive_int, register_space
+from sanas.spaces.base import CellWidthSpace, positive_int, register_space, tag_network
+from sanas.spaces.inherit import DimSpec, Layout, Segment, group_spec, inherit_state
 
 __all__ = ["PlainCNN", "PlainCNNSpace"]
 
@@ -39,6 +40,7 @@ class PlainCNN(nn.Module):
     def __init__(self, widths: Sequence[int], strides: Sequence[int], stem_channels: int, stem_stride: int,
                  num_classes: int, in_channels: int) -> None:
         super().__init__()
+        self.widths = [int(w) for w in widths]
         self.stem = _block(in_channels, stem_channels, stem_stride)
         cells, c_prev = [], stem_channels
         for width, stride in zip(widths, strides, strict=True):
@@ -92,8 +94,32 @@ class PlainCNNSpace(CellWidthSpace):
         return ["reduction" if s == 2 else "normal" for s in self.strides()]
 
     def token2arch(self, tokens: Sequence[int]) -> PlainCNN:
-        return PlainCNN(self.widths(tokens), self.strides(), self.stem_channels, self.stem_stride,
-                        self.num_classes, self.in_channels)
+        net = PlainCNN(self.widths(tokens), self.strides(), self.stem_channels, self.stem_stride,
+                       self.num_classes, self.in_channels)
+        return tag_network(net, self, tokens)
+
+    def inherit(self, parent: nn.Module, tokens: Sequence[int], importance: str = "bn") -> PlainCNN:
+        """The network for ``tokens`` with the trained ``parent``'s weights (see :mod:`sanas.spaces.inherit`):
+        each cell keeps its most important output channels (or replicates them, function-preservingly), and the
+        next cell's conv (or the classifier) reads the same channels.
+
+        >>> space = PlainCNNSpace()
+        >>> parent = space.token2arch([2, 2, 2, 2])
+        >>> [c.out_channels for c in (block[0] for block in space.inherit(parent, [0, 4, 2, 1]).cells)]
+        [8, 48, 24, 16]
+        """
+        from sanas.spaces.darts import check_parent
+
+        check_parent(self, parent, PlainCNN)
+        child = self.token2arch(tokens)
+        child.load_state_dict(inherit_state(parent, child, plain_cnn_layout(child), dict(enumerate(parent.widths)),
+                                            dict(enumerate(child.widths)), importance))
+        return child
+
+    def structure(self) -> dict[str, Any]:
+        """The settings a trained parent must share with this space to pass its weights on (not the widths)."""
+        return {"name": self.name, "layers": self.layers, "stem_channels": self.stem_channels,
+                "stem_stride": self.stem_stride, "num_classes": self.num_classes, "in_channels": self.in_channels}
 
     def _convs(self, tokens: Sequence[int], input_size: tuple[int, int]) -> list[tuple[int, int, int, int]]:
         """(c_in, c_out, out_h, out_w) of every conv, stem first."""
@@ -118,3 +144,16 @@ class PlainCNNSpace(CellWidthSpace):
         return {"name": self.name, "filter_num": list(self.filter_num), "layers": self.layers,
                 "stem_channels": self.stem_channels, "stem_stride": self.stem_stride,
                 "num_classes": self.num_classes, "in_channels": self.in_channels, "init_tokens": self.init_tokens()}
+
+
+def plain_cnn_layout(net: PlainCNN) -> Layout:
+    """Where every cell's channel group appears in ``net``'s state dict (group ``k`` = cell ``k``'s conv outputs)."""
+    layout: Layout = {}
+    source = DimSpec((Segment(size=net.stem[0].out_channels),), reads=True)
+    for k in range(len(net.cells)):
+        layout[f"cells.{k}.0.weight"] = {0: group_spec(k), 1: source}
+        for field in ("weight", "bias", "running_mean", "running_var"):
+            layout[f"cells.{k}.1.{field}"] = {0: group_spec(k)}
+        source = group_spec(k, reads=True)
+    layout["classifier.weight"] = {1: source}
+    return layout

@@ -5,8 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from torch import nn
+
 from sanas.network import DartsNetwork, NetworkCounts, get_genotype, network_counts, reduction_layers
-from sanas.spaces.base import CellWidthSpace, positive_int, register_space
+from sanas.network.operations import FactorizedReduce
+from sanas.spaces.base import CellWidthSpace, positive_int, register_space, tag_network
+from sanas.spaces.inherit import DimSpec, Layout, Segment, group_spec, inherit_state
 
 __all__ = ["DEFAULT_FILTER_NUM", "DartsSpace"]
 
@@ -70,9 +74,53 @@ class DartsSpace(CellWidthSpace):
         return self.stem_multiplier * self.init_channels
 
     def token2arch(self, tokens: Sequence[int]) -> DartsNetwork:
-        return DartsNetwork(self.widths(tokens), self.genotype, stem_channels=self.stem_channels,
-                            num_classes=self.num_classes, in_channels=self.in_channels,
-                            auxiliary=self.auxiliary)
+        net = DartsNetwork(self.widths(tokens), self.genotype, stem_channels=self.stem_channels,
+                           num_classes=self.num_classes, in_channels=self.in_channels, auxiliary=self.auxiliary)
+        return tag_network(net, self, tokens)
+
+    def inherit(self, parent: nn.Module, tokens: Sequence[int], importance: str = "bn") -> DartsNetwork:
+        """The network for ``tokens`` with the trained ``parent``'s weights (see :mod:`sanas.spaces.inherit`).
+
+        Cell ``k``'s channel group is cut to its most important channels or widened function-preservingly,
+        consistently in its preprocessing, every op (separable and dilated convs' internals, FactorizedReduce),
+        the node sums and the concatenation, the next two cells' preprocessing inputs, the auxiliary head and
+        the classifier. The parent may come from another ``filter_num`` (only widths matter), but must have
+        the same genotype, number of cells, stem, classes and input channels. A parent without an auxiliary
+        head leaves the child's freshly initialised.
+
+        >>> import torch
+        >>> space = DartsSpace(layers=5, filter_num=[4, 8, 16, 32], init_channels=8)
+        >>> parent = space.token2arch(space.init_tokens()).eval()
+        >>> child = space.inherit(parent, [3, 3, 3, 3, 3]).eval()     # every cell widened to 32
+        >>> x = torch.randn(2, 3, 32, 32)
+        >>> bool((child(x) - parent(x)).abs().max() < 1e-4)
+        True
+        """
+        check_parent(self, parent, DartsNetwork)
+        child = self.token2arch(tokens)
+        layout = darts_layout(child)
+        parent_widths = dict(enumerate(parent.widths))
+        child_widths = dict(enumerate(child.widths))
+        if (parent.auxiliary_head is None) != (child.auxiliary_head is None):
+            if child.auxiliary_head is not None:  # keep the child's fresh head; copy everything else
+                fresh = {k: v for k, v in child.state_dict().items() if k.startswith("auxiliary_head.")}
+                probe = self._without_aux(child.widths)
+                state = inherit_state(parent, probe, layout, parent_widths, child_widths, importance)
+                child.load_state_dict({**state, **fresh})
+                return child
+            parent = self._strip_aux(parent)
+        child.load_state_dict(inherit_state(parent, child, layout, parent_widths, child_widths, importance))
+        return child
+
+    def _without_aux(self, widths: Sequence[int]) -> DartsNetwork:
+        return DartsNetwork(widths, self.genotype, stem_channels=self.stem_channels, num_classes=self.num_classes,
+                            in_channels=self.in_channels, auxiliary=False)
+
+    def _strip_aux(self, parent: DartsNetwork) -> DartsNetwork:
+        stripped = self._without_aux(parent.widths)
+        stripped.load_state_dict({k: v for k, v in parent.state_dict().items()
+                                  if not k.startswith("auxiliary_head.")})
+        return stripped
 
     def counts(self, tokens: Sequence[int], input_size: tuple[int, int] = (32, 32)) -> NetworkCounts:
         """Per-part parameters and MACs (stem, each cell, classifier, aux head)."""
@@ -90,6 +138,11 @@ class DartsSpace(CellWidthSpace):
         reductions = reduction_layers(self.layers)
         return ["reduction" if i in reductions else "normal" for i in range(self.layers)]
 
+    def structure(self) -> dict[str, Any]:
+        """The settings a trained parent must share with this space to pass its weights on (not the widths)."""
+        return {"name": self.name, "layers": self.layers, "genotype": self.genotype_name,
+                "stem_channels": self.stem_channels, "num_classes": self.num_classes, "in_channels": self.in_channels}
+
     def config(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -103,3 +156,75 @@ class DartsSpace(CellWidthSpace):
             "genotype": self.genotype_name,
             "init_tokens": self.init_tokens(),
         }
+
+
+def _bn_entries(layout: Layout, prefix: str, spec: DimSpec) -> None:
+    for field in ("weight", "bias", "running_mean", "running_var"):
+        layout[f"{prefix}.{field}"] = {0: spec}
+
+
+def _add_factorized_reduce(layout: Layout, prefix: str, group: int, source: DimSpec) -> None:
+    layout[f"{prefix}.conv_1.weight"] = {0: group_spec(group, 0), 1: source}
+    layout[f"{prefix}.conv_2.weight"] = {0: group_spec(group, 1), 1: source}
+    _bn_entries(layout, f"{prefix}.bn", group_spec(group))
+
+
+def _add_in_group(layout: Layout, prefix: str, module: nn.Module, group: int, source: DimSpec) -> None:
+    """Every conv/BN of ``module`` outputs ``group``'s channels; its first convs read ``source``."""
+    if isinstance(module, FactorizedReduce):
+        _add_factorized_reduce(layout, prefix, group, source)
+        return
+    for name, m in module.named_children():
+        path = f"{prefix}.{name}"
+        if isinstance(m, FactorizedReduce):
+            _add_factorized_reduce(layout, path, group, source)
+        elif isinstance(m, nn.Conv2d):
+            if m.groups > 1:  # depthwise: one filter per channel, nothing read across channels
+                layout[f"{path}.weight"] = {0: group_spec(group)}
+            else:
+                layout[f"{path}.weight"] = {0: group_spec(group), 1: source}
+        elif isinstance(m, nn.BatchNorm2d):
+            _bn_entries(layout, path, group_spec(group))
+        else:
+            _add_in_group(layout, path, m, group, source)
+
+
+def darts_layout(net: DartsNetwork) -> Layout:
+    """Where every cell's channel group appears in ``net``'s state dict (group ``k`` = cell ``k``).
+
+    The output of cell ``k`` is the concatenation of its nodes, so a tensor reading it sees group ``k``'s
+    channels once per node.
+    """
+    layout: Layout = {}
+    stem = DimSpec((Segment(size=net.stem[0].out_channels),), reads=True)
+
+    def output_of(k: int) -> DimSpec:
+        if k < 0:
+            return stem
+        return DimSpec((Segment(k),) * net.cells[k].multiplier, reads=True)
+
+    for k, cell in enumerate(net.cells):
+        own = DimSpec((Segment(k),), reads=True)
+        _add_in_group(layout, f"cells.{k}.preprocess0", cell.preprocess0, k, output_of(k - 2))
+        _add_in_group(layout, f"cells.{k}.preprocess1", cell.preprocess1, k, output_of(k - 1))
+        for i, op in enumerate(cell.ops):
+            _add_in_group(layout, f"cells.{k}.ops.{i}", op, k, own)
+    if net.auxiliary_head is not None:
+        layout["auxiliary_head.features.1.weight"] = {1: output_of(net.aux_layer)}
+    layout["classifier.weight"] = {1: output_of(len(net.cells) - 1)}
+    return layout
+
+
+def check_parent(space: CellWidthSpace, parent: object, network_type: type[nn.Module]) -> None:
+    """Refuse a parent that is not a trained network of a compatible space, naming both sides."""
+    if not isinstance(parent, network_type):
+        raise ValueError(f"the parent is a {type(parent).__name__}, expected a {network_type.__name__} built by "
+                         f"{space.name} (space.token2arch or load_model)")
+    theirs = getattr(parent, "sanas_space", None)
+    if theirs is None:
+        return  # an untagged network: inherit_state checks every tensor's shape instead
+    mine_s, theirs_s = space.structure(), theirs.structure()
+    diff = [f"{k} {theirs_s.get(k)!r} (parent) vs {mine_s.get(k)!r} (child)" for k in mine_s
+            if mine_s.get(k) != theirs_s.get(k)]
+    if diff:
+        raise ValueError(f"the parent belongs to another space: {'; '.join(diff)}")
