@@ -52,7 +52,7 @@ def check_study(storage, study_name: str, outs: list[Path], steps: int = STEPS,
     proposed = [trial_tokens(t) for t in trials if t.system_attrs.get(STATUS_KEY) not in VOID_STATUSES]
     assert len(proposed) == len(set(proposed)), "a token vector was proposed twice"
     assert all(t.state == TrialState.FAIL for t in trials if t.system_attrs.get(STATUS_KEY) in VOID_STATUSES)
-    chain = replay_chain(evaluations(trials), 1.0, 0.85)
+    chain = replay_chain(evaluations(trials))  # the workers' default temperature ("auto")
     reports = [json.loads(o.read_text()) for o in outs]
     for r in reports:
         info = r["info"]

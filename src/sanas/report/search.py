@@ -24,7 +24,6 @@ from sanas.search.chain import (
     DEFAULT_INIT_TEMPERATURE,
     DEFAULT_REDUCE_RATE,
     FAIL_REASON_KEY,
-    PADDLESLIM_INIT_TEMPERATURE,
     STATUS_KEY,
     VOID_STATUSES,
     evaluations,
@@ -122,7 +121,6 @@ def build_report(trials: Sequence[FrozenTrial], space: SearchSpace, config: RunC
     chain_rows = []
     if search.get("sampler", "sa") == "sa":
         t0 = search.get("init_temperature", DEFAULT_INIT_TEMPERATURE)
-        t0 = PADDLESLIM_INIT_TEMPERATURE if t0 is None else t0  # None: a config from before "auto"
         state = replay_chain(evals, t0, float(search.get("reduce_rate", DEFAULT_REDUCE_RATE)))
         current = best = -math.inf
         for step in state.steps:

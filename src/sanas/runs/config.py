@@ -39,7 +39,13 @@ from pathlib import Path
 from typing import Any
 
 from sanas.search.budget import parse_budget
-from sanas.search.chain import DEFAULT_INIT_TEMPERATURE, DEFAULT_REDUCE_RATE, check_init_temperature, check_reduce_rate
+from sanas.search.chain import (
+    DEFAULT_INIT_TEMPERATURE,
+    DEFAULT_REDUCE_RATE,
+    PADDLESLIM_INIT_TEMPERATURE,
+    check_init_temperature,
+    check_reduce_rate,
+)
 from sanas.search.samplers import DEFAULT_SAMPLER, SAMPLERS
 from sanas.spaces import SearchSpace, get_space
 from sanas.training.data import atomic_write_bytes
@@ -126,6 +132,8 @@ class RunConfig:
         if unknown:
             raise ValueError(f"run config has unknown sections {sorted(unknown)}")
         config = cls(**{k: dict(raw.get(k, {})) for k in SECTIONS})
+        if "init_temperature" in config.search and config.search["init_temperature"] is None:
+            config.search["init_temperature"] = PADDLESLIM_INIT_TEMPERATURE  # saved before "auto", when None was 1.0
         config.validate()
         return config
 
@@ -182,8 +190,7 @@ class RunConfig:
         self.build_recipe()
         if self.search.get("sampler") not in SAMPLERS:
             raise ValueError(f"sampler is {self.search.get('sampler')!r}, expected one of {', '.join(SAMPLERS)}")
-        if self.search.get("init_temperature") is not None:  # None: a config from before "auto" (T0 = 1.0)
-            check_init_temperature(self.search["init_temperature"])
+        check_init_temperature(self.search.get("init_temperature"))
         check_reduce_rate(self.search.get("reduce_rate"))
         steps = self.search.get("search_steps")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
