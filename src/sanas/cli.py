@@ -55,8 +55,8 @@ def parse_tokens(values: Sequence[str]) -> list[int]:
 def _init_temperature(text: str) -> float | str:
     try:
         return check_init_temperature(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    except ValueError:
+        return text  # the config's validation refuses it in one line, as every other bad setting
 
 
 def parse_server_addr(text: str) -> tuple[str, int]:
