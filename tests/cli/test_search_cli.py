@@ -236,6 +236,12 @@ def test_server_mode_as_the_readme_writes_it_ends_with_its_report(tmp_path):
     start = time.monotonic()
     server = sanas("search", "--config", str(config), "--run-dir", str(run), "--server-addr", f"0.0.0.0:{port}",
                    "--progress", "none")
+    deadline = time.monotonic() + 180  # start the client once the server serves, as a user would
+    while time.monotonic() < deadline and server.poll() is None:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
     client = sanas("worker", "--server-addr", f"127.0.0.1:{port}", "--worker-id", "1", "--progress", "none")
     _out_c, err_c = client.communicate(timeout=600)
     out_s, err_s = server.communicate(timeout=600)

@@ -5,6 +5,7 @@ exposes, and the tutorial's own loop runs through a server and two clients, 20 t
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -93,12 +94,26 @@ def test_loopback_detection() -> None:
     assert not _is_loopback("0.0.0.0") and not _is_loopback("::") and not _is_loopback("no-such-host.invalid")
 
 
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 180) -> None:
+    """Until something listens on 127.0.0.1:``port`` — clients are started once their server serves, as a user
+    would (a client gives up after ``connect_timeout``, 30 s, and a loaded CI machine can take that to import torch)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    _, err = proc.communicate(timeout=10) if proc.poll() is not None else ("", "still starting")
+    pytest.fail(f"the server did not serve port {port}: {err[-2000:]}")
+
+
 def _run_tutorial(tmp_path: Path, run: int) -> None:
     port = free_port()
     outs = [tmp_path / f"run{run}-{role}.json" for role in ("server", "client1", "client2")]
     run_dir = tmp_path / f"run{run}"
     procs = [subprocess.Popen([sys.executable, TUTORIAL, "--port", str(port), "--server", "--run-dir", str(run_dir),
                                "--out", str(outs[0])], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+    wait_for_port(port, procs[0])
     procs += [subprocess.Popen([sys.executable, TUTORIAL, "--port", str(port), "--client", "--out", str(out)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for out in outs[1:]]
     errs = []
