@@ -354,15 +354,15 @@ class SANAS:
         """
         if self._pending is not None:
             self._skip_pending()
-        while True:
+        for attempt in range(3):
             try:
                 tokens = self._next()
                 break
             except Exception as e:
                 if not self._unavailable(e):
                     raise
-                if self._server_back():
-                    continue
+                if attempt < 2 and self._server_back():
+                    continue  # a blip: the server answers again
                 self._finished = True
                 host, port = self._client_of or ("?", 0)
                 self._say("gone", f"sanas: the sanas server at {host}:{port} has finished (or cannot be reached "
