@@ -109,7 +109,8 @@ def test_harness_at_ci_size(tmp_path, table):
     md = (tmp_path / "strategies.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| ") and line.split("|")[1].strip()
             in strategies.STRATEGIES]
-    assert len(rows) == 2 * 2 * 2 * len(strategies.STRATEGIES)  # tables × scales × N × strategies
+    # tables × N × (every strategy with rewards × 1, the scaled ones × 100)
+    assert len(rows) == 2 * 2 * (len(strategies.STRATEGIES) + len(strategies.SCALED))
     for line in rows:
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[1] in ("5", "10") and float(cells[2]) >= 0 and 0 <= float(cells[4]) <= 1
