@@ -12,7 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from _support import free_port
+from _support import free_port, wait_for_port
 from _worker import objective
 from optuna.trial import TrialState
 
@@ -89,6 +89,7 @@ def test_server_and_two_clients_over_grpc(tmp_path, study_name) -> None:
     outs = [tmp_path / f"w{i}.json" for i in range(3)]
     server = spawn(outs[0], "--study", study_name, "--steps", STEPS, "--server", port, "--run-dir", tmp_path / "run",
                    "--sleep", 0.05)
+    wait_for_port(port, server)
     clients = [spawn(o, "--study", study_name, "--steps", STEPS, "--client", port, "--sleep", 0.05)
                for o in outs[1:]]
     finish([*clients, server])

@@ -5,7 +5,6 @@ exposes, and the tutorial's own loop runs through a server and two clients, 20 t
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from _support import TinySpace, free_port
+from _support import TinySpace, free_port, wait_for_port
 from _tutorial import CONFIG, MAX_PARAMS, SEARCH_STEPS
 from optuna.trial import TrialState
 
@@ -92,19 +91,6 @@ def test_a_non_loopback_bind_says_once_what_it_exposes(tmp_path, study_name, cap
 def test_loopback_detection() -> None:
     assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("localhost")
     assert not _is_loopback("0.0.0.0") and not _is_loopback("::") and not _is_loopback("no-such-host.invalid")
-
-
-def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 180) -> None:
-    """Until something listens on 127.0.0.1:``port`` — clients are started once their server serves, as a user
-    would (a client gives up after ``connect_timeout``, 30 s, and a loaded CI machine can take that to import torch)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    _, err = proc.communicate(timeout=10) if proc.poll() is not None else ("", "still starting")
-    pytest.fail(f"the server did not serve port {port}: {err[-2000:]}")
 
 
 def _run_tutorial(tmp_path: Path, run: int) -> None:
