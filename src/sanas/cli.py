@@ -250,7 +250,7 @@ def cmd_worker(args: argparse.Namespace, console: Console) -> int:
     try:
         summary = run_worker(None, run_dir, storage=args.storage, server_addr=args.server_addr, is_server=False,
                              study_name=args.study_name, worker_id=args.worker_id, device=args.device,
-                             threads=args.threads, progress=args.progress)
+                             threads=args.threads, progress=args.progress, connect_timeout=args.connect_timeout)
     except (Interrupted, KeyboardInterrupt):
         print("sanas worker: interrupted; the pending candidate is recorded as failed", file=sys.stderr)
         return 130
@@ -369,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worker-id", type=int, default=0)
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--connect-timeout", type=float, default=30.0,
+                   help="seconds to wait for the storage or the server to answer (30); start workers before their "
+                        "server with a longer one")
     p.add_argument("--progress", **progress)
     p.set_defaults(run=cmd_worker)
 

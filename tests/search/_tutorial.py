@@ -9,13 +9,21 @@ network over ``MAX_PARAMS`` *without* calling ``reward``, and ``reward(mean of t
 one line a port needs: ``next_archs()`` returns ``[]`` once the search is over (PaddleSlim's client killed its
 process there instead). Training is replaced by a deterministic accuracy curve so the test runs in seconds, and
 the script ends without ``close()``, as the tutorial does.
+
+Test scaffolding, outside the tutorial's loop: with ``--joined DIR --clients N`` each client leaves a file in DIR
+once connected, and the server's first "training" waits for N of them, so that the server cannot finish the whole
+search alone while its clients are still importing torch (a client started after its server has finished cannot
+connect, and says so).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
+from pathlib import Path
 
 from _worker import objective
 
@@ -39,6 +47,12 @@ def train_and_validate(tokens: list[int], epochs: int) -> list[float]:
     return [objective(tokens) * (1 - 0.5 ** (epoch + 1)) for epoch in range(epochs)]
 
 
+def wait_for_clients(joined: Path, clients: int, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while len(list(joined.glob("client-*"))) < clients and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
@@ -47,11 +61,15 @@ def main() -> int:
     role.add_argument("--client", action="store_true")
     p.add_argument("--run-dir")
     p.add_argument("--out", required=True)
+    p.add_argument("--joined", type=Path, help="test scaffolding: clients check in here (see the docstring)")
+    p.add_argument("--clients", type=int, default=0, help="the server waits for this many check-ins")
     args = p.parse_args()
 
     host = SERVER_ADDRESS if args.server else "127.0.0.1"
     sa_nas = SANAS(CONFIG, server_addr=(host, args.port), search_steps=SEARCH_STEPS, is_server=args.server,
                    save_checkpoint=args.run_dir if args.server else None)
+    if args.joined is not None and args.client:
+        (args.joined / f"client-{os.getpid()}").touch()
     evaluated, skipped = [], []
     for step in range(SEARCH_STEPS):
         archs = sa_nas.next_archs()
@@ -62,6 +80,8 @@ def main() -> int:
         if current_params > MAX_PARAMS:
             skipped.append(sa_nas.trial_number)
             continue
+        if args.joined is not None and args.server:
+            wait_for_clients(args.joined, args.clients)
         valid_top1_list = train_and_validate(sa_nas.tokens, RETAIN_EPOCH)
         number = sa_nas.trial_number
         reward = float(valid_top1_list[-1] + valid_top1_list[-2]) / 2

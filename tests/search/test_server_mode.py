@@ -96,12 +96,16 @@ def test_loopback_detection() -> None:
 def _run_tutorial(tmp_path: Path, run: int) -> None:
     port = free_port()
     outs = [tmp_path / f"run{run}-{role}.json" for role in ("server", "client1", "client2")]
-    run_dir = tmp_path / f"run{run}"
+    run_dir, joined = tmp_path / f"run{run}", tmp_path / f"joined{run}"
+    joined.mkdir()
+    check_in = ["--joined", str(joined), "--clients", "2"]
     procs = [subprocess.Popen([sys.executable, TUTORIAL, "--port", str(port), "--server", "--run-dir", str(run_dir),
-                               "--out", str(outs[0])], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+                               "--out", str(outs[0]), *check_in], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)]
     wait_for_port(port, procs[0])
-    procs += [subprocess.Popen([sys.executable, TUTORIAL, "--port", str(port), "--client", "--out", str(out)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for out in outs[1:]]
+    procs += [subprocess.Popen([sys.executable, TUTORIAL, "--port", str(port), "--client", "--out", str(out),
+                                *check_in], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for out in outs[1:]]
     errs = []
     for p in procs:
         try:

@@ -126,6 +126,12 @@ def load_study(run_dir: Path | None = None, storage: str | None = None, server_a
         raise ValueError(f"no study {name!r} in that storage; start the search with sanas search first") from None
     if config is None:
         raw = study.user_attrs.get(RUN_CONFIG_KEY)
+        # A server writes its run config just after it starts serving the new study: a worker that was waiting for
+        # it can read the study in between.
+        deadline = time.monotonic() + min(10.0, connect_timeout)
+        while raw is None and server_addr is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            raw = optuna.load_study(study_name=name, storage=store).user_attrs.get(RUN_CONFIG_KEY)
         if raw is None:
             raise ValueError(f"study {name!r} has no sanas run config; was it created by sanas search?")
         config = RunConfig.from_dict(raw)
