@@ -8,7 +8,8 @@ import importlib
 import pytest
 
 MODULES = ["sanas", "sanas.spaces.base", "sanas.spaces.darts", "sanas.network.genotypes", "sanas.network.model",
-           "sanas.report.summary", "sanas.runs.config", "sanas.cli", "sanas.training", "sanas.training.augment",
+           "sanas.report.summary", "sanas.search.api", "sanas.search.budget", "sanas.search.chain",
+           "sanas.search.samplers", "sanas.cli", "sanas.training", "sanas.training.augment",
            "sanas.training.data", "sanas.training.trainer", "sanas.training.final"]
 
 

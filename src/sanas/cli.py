@@ -21,13 +21,14 @@ from typing import Any
 from rich.console import Console
 
 from sanas.network import GENOTYPES
+from sanas.search.chain import DEFAULT_INIT_TEMPERATURE, DEFAULT_REDUCE_RATE, check_init_temperature
+from sanas.search.samplers import DEFAULT_SAMPLER, SAMPLERS
 from sanas.spaces import SearchSpace, get_space
 from sanas.spaces.inherit import IMPORTANCE
 from sanas.training.trainer import DEFAULT_EPOCHS, EVALUATIONS, Recipe
 
 __all__ = ["main", "parse_tokens"]
 
-SAMPLERS = ("sa", "random", "evolution", "tpe")
 DATASETS = ("cifar10", "fashion-mnist", "synthetic")
 
 
@@ -54,6 +55,13 @@ def parse_tokens(values: Sequence[str]) -> list[int]:
     if not tokens:
         raise CLIError("no tokens given; expected integers like --token 5 5 0 5")
     return tokens
+
+
+def _init_temperature(text: str) -> float | str:
+    try:
+        return check_init_temperature(text)
+    except ValueError:
+        return text  # the config's validation refuses it in one line, as every other bad setting
 
 
 def parse_server_addr(text: str) -> tuple[str, int]:
@@ -268,7 +276,9 @@ def cmd_search(args: argparse.Namespace, console: Console) -> int:
               f"resume {run_dir}.", file=sys.stderr)
         return 130
     if not args.no_report:
-        _write_report(run_dir, args, console)
+        # Read the study where it lives (the run directory or --storage): with --server-addr this process was the
+        # server, and it has stopped serving by now.
+        _write_report(run_dir, argparse.Namespace(**{**vars(args), "server_addr": None}), console)
     return 0
 
 
@@ -281,7 +291,7 @@ def cmd_worker(args: argparse.Namespace, console: Console) -> int:
     try:
         summary = run_worker(None, run_dir, storage=args.storage, server_addr=args.server_addr, is_server=False,
                              study_name=args.study_name, worker_id=args.worker_id, device=args.device,
-                             threads=args.threads, progress=args.progress)
+                             threads=args.threads, progress=args.progress, connect_timeout=args.connect_timeout)
     except (Interrupted, KeyboardInterrupt):
         print("sanas worker: interrupted; the pending candidate is recorded as failed", file=sys.stderr)
         return 130
@@ -389,11 +399,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(p)
     add_recipe_arguments(p)
     g = p.add_argument_group("search")
-    g.add_argument("--sampler", choices=SAMPLERS, help="sa (default), random, evolution, tpe")
+    g.add_argument("--sampler", choices=list(SAMPLERS),
+                   help=f"{', '.join(SAMPLERS)} (default: {DEFAULT_SAMPLER}; evolution = regularized evolution, "
+                        f"tpe = Optuna's TPE)")
     g.add_argument("--search-steps", type=int, help="finished evaluations over all workers (300)")
     g.add_argument("--max-params", help="budget: count (3770000, 3.77M) or ratio of the init model (1.0x, default)")
-    g.add_argument("--init-temperature", type=float, help="SA T0 (1.0)")
-    g.add_argument("--reduce-rate", type=float, help="SA temperature decay per evaluation (0.85)")
+    g.add_argument("--init-temperature", type=_init_temperature, metavar="auto|T0",
+                   help=f"SA temperature: auto (scale-free, from the reward differences seen) or a fixed T0 "
+                        f"(PaddleSlim's: 1.0) (default: {DEFAULT_INIT_TEMPERATURE})")
+    g.add_argument("--reduce-rate", type=float,
+                   help=f"SA temperature decay per evaluation (default: {DEFAULT_REDUCE_RATE})")
     g.add_argument("--seed", type=int, help="seed of proposals and acceptance draws (0)")
     g.add_argument("--parent", help="--evaluation inherit: the trained model to compress (a sanas train folder); "
                                     "without it the init tokens are trained first into RUN/parent")
@@ -410,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worker-id", type=int, default=0)
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--connect-timeout", type=float, default=30.0,
+                   help="seconds to wait for the storage or the server to answer (30); start workers before their "
+                        "server with a longer one")
     p.add_argument("--progress", **progress)
     p.set_defaults(run=cmd_worker)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -57,6 +58,12 @@ def trials(run_dir: Path) -> list[optuna.trial.FrozenTrial]:
     study = optuna.load_study(study_name="sanas", storage=open_storage(run_dir=run_dir))
     return [t for t in study.get_trials() if "tokens" in t.user_attrs and t.system_attrs.get("sanas:status")
             not in ("surplus", "collision", "exhausted")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -173,6 +180,9 @@ def test_worker_joins_and_local_workers(tmp_path):
         (["search", "--max-params", "lots"], "max_params is 'lots', expected a count"),
         (["search", "--max-params", "0x"], "max_params is '0x', expected a positive budget"),
         (["search", "--search-steps", "0"], "search_steps is 0, expected a positive integer"),
+        (["search", "--max-params", "3.77"], "write '3.77M' or 3770000"),
+        (["search", "--init-temperature", "hot"], "init_temperature is 'hot', expected 'auto'"),
+        (["search", "--init-temperature", "nan"], "init_temperature is nan, expected 'auto'"),
         (["search", "--dataset", "cifar10", "--data-root", "{tmp}/nowhere"], "cifar-10-batches-py"),
         (["search", "--storage", "postgresql+psycopg2://u:secret@127.0.0.1:1/db"], "127.0.0.1"),
         (["search", "--storage", "not-a-url"], "is not a database URL"),
@@ -214,3 +224,30 @@ def test_run_dir_from_a_different_config_is_refused_untouched(tmp_path, capsys):
     # The same settings resume (here: nothing left to do) and report.
     assert main(["search", "--config", str(config), "--run-dir", str(run), "--progress", "none"]) == 0
     assert "1 of 1 evaluations finished" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_server_mode_as_the_readme_writes_it_ends_with_its_report(tmp_path):
+    # README: sanas search --config ... --run-dir runs/c10 --server-addr 0.0.0.0:8377
+    #         sanas worker --server-addr server-host:8377
+    run = tmp_path / "run"
+    config = write_config(tmp_path, steps=4)
+    port = free_port()
+    # The worker starts first and waits for its server (a worker that comes after its server has finished cannot
+    # connect, and says so): then it is certain to take part, whatever the machine's load.
+    client = sanas("worker", "--server-addr", f"127.0.0.1:{port}", "--worker-id", "1", "--progress", "lines",
+                   "--connect-timeout", "300")
+    time.sleep(1)
+    server = sanas("search", "--config", str(config), "--run-dir", str(run), "--server-addr", f"0.0.0.0:{port}",
+                   "--progress", "none")
+    _out_c, err_c = client.communicate(timeout=900)
+    out_s, err_s = server.communicate(timeout=900)
+    assert server.returncode == 0, err_s
+    assert client.returncode == 0, err_c
+    assert "Traceback" not in err_s + err_c
+    assert "[worker 1] trial" in err_c  # the client evaluated candidates of the server's search
+    assert err_s.count("unauthenticated and unencrypted") == 1 and "the whole study" in err_s
+    assert "report written to" in out_s and (run / "report" / "report.md").is_file()
+    assert (run / "report" / "candidates.csv").read_text().count("\n") >= 4
+    study = optuna.load_study(study_name="sanas", storage=open_storage(run_dir=run, server=True))
+    assert sum(t.state.name == "COMPLETE" for t in study.trials) == 4

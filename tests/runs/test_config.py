@@ -77,3 +77,21 @@ def test_save_load_and_identity(tmp_path):
         RunConfig.load(tmp_path)
     with pytest.raises(ValueError, match="not a sanas run directory"):
         RunConfig.load(tmp_path / "elsewhere")
+
+
+def test_search_defaults_come_from_the_search_package_and_old_configs_keep_their_t0(tmp_path) -> None:
+    from sanas.search.chain import DEFAULT_INIT_TEMPERATURE, DEFAULT_REDUCE_RATE
+    from sanas.search.samplers import DEFAULT_SAMPLER
+
+    config = RunConfig.from_sources(overrides={"data": {"dataset": "synthetic"}})
+    assert config.search["init_temperature"] == DEFAULT_INIT_TEMPERATURE == "auto"
+    assert config.search["reduce_rate"] == DEFAULT_REDUCE_RATE and config.search["sampler"] == DEFAULT_SAMPLER
+    old = config.to_dict()
+    old["search"]["init_temperature"] = None  # written before "auto" existed, when None meant PaddleSlim's 1.0
+    assert RunConfig.from_dict(old).search["init_temperature"] == 1.0
+    for key, bad, message in [("init_temperature", "hot", "init_temperature is 'hot'"),
+                              ("init_temperature", float("nan"), "init_temperature is nan"),
+                              ("reduce_rate", 0, "reduce_rate is 0"),
+                              ("sampler", "annealing", "sampler is 'annealing'")]:
+        with pytest.raises(ValueError, match=message):
+            RunConfig.from_sources(overrides={"data": {"dataset": "synthetic"}, "search": {key: bad}})

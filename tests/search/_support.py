@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,3 +49,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 180) -> None:
+    """Until something listens on 127.0.0.1:``port``, as long as ``proc`` (the server) lives.
+
+    Clients are started once their server serves, as a user would: a client gives up after its ``connect_timeout``
+    (30 s), and a loaded 2-core CI machine can take that long just to import torch in the server process.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"no server came up on port {port} (server exit status {proc.poll()})")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from _support import free_port
+from _support import free_port, wait_for_port
 from _worker import objective
 from optuna.trial import TrialState
 
@@ -52,7 +52,7 @@ def check_study(storage, study_name: str, outs: list[Path], steps: int = STEPS,
     proposed = [trial_tokens(t) for t in trials if t.system_attrs.get(STATUS_KEY) not in VOID_STATUSES]
     assert len(proposed) == len(set(proposed)), "a token vector was proposed twice"
     assert all(t.state == TrialState.FAIL for t in trials if t.system_attrs.get(STATUS_KEY) in VOID_STATUSES)
-    chain = replay_chain(evaluations(trials), 1.0, 0.85)
+    chain = replay_chain(evaluations(trials))  # the workers' default temperature ("auto")
     reports = [json.loads(o.read_text()) for o in outs]
     for r in reports:
         info = r["info"]
@@ -89,6 +89,7 @@ def test_server_and_two_clients_over_grpc(tmp_path, study_name) -> None:
     outs = [tmp_path / f"w{i}.json" for i in range(3)]
     server = spawn(outs[0], "--study", study_name, "--steps", STEPS, "--server", port, "--run-dir", tmp_path / "run",
                    "--sleep", 0.05)
+    wait_for_port(port, server)
     clients = [spawn(o, "--study", study_name, "--steps", STEPS, "--client", port, "--sleep", 0.05)
                for o in outs[1:]]
     finish([*clients, server])

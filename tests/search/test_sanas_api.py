@@ -12,8 +12,10 @@ from _worker import objective
 from optuna.trial import TrialState
 from torch import nn
 
-from sanas.search import SANAS, StorageUnavailable, evaluations, replay_chain
-from sanas.search.chain import FAIL_REASON_KEY
+from sanas import get_space
+from sanas.search import SANAS, OptunaTokenSampler, StorageUnavailable, evaluations, replay_chain
+from sanas.search.chain import FAIL_REASON_KEY, SKIPPED, STATUS_KEY, STOPPED
+from sanas.search.samplers import DEFAULT_SAMPLER, SAMPLERS
 
 BUDGET = 3_770_000
 
@@ -53,8 +55,6 @@ def test_reward_misuse_is_refused_and_leaves_storage_unchanged() -> None:
     with pytest.raises(RuntimeError, match="before next_archs"):
         sa.reward(0.5)
     tokens = sa.next_tokens()
-    with pytest.raises(RuntimeError, match="still pending"):
-        sa.next_tokens()
     before = snapshot(sa.study)
     for bad in [math.nan, math.inf, -math.inf, "0.9", None, True, [0.9]]:
         with pytest.raises(ValueError, match="reward must be"):
@@ -165,7 +165,6 @@ def test_server_and_client_in_one_process_and_a_taken_port(tmp_path, study_name)
     assert len(loop(server)) == 3 and client.next_tokens() is None
     with pytest.raises(OSError, match=f"cannot serve the study on 127.0.0.1:{port}"):
         small(server_addr=("127.0.0.1", port), save_checkpoint=tmp_path / "2", study_name=study_name)
-    server._finished = False  # no need to linger for clients here
     server.close()
 
 
@@ -203,3 +202,108 @@ def test_postgres_single_process(postgres_url, study_name) -> None:
     again = SANAS("DartsSpace", storage=postgres_url, study_name=study_name, search_steps=8, max_params=BUDGET)
     assert len(history) == 8 and again.next_tokens() is None
     assert again.current_info() == sa.current_info()
+
+
+def test_next_archs_while_pending_skips_the_candidate_as_the_tutorials_continue_does(capsys) -> None:
+    sa = small(search_steps=6, seed=2)
+    skipped = []
+    for step in range(40):  # the tutorial's loop: `continue` past a candidate, without reward()
+        tokens = sa.next_tokens()
+        if tokens is None:
+            break
+        if step % 3 == 1:
+            skipped.append((sa.trial_number, tokens))
+            continue
+        sa.reward(objective(tokens))
+    err = capsys.readouterr().err
+    assert err.count("recorded as skipped") == 1 and f"trial {skipped[0][0]} " in err
+    trials = sa.study.get_trials()
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 6  # skips are not evaluations
+    by_number = {t.number: t for t in trials}
+    for number, tokens in skipped:
+        t = by_number[number]
+        assert t.state == TrialState.FAIL and t.system_attrs[STATUS_KEY] == SKIPPED and t.value is None
+        assert t.user_attrs[FAIL_REASON_KEY].startswith("skipped") and t.user_attrs["tokens"] == tokens
+    proposed = [tuple(t.user_attrs["tokens"]) for t in trials]
+    assert len(proposed) == len(set(proposed))  # a skipped candidate is never proposed again
+    # the chain is the chain of the evaluated candidates alone
+    assert sa.current_info()["finished"] == 6 == replay_chain(evaluations(trials)).k
+
+
+def test_budgets_in_millions_and_paddleslims_max_params() -> None:
+    space = get_space("DartsSpace")
+    a = SANAS(space, search_steps=1, save_checkpoint=None, max_params="3.77M")
+    b = SANAS(space, search_steps=1, save_checkpoint=None, max_params=3_770_000)
+    c = SANAS(space, search_steps=1, save_checkpoint=None, max_params="1.0x")
+    assert a.settings() == b.settings() and a.max_params == 3_770_000
+    assert c.max_params == space.count_params(space.init_tokens())
+    with pytest.raises(ValueError, match=r"max_params is 3.77, which is not a whole number of parameters; for 3.77 "
+                                         r"million \(PaddleSlim's MAX_PARAMS = 3.77\) write '3.77M' or 3770000"):
+        SANAS(space, save_checkpoint=None, max_params=3.77)
+    with pytest.raises(ValueError, match=r"max_params is 4 \(4 parameters\), below the smallest network of "
+                                         r"DartsSpace \(.* parameters, every cell at width 4\).*'4M'"):
+        SANAS(space, save_checkpoint=None, max_params=4)
+
+
+def test_rerunning_a_finished_search_says_so_once_with_its_best(tmp_path, capsys) -> None:
+    first = small(save_checkpoint=tmp_path, search_steps=3)
+    loop(first)
+    best = first.current_info()["best_tokens"]
+    assert "finished" not in capsys.readouterr().err  # the run that did the work is not told
+    again = small(save_checkpoint=tmp_path, search_steps=3)
+    assert again.next_archs() == [] and again.next_tokens() is None
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert f"the search in {tmp_path}/ is already finished (3 of 3 evaluations); best tokens {best}" in err
+    assert "To start another, use another save_checkpoint or study_name" in err
+
+
+def test_a_stopped_evaluation_counts_toward_search_steps_and_is_rejected() -> None:
+    sa = small(search_steps=3)
+    sa.next_tokens()
+    assert sa.acceptance_threshold() is None  # the first reward is always accepted
+    sa.reward(0.5)
+    sa.next_tokens()
+    assert sa.acceptance_threshold() == 0.5  # no difference known yet: T = 0, only >= current passes
+    assert sa.reward(0.99, stopped=True) is False
+    sa.next_tokens()
+    sa.reward(0.6)
+    assert sa.next_tokens() is None  # 3 finished evaluations, the stopped one included
+    stopped = sa.study.trials[1]
+    assert stopped.state == TrialState.COMPLETE and stopped.system_attrs[STATUS_KEY] == STOPPED
+    info = sa.current_info()
+    assert info["finished"] == 3 and info["best_reward"] == 0.6
+
+
+@pytest.mark.parametrize("t0", ["auto", 1.0])
+def test_acceptance_threshold_of_the_pending_candidate_is_where_reward_flips(t0) -> None:
+    def search() -> SANAS:
+        sa = small(search_steps=12, seed=5, init_temperature=t0)
+        for _ in range(8):
+            sa.next_tokens()
+            sa.reward(objective(sa.tokens))
+        sa.next_tokens()
+        return sa
+
+    probe = search()
+    threshold = probe.acceptance_threshold()
+    assert threshold is not None and threshold < probe.current_info()["current_reward"]
+    assert probe.reward(threshold) is True
+    assert search().reward(threshold + 1e-9) is True
+    assert search().reward(math.nextafter(threshold, -math.inf)) is False
+    assert search().reward(threshold - 1e-6) is False
+
+
+def test_samplers_by_name_are_one_registry(tmp_path) -> None:
+    from sanas.cli import build_parser
+    from sanas.runs.config import SEARCH_DEFAULTS
+
+    tpe = small(sampler="tpe", search_steps=6)
+    assert isinstance(tpe.sampler, OptunaTokenSampler) and tpe.settings()["wrapped"] == "TPESampler"
+    assert len(loop(tpe)) == 6
+    assert small(sampler="evolution").sampler.acceptance_threshold([], 0.5) is None
+    search = next(a for a in build_parser()._subparsers._group_actions[0].choices["search"]._actions
+                  if a.dest == "sampler")
+    assert list(search.choices) == list(SAMPLERS) and SEARCH_DEFAULTS["sampler"] == DEFAULT_SAMPLER
+    with pytest.raises(ValueError, match="unknown sampler 'annealing'; expected one of sa, random, evolution, tpe"):
+        small(sampler="annealing")

@@ -21,6 +21,8 @@ from rich.text import Text
 
 from sanas.runs.config import RunConfig, atomic_write_text
 from sanas.search.chain import (
+    DEFAULT_INIT_TEMPERATURE,
+    DEFAULT_REDUCE_RATE,
     FAIL_REASON_KEY,
     STATUS_KEY,
     STOPPED,
@@ -127,8 +129,8 @@ def build_report(trials: Sequence[FrozenTrial], space: SearchSpace, config: RunC
     evals = evaluations(trials)
     chain_rows = []
     if search.get("sampler", "sa") == "sa":
-        t0 = 1.0 if search.get("init_temperature") is None else float(search["init_temperature"])
-        state = replay_chain(evals, t0, float(search.get("reduce_rate", 0.85)))
+        t0 = search.get("init_temperature", DEFAULT_INIT_TEMPERATURE)
+        state = replay_chain(evals, t0, float(search.get("reduce_rate", DEFAULT_REDUCE_RATE)))
         current = best = -math.inf
         for step in state.steps:
             if step.accepted:

@@ -32,13 +32,21 @@ import copy
 import dataclasses
 import json
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sanas.search.budget import parse_budget
+from sanas.search.chain import (
+    DEFAULT_INIT_TEMPERATURE,
+    DEFAULT_REDUCE_RATE,
+    PADDLESLIM_INIT_TEMPERATURE,
+    check_init_temperature,
+    check_reduce_rate,
+)
+from sanas.search.samplers import DEFAULT_SAMPLER, SAMPLERS
 from sanas.spaces import SearchSpace, get_space
 from sanas.training.data import atomic_write_bytes
 
@@ -48,11 +56,11 @@ CONFIG_FILE = "config.json"
 
 #: Settings of the [search] table and their defaults (PaddleSlim's where it has one).
 SEARCH_DEFAULTS: dict[str, Any] = {
-    "sampler": "sa",
+    "sampler": DEFAULT_SAMPLER,
     "search_steps": 300,
     "max_params": "1.0x",
-    "init_temperature": None,
-    "reduce_rate": 0.85,
+    "init_temperature": DEFAULT_INIT_TEMPERATURE,
+    "reduce_rate": DEFAULT_REDUCE_RATE,
     "seed": 0,
     "max_try_times": 300,
     "study_name": "sanas",
@@ -100,35 +108,6 @@ def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
     return raw
 
 
-_BUDGET = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([xXkKmM]?)\s*$")
-
-
-def parse_budget(value: object, init_params: int) -> int | None:
-    """A parameter budget as an absolute count: ``"1.0x"`` (of ``init_params``), ``"3.77M"``, ``"500k"``, ``3770000``.
-
-    ``None``/``"none"`` means no budget.
-
-    >>> parse_budget("0.9x", 1000), parse_budget("3.77M", 0), parse_budget(5000, 0)
-    (900, 3770000, 5000)
-    """
-    if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
-        return None
-    if isinstance(value, bool):
-        raise ValueError(f"max_params is {value!r}, expected a count (3770000, '3.77M') or a ratio ('1.0x')")
-    if isinstance(value, int | float):
-        number, unit = float(value), ""
-    else:
-        match = _BUDGET.match(str(value))
-        if not match:
-            raise ValueError(f"max_params is {value!r}, expected a count (3770000, '3.77M', '500k') or a ratio of "
-                             f"the init model ('1.0x')")
-        number, unit = float(match.group(1)), match.group(2).lower()
-    budget = {"x": number * init_params, "k": number * 1e3, "m": number * 1e6, "": number}[unit]
-    if budget <= 0:
-        raise ValueError(f"max_params is {value!r}, expected a positive budget")
-    return int(budget)
-
-
 @dataclass
 class RunConfig:
     """The effective configuration of one search (see the module docstring for the TOML form)."""
@@ -157,6 +136,8 @@ class RunConfig:
         if unknown:
             raise ValueError(f"run config has unknown sections {sorted(unknown)}")
         config = cls(**{k: dict(raw.get(k, {})) for k in SECTIONS})
+        if "init_temperature" in config.search and config.search["init_temperature"] is None:
+            config.search["init_temperature"] = PADDLESLIM_INIT_TEMPERATURE  # saved before "auto", when None was 1.0
         config.validate()
         return config
 
@@ -211,6 +192,10 @@ class RunConfig:
             raise ValueError(f"unknown dataset {self.data.get('dataset')!r}; expected one of {', '.join(DATASETS)}")
         self.budget(self.build_space())
         self.build_recipe()
+        if self.search.get("sampler") not in SAMPLERS:
+            raise ValueError(f"sampler is {self.search.get('sampler')!r}, expected one of {', '.join(SAMPLERS)}")
+        check_init_temperature(self.search.get("init_temperature"))
+        check_reduce_rate(self.search.get("reduce_rate"))
         steps = self.search.get("search_steps")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"search_steps is {steps!r}, expected a positive integer")

@@ -80,15 +80,10 @@ def open_search(config: RunConfig | None, run_dir: Path | None, *, storage: str 
     assert config is not None
     space = config.build_space()
     s = config.search
-    sampler: Any = s["sampler"]
-    if sampler == "tpe":  # any Optuna sampler works through SANAS' adapter; TPE is the one the CLI names
-        import optuna
-
-        sampler = optuna.samplers.TPESampler(seed=s["seed"])
     sa = SANAS(space, server_addr=server_addr, is_server=is_server, storage=storage,
                save_checkpoint=run_dir if storage is None and not (server_addr and not is_server) else None,
                study_name=study_name or s["study_name"], search_steps=s["search_steps"],
-               max_params=config.budget(space), sampler=sampler, init_temperature=s["init_temperature"],
+               max_params=config.budget(space), sampler=s["sampler"], init_temperature=s["init_temperature"],
                reduce_rate=s["reduce_rate"], seed=s["seed"], max_try_times=s["max_try_times"],
                heartbeat_interval=s["heartbeat_interval"], grace_period=s["grace_period"],
                connect_timeout=connect_timeout)
@@ -133,6 +128,12 @@ def load_study(run_dir: Path | None = None, storage: str | None = None, server_a
         raise ValueError(f"no study {name!r} in that storage; start the search with sanas search first") from None
     if config is None:
         raw = study.user_attrs.get(RUN_CONFIG_KEY)
+        # A server writes its run config just after it starts serving the new study: a worker that was waiting for
+        # it can read the study in between.
+        deadline = time.monotonic() + min(10.0, connect_timeout)
+        while raw is None and server_addr is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            raw = optuna.load_study(study_name=name, storage=store).user_attrs.get(RUN_CONFIG_KEY)
         if raw is None:
             raise ValueError(f"study {name!r} has no sanas run config; was it created by sanas search?")
         config = RunConfig.from_dict(raw)

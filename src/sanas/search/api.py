@@ -2,11 +2,15 @@
 
 PaddleSlim's tutorial loop ports line by line::
 
-    sa_nas = SANAS([("DartsSpace")], search_steps=300, max_params=3_770_000, save_checkpoint="runs/sa")
+    sa_nas = SANAS([("DartsSpace")], search_steps=300, max_params="3.77M", save_checkpoint="runs/sa")
     while archs := sa_nas.next_archs():       # [] once the study has search_steps finished evaluations
         score = train_and_evaluate(archs[0])  # accuracy in [0, 1]
         sa_nas.reward(score)                  # True if the chain accepted the candidate
     print(sa_nas.current_info())
+
+So does the tutorial's own shape, ``for step in range(SEARCH_STEPS)`` with ``continue`` past an over-budget
+network: calling ``next_archs()`` again without ``reward()`` records the pending candidate as *skipped* (never
+proposed again, not evaluated, not counted in ``search_steps``, not moving the chain) and proposes the next one.
 
 Run the same script in several processes (same ``save_checkpoint`` or ``storage`` URL) and they share one
 chain. How ``search_steps`` stays exact with many workers: a worker creates a trial only while
@@ -20,11 +24,14 @@ seconds (on the observer's own clock, so machines' clocks need not agree) is mar
 from __future__ import annotations
 
 import atexit
+import ipaddress
 import logging
 import math
 import numbers
 import os
 import random
+import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -39,26 +46,42 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
-from sanas.search.chain import CURVE_KEY, FAIL_REASON_KEY, STATUS_KEY, STOPPED, TOKENS_KEY, U_KEY, TrialDelta
+from sanas.search.budget import parse_budget
+from sanas.search.chain import (
+    CURVE_KEY,
+    DEFAULT_INIT_TEMPERATURE,
+    DEFAULT_REDUCE_RATE,
+    FAIL_REASON_KEY,
+    SKIPPED,
+    STATUS_KEY,
+    STOPPED,
+    TOKENS_KEY,
+    U_KEY,
+    TrialDelta,
+    check_init_temperature,
+    check_reduce_rate,
+)
 from sanas.search.samplers import (
+    DEFAULT_SAMPLER,
+    SAMPLERS,
     OptunaTokenSampler,
-    RandomTokenSampler,
-    RegularizedEvolutionSampler,
     SearchExhausted,
-    SimulatedAnnealingSampler,
     TokenSampler,
+    make_sampler,
     token_distributions,
 )
 from sanas.search.storage import (
     GrpcServer,
+    StorageUnavailable,
     connect_server,
     existing_store,
     open_storage,
     start_server,
 )
 from sanas.spaces import SearchSpace, get_space
+from sanas.spaces.base import CellWidthSpace
 
-__all__ = ["HEARTBEAT_KEY", "SANAS", "SEARCH_KEY"]
+__all__ = ["CLOSING_KEY", "HEARTBEAT_KEY", "SAMPLERS", "SANAS", "SEARCH_KEY"]
 
 log = logging.getLogger("sanas.search")
 
@@ -66,11 +89,9 @@ log = logging.getLogger("sanas.search")
 SEARCH_KEY = "sanas:search"
 #: Trial system attribute: a counter the evaluating worker bumps every ``heartbeat_interval`` seconds.
 HEARTBEAT_KEY = "sanas:heartbeat"
-SAMPLERS: dict[str, type[TokenSampler]] = {
-    "sa": SimulatedAnnealingSampler,
-    "random": RandomTokenSampler,
-    "evolution": RegularizedEvolutionSampler,
-}
+#: Study system attribute a server sets when its process is closing (``None`` while it serves): its clients
+#: then take no new candidate, and it stops serving once none of them holds one.
+CLOSING_KEY = "sanas:server_closing"
 
 
 @dataclass
@@ -101,8 +122,12 @@ class SANAS:
         configs: the space: ``[("DartsSpace")]``, ``[("DartsSpace", {...})]``, a name or a built space.
         server_addr: ``(host, port)`` of a sanas server. With ``is_server=True`` this process serves its study
             there (host ``""``/``None`` → 127.0.0.1) and searches too; with ``is_server=False`` it is a client.
-        init_temperature: T0 (default 1.0, PaddleSlim's value when init tokens exist, as in every sanas space).
-        reduce_rate: temperature decay per finished evaluation.
+            The server keeps serving, when its own loop is over, until no client holds a candidate. The port is
+            unauthenticated and unencrypted: bind a non-loopback host only on a network you trust.
+        init_temperature: ``"auto"`` (default): the scale-free temperature, derived from the reward differences
+            the chain has seen (:mod:`sanas.search.chain`), the same for rewards as fractions, percent or negated
+            losses. A number is a fixed T0, ``T = T0 · reduce_rate**k``; ``1.0`` is PaddleSlim's, exactly.
+        reduce_rate: temperature decay per finished evaluation (0.85).
         search_steps: finished evaluations the study ends with, counted over all workers.
         init_tokens: the first candidate and the chain's start (default: the space's own).
         save_checkpoint: run directory holding the study store (``None``: in memory, nothing saved). A study of
@@ -113,9 +138,13 @@ class SANAS:
         storage: a database URL or an Optuna storage, instead of the run directory (clients of a server: none).
         study_name: the study inside the store.
         constraint: ``tokens -> bool``; infeasible candidates are redrawn, never evaluated.
-        max_params: budget; adds ``space.count_params(tokens) <= max_params`` to the constraint.
-        sampler: ``"sa"`` (default), ``"random"``, ``"evolution"``, a :class:`TokenSampler`, or any Optuna sampler
-            (wrapped in :class:`OptunaTokenSampler`).
+        max_params: budget; adds ``space.count_params(tokens) <= max_params`` to the constraint. A whole number of
+            parameters (``3770000``), or a string as on the CLI: ``"3.77M"``, ``"500k"``, ``"0.9x"`` (of the init
+            tokens' count). PaddleSlim's ``MAX_PARAMS = 3.77`` (millions) is refused with that hint, and so is a
+            budget below the space's smallest network.
+        sampler: a registered name (:data:`~sanas.search.samplers.SAMPLERS`: ``"sa"``, the default, ``"random"``,
+            ``"evolution"``, ``"tpe"``), a :class:`TokenSampler`, or any Optuna sampler (wrapped in
+            :class:`OptunaTokenSampler`).
         seed: seeds proposals and acceptance draws.
         max_try_times: draws per proposal before the search is declared exhausted.
         heartbeat_interval, grace_period: seconds between heartbeats of a pending candidate, and of silence
@@ -126,21 +155,24 @@ class SANAS:
     The loop: :meth:`next_archs` (or :meth:`next_tokens`) → evaluate → :meth:`reward` with the score, or
     :meth:`fail` (alias ``reward_failed``) with a reason when the candidate crashed; :attr:`tokens` and
     :attr:`trial_number` name the pending candidate; :meth:`current_info` reports the chain; :attr:`study` is the
-    Optuna study (optuna-dashboard shows it). The loop ends when ``next_archs()`` returns ``[]``.
+    Optuna study (optuna-dashboard shows it). The loop ends when ``next_archs()`` returns ``[]`` — also on a client
+    whose server has finished. Calling ``next_archs()`` again without reporting skips the pending candidate.
 
-    >>> sa = SANAS("DartsSpace", search_steps=2, save_checkpoint=None, max_params=3_770_000)
+    >>> sa = SANAS("DartsSpace", search_steps=2, save_checkpoint=None, max_params="3.77M")
     >>> archs = sa.next_archs(); sa.tokens == sa.space.init_tokens(), sa.reward(0.5)
     (True, True)
-    >>> len(sa.next_archs()), sa.reward(0.4), sa.next_archs()
-    (1, True, [])
+    >>> len(sa.next_archs()), sa.reward(0.4), sa.next_archs()  # worse, and no reward difference known yet: T = 0
+    (1, False, [])
     """
 
-    def __init__(self, configs: Any, server_addr: Sequence[Any] | None = None, init_temperature: float | None = None,
-                 reduce_rate: float = 0.85, search_steps: int = 300, init_tokens: Sequence[int] | None = None,
+    def __init__(self, configs: Any, server_addr: Sequence[Any] | None = None,
+                 init_temperature: float | str | None = DEFAULT_INIT_TEMPERATURE,
+                 reduce_rate: float = DEFAULT_REDUCE_RATE, search_steps: int = 300,
+                 init_tokens: Sequence[int] | None = None,
                  save_checkpoint: str | os.PathLike[str] | None = "nas_checkpoint",
                  load_checkpoint: str | os.PathLike[str] | None = None, is_server: bool = True,
                  storage: str | BaseStorage | None = None, study_name: str = "sanas",
-                 constraint: Callable[[list[int]], bool] | None = None, max_params: int | None = None,
+                 constraint: Callable[[list[int]], bool] | None = None, max_params: int | float | str | None = None,
                  sampler: str | BaseSampler | None = None, seed: int = 0, max_try_times: int = 300,
                  heartbeat_interval: float = 10.0, grace_period: float = 60.0, connect_timeout: float = 30.0,
                  poll_interval: float = 0.5) -> None:
@@ -152,13 +184,22 @@ class SANAS:
         self.search_steps = search_steps
         self.heartbeat_interval = float(heartbeat_interval)
         self.grace_period = float(grace_period)
+        self.connect_timeout = float(connect_timeout)
         self.poll_interval = float(poll_interval)
-        self.max_params = max_params
-        self.sampler = self._make_sampler(sampler, init_temperature, reduce_rate, init_tokens, constraint,
-                                          max_params, seed, max_try_times)
+        init = self.space.validate(init_tokens) if init_tokens is not None else self.space.init_tokens()
+        self.max_params = self._budget(max_params, init)
+        self.sampler = self._make_sampler(sampler, init_temperature, reduce_rate, init, constraint,
+                                          self.max_params, seed, max_try_times)
         self._server: GrpcServer | None = None
+        self._client_of: tuple[str, int] | None = None
+        self._where = (f"{os.fspath(load_checkpoint if load_checkpoint is not None else save_checkpoint)}/"
+                       if storage is None and (save_checkpoint is not None or load_checkpoint is not None)
+                       and not (server_addr is not None and not is_server) else f"study {study_name!r}")
         self._pending: _Pending | None = None
         self._finished = False
+        self._proposed = 0  # candidates this object handed out
+        self._said: set[str] = set()  # one-time notices already printed
+        self._last_read: list[FrozenTrial] = []
         self._last_trial: int | None = None
         self._beats: dict[int, tuple[Any, float]] = {}  # trial id -> (last heartbeat seen, when first seen)
         self._snapshot: list[FrozenTrial] | None = None
@@ -175,28 +216,51 @@ class SANAS:
             if storage is not None:
                 raise ValueError("a client (is_server=False) uses the server's storage; do not pass storage")
             self.storage = connect_server(server_addr, connect_timeout)
+            self._client_of = (server_addr[0] or "127.0.0.1", server_addr[1])
         else:
             self.storage = open_storage(storage, run_dir, server=server_addr is not None,
                                         connect_timeout=connect_timeout)
         self.study_name = study_name
         self.study = self._open_study(must_exist=load_checkpoint is not None)
         if server_addr is not None and is_server:
+            self.storage.set_study_system_attr(self.study._study_id, CLOSING_KEY, None)
             self._server = start_server(self.storage, server_addr)
+            if not _is_loopback(self._server.host):
+                print(f"sanas: serving the study on {self._server.host}:{self._server.port}, which is not a loopback "
+                      f"address: the port is unauthenticated and unencrypted, and anyone who can reach it can read "
+                      f"and change the whole study (every candidate, reward and setting). Serve 127.0.0.1, or "
+                      f"only on a network you trust.", file=sys.stderr, flush=True)
+            # A script that ends without close() (PaddleSlim's tutorial) closes at interpreter exit. The gRPC
+            # server answers from a thread pool that concurrent.futures shuts down at exit *before* atexit
+            # callbacks run; closing from threading's exit hooks (run in reverse order, so before the pool's)
+            # keeps it answering clients while close() waits for their candidates.
+            threading._register_atexit(self.close)  # type: ignore[attr-defined]
         atexit.register(self.close)
 
     # --- set-up -----------------------------------------------------------------------------------------------
-    def _make_sampler(self, sampler: str | BaseSampler | None, init_temperature: float | None, reduce_rate: float,
-                      init_tokens: Sequence[int] | None, constraint: Callable[[list[int]], bool] | None,
+    def _budget(self, max_params: object, init: list[int]) -> int | None:
+        budget = parse_budget(max_params, self.space.count_params(init))
+        if budget is not None and isinstance(self.space, CellWidthSpace):
+            smallest = self.space.count_params([0] * self.space.layers)  # filter_num is ascending
+            if budget < smallest:
+                raise ValueError(f"max_params is {max_params!r} ({budget:,} parameters), below the smallest network "
+                                 f"of {self.space.name} ({smallest:,} parameters, every cell at width "
+                                 f"{self.space.filter_num[0]}); budgets count parameters (for millions write "
+                                 f"'{max_params}M')")
+        return budget
+
+    def _make_sampler(self, sampler: str | BaseSampler | None, init_temperature: float | str | None,
+                      reduce_rate: float, init: list[int], constraint: Callable[[list[int]], bool] | None,
                       max_params: int | None, seed: int, max_try_times: int) -> TokenSampler:
+        init_temperature = check_init_temperature(DEFAULT_INIT_TEMPERATURE if init_temperature is None
+                                                  else init_temperature)
+        reduce_rate = check_reduce_rate(reduce_rate)
         if max_params is not None:
-            if isinstance(max_params, bool) or not isinstance(max_params, numbers.Real) or max_params <= 0:
-                raise ValueError(f"max_params must be a positive number, got {max_params!r}")
             user = constraint
 
             def constraint(tokens: list[int]) -> bool:
                 return self.space.count_params(tokens) <= max_params and (user is None or bool(user(tokens)))
 
-        init = self.space.validate(init_tokens) if init_tokens is not None else self.space.init_tokens()
         common = {"range_table": self.space.range_table(), "init_tokens": init, "constraint": constraint,
                   "seed": seed, "max_try_times": max_try_times}
         if isinstance(sampler, TokenSampler):
@@ -210,14 +274,11 @@ class SANAS:
             return sampler
         if isinstance(sampler, BaseSampler):
             return OptunaTokenSampler(sampler, **common)
-        name = "sa" if sampler is None else sampler
-        if name not in SAMPLERS:
+        name = DEFAULT_SAMPLER if sampler is None else sampler
+        if not isinstance(name, str) or name not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}, a TokenSampler "
                              f"or an Optuna sampler")
-        if name == "sa":
-            t0 = 1.0 if init_temperature is None else float(init_temperature)
-            return SimulatedAnnealingSampler(**common, init_temperature=t0, reduce_rate=reduce_rate)
-        return SAMPLERS[name](**common)
+        return make_sampler(name, **common, init_temperature=init_temperature, reduce_rate=reduce_rate)
 
     def settings(self) -> dict[str, Any]:
         """What a study records at creation and checks on every resume."""
@@ -273,7 +334,9 @@ class SANAS:
         """The next candidate as ``[network]``, or ``[]`` once the study has ``search_steps`` finished evaluations.
 
         ``[]`` is also returned when the sampler cannot find a new feasible candidate (logged, and recorded in the
-        study so every worker stops). Waits while other workers' running trials fill the remaining steps.
+        study so every worker stops), and on a client whose server has finished. Waits while other workers'
+        running trials fill the remaining steps. A candidate still pending is recorded as skipped first (see
+        :meth:`next_tokens`).
         """
         tokens = self.next_tokens()
         return [] if tokens is None else [self.space.token2arch(tokens)]
@@ -282,17 +345,53 @@ class SANAS:
         """Like :meth:`next_archs`, but the candidate's tokens (``None`` at the end); no network is built.
 
         For loops that build the network themselves (e.g. on another device or with another builder).
+
+        Called while a candidate is pending — PaddleSlim's tutorial does ``continue`` past an over-budget network
+        without calling ``reward()`` — it records that candidate as skipped (status ``"skipped"``: never proposed
+        again, not evaluated, not counted in ``search_steps``, not moving the chain), says so once on stderr, and
+        proposes the next one. When this object gets no candidate at all because the search was already over, it
+        prints one line saying so, with the best tokens.
         """
         if self._pending is not None:
-            raise RuntimeError(f"trial {self._pending.number} (tokens {self._pending.tokens}) is still pending: "
-                               f"call reward(score) or fail(reason) before next_archs()")
+            self._skip_pending()
+        for attempt in range(3):
+            try:
+                tokens = self._next()
+                break
+            except Exception as e:
+                if not self._unavailable(e):
+                    raise
+                if attempt < 2 and self._server_back():
+                    continue  # a blip: the server answers again
+                self._finished = True
+                host, port = self._client_of or ("?", 0)
+                self._say("gone", f"sanas: the sanas server at {host}:{port} has finished (or cannot be reached "
+                                  f"any more); this client's search is over")
+                return None
+        if tokens is not None:
+            self._proposed += 1
+        elif self._proposed == 0:
+            self._say_over()
+        return tokens
+
+    def _next(self) -> list[int] | None:
         while not self._finished:
             trials = self._trials()
             self._snapshot = None
             complete, running = self._tally(trials)
             if complete >= self.search_steps or self._exhausted:
+                if self._server is not None and running:
+                    # Another worker holds a trial (a claim about to be discarded as surplus, or a dead worker's
+                    # that _fail_stale will reap): a server's search ends only once no other candidate is live.
+                    time.sleep(self.poll_interval)
+                    continue
                 self._finished = True
                 break
+            if self._client_of is not None and self._server_closing():
+                self._finished = True
+                self._say("closing", "sanas: the sanas server's own search loop is over and it is closing; "
+                                     "this client takes no new candidate")
+                return None
             if complete + running >= self.search_steps:
                 time.sleep(self.poll_interval)
                 continue
@@ -312,12 +411,60 @@ class SANAS:
         log.info("search over: %d finished evaluations", self.search_steps)
         return None
 
+    def _say(self, key: str, line: str) -> None:
+        """Print ``line`` on stderr, once per key and object."""
+        if key not in self._said:
+            self._said.add(key)
+            print(line, file=sys.stderr, flush=True)
+
+    def _say_over(self) -> None:
+        chain = self.sampler.chain(self._last_read)
+        what = ("is over: its sampler found no new feasible candidate" if self._exhausted else
+                f"is already finished ({self._complete} of {self.search_steps} evaluations)")
+        best = ("no reward yet" if chain.best_tokens is None else
+                f"best tokens {list(chain.best_tokens)} (reward {chain.best_reward:.6g})")
+        self._say("over", f"sanas: the search in {self._where} {what}; {best}. To start another, use another "
+                          f"save_checkpoint or study_name (or delete {self._where}).")
+
+    def _skip_pending(self) -> None:
+        pending = self._pending
+        assert pending is not None
+        self._say("skip", f"sanas: next_archs() was called while trial {pending.number} (tokens {pending.tokens}) "
+                          f"was pending, without reward(): it is recorded as skipped (not evaluated, not counted in "
+                          f"search_steps, not moving the chain) and will not be proposed again; later skips are "
+                          f"not announced")
+        self._close_pending(TrialState.FAIL, None, "skipped: next_archs() was called again without reward() (the "
+                                                   "user's loop skipped the candidate, e.g. over its own budget)",
+                            status=SKIPPED)
+        log.info("trial %d: skipped", pending.number)
+
+    def _unavailable(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is a client's RPC to a server that is not answering (stopped, or the network)."""
+        if self._client_of is None:
+            return False
+        import grpc
+
+        return isinstance(exc, grpc.RpcError) and exc.code() in (grpc.StatusCode.UNAVAILABLE,
+                                                                 grpc.StatusCode.CANCELLED)
+
+    def _server_back(self) -> bool:
+        """After an unanswered RPC: wait a little for the server (a network blip), and say if it answers again."""
+        try:
+            self.storage.wait_server_ready(timeout=min(5.0, self.connect_timeout))  # type: ignore[attr-defined]
+        except ConnectionError:
+            return False
+        return True
+
+    def _server_closing(self) -> bool:
+        return bool(self.storage.get_study_system_attrs(self.study._study_id).get(CLOSING_KEY))
+
     def _trials(self) -> list[FrozenTrial]:
         # reward() has just read the study; proposing from that read saves a round of queries per step. It is at
         # most one evaluation old, and the claim check after creating the trial reads the study again anyway.
         trials = self._snapshot if self._snapshot is not None else self.study.get_trials(deepcopy=False)
         if self._fail_stale(trials):
             trials = self.study.get_trials(deepcopy=False)
+        self._last_read = trials
         return trials
 
     def _tally(self, trials: Sequence[FrozenTrial]) -> tuple[int, int]:
@@ -436,7 +583,8 @@ class SANAS:
             raise RuntimeError(f"{what} called before next_archs(): there is no candidate to report on")
         return self._pending
 
-    def _close_pending(self, state: TrialState, value: float | None, reason: str | None) -> None:
+    def _close_pending(self, state: TrialState, value: float | None, reason: str | None,
+                       status: str | None = None) -> None:
         pending = self._pending
         assert pending is not None
         if pending.params_thread is not None:
@@ -448,26 +596,22 @@ class SANAS:
         if pending.params_error is not None and not isinstance(pending.params_error, UpdateFinishedTrialError):
             log.warning("trial %d: could not store its parameters: %s", pending.number, pending.params_error)
         try:
+            if status is not None:
+                self.storage.set_trial_system_attr(pending.trial_id, STATUS_KEY, status)
             if reason is not None:
                 self.storage.set_trial_user_attr(pending.trial_id, FAIL_REASON_KEY, reason)
             self.storage.set_trial_state_values(pending.trial_id, state, None if value is None else [value])
-        except UpdateFinishedTrialError as e:
+        except Exception as e:
+            if self._unavailable(e):
+                host, port = self._client_of or ("?", 0)
+                raise StorageUnavailable(f"the sanas server at {host}:{port} is gone: trial {pending.number} "
+                                         f"(tokens {pending.tokens}) could not be recorded") from None
+            if not isinstance(e, UpdateFinishedTrialError):
+                raise
             trial = self.storage.get_trial(pending.trial_id)
             raise RuntimeError(f"trial {pending.number} was already finished as {trial.state.name} by another "
                                f"worker ({trial.user_attrs.get(FAIL_REASON_KEY, 'no reason')}); "
                                f"raise heartbeat_interval/grace_period if evaluations stall the process") from e
-
-    def acceptance_threshold(self) -> float | None:
-        """The reward the pending candidate needs for the chain to accept it, were it the next to finish.
-
-        Its acceptance draw ``u`` is fixed when it is proposed, so this is known before it trains:
-        ``current_reward + T·ln u``. ``None`` when everything would be accepted (no reward yet) or the sampler
-        has no acceptance test (random, evolution, Optuna samplers). Early stopping compares against it.
-        """
-        if self._pending is None:
-            raise RuntimeError("acceptance_threshold() needs a pending candidate: call next_archs() first")
-        u = self.sampler.acceptance_draw(self._pending.tokens)
-        return self.sampler.acceptance_threshold(self.study.get_trials(deepcopy=False), u)
 
     def reward(self, score: float, curve: Sequence[Sequence[float]] | None = None, stopped: bool = False) -> bool:
         """Record the pending candidate's reward; return whether the chain accepted it.
@@ -475,17 +619,16 @@ class SANAS:
         ``score`` must be a finite real number; NaN, inf or non-numbers raise ``ValueError`` and leave the
         candidate pending (report a crashed candidate with :meth:`fail`). ``curve`` (``[epochs, top-1]`` pairs
         of an inherited candidate's checks) is stored on the trial; later candidates' early stops learn their
-        margins from it. ``stopped=True`` records a candidate stopped early: ``score`` is its partial reward, it
-        counts as a finished evaluation, and the chain rejects it.
+        margins from it. ``stopped=True`` records an evaluation stopped early, ``score`` being its partial
+        reward: it counts as a finished evaluation (toward ``search_steps`` and the temperature's ``k``) but is
+        always rejected, never best, and stays out of the auto temperature (:data:`~sanas.search.chain.STOPPED`).
         """
         pending = self._finish_pending("reward()")
         value = _check_score(score)
         if curve is not None:
             self.storage.set_trial_user_attr(pending.trial_id, CURVE_KEY, [[float(a), float(b)] for a, b in curve])
-        if stopped:
-            self.storage.set_trial_system_attr(pending.trial_id, STATUS_KEY, STOPPED)
-        self._close_pending(TrialState.COMPLETE, value, None)
-        self._snapshot = self.study.get_trials(deepcopy=False)
+        self._close_pending(TrialState.COMPLETE, value, None, status=STOPPED if stopped else None)
+        self._snapshot = self._last_read = self.study.get_trials(deepcopy=False)
         chain = self.sampler.chain(self._snapshot)
         step = next((s for s in reversed(chain.steps) if s.number == pending.number), None)
         accepted = bool(step is not None and step.accepted)
@@ -502,11 +645,28 @@ class SANAS:
 
     reward_failed = fail
 
+    def acceptance_threshold(self) -> float | None:
+        """The smallest reward with which the pending candidate would be accepted if it finished now.
+
+        ``current_reward + T·ln u`` with this candidate's acceptance draw ``u`` and the chain's next temperature
+        (see :meth:`~sanas.search.samplers.SimulatedAnnealingSampler.acceptance_threshold`); ``None`` when every
+        reward would be accepted (the first evaluation) or the sampler has no acceptance test (the baselines).
+        """
+        pending = self._finish_pending("acceptance_threshold()")
+        trials = self._last_read = self.study.get_trials(deepcopy=False)
+        return self.sampler.acceptance_threshold(trials, self.sampler.acceptance_draw(pending.tokens))
+
     def current_info(self) -> dict[str, Any]:
         """The chain now: ``best_tokens``, ``best_reward``, ``current_tokens``, ``current_reward``, ``temperature``
         (the next evaluation's) and ``finished`` (evaluations so far). Tokens are ``None`` before any reward,
-        except ``current_tokens``, which then is the chain's start (init tokens)."""
-        chain = self.sampler.chain(self.study.get_trials(deepcopy=False))
+        except ``current_tokens``, which then is the chain's start (init tokens). On a client whose server is
+        gone, the chain as this client last read it."""
+        try:
+            self._last_read = self.study.get_trials(deepcopy=False)
+        except Exception as e:
+            if not self._unavailable(e):
+                raise
+        chain = self.sampler.chain(self._last_read)
         t0, rate = self.sampler.chain_params()
         start = self.sampler.init_tokens
         return {
@@ -514,23 +674,65 @@ class SANAS:
             "best_reward": chain.best_reward,
             "current_tokens": list(chain.current_tokens or start or []) or None,
             "current_reward": chain.current_reward,
-            "temperature": t0 * rate**chain.k,
+            "temperature": chain.next_temperature(t0, rate),
             "finished": chain.k,
         }
 
     def close(self) -> None:
-        """Stop the heartbeat and, on a server, the gRPC proxy (after letting clients see the end)."""
+        """Stop the heartbeat and, on a server, serve until no client holds a candidate, then stop the proxy.
+
+        A server's clients take no new candidate once it closes (they get ``[]``); those evaluating one can still
+        report it, so no result is lost. A client whose worker died is failed after ``grace_period``. Ctrl-C
+        stops waiting.
+        """
         if self._pending is not None:
             self._pending.stop.set()
         if self._server is not None:
             server, self._server = self._server, None
-            if self._finished:
-                # Waiting clients poll every poll_interval; let them read the final state before the proxy goes.
-                time.sleep(2 * self.poll_interval + 1)
-            server.stop(grace=1.0)
+            try:
+                self._drain()
+            except KeyboardInterrupt:
+                log.warning("stopped serving with other workers' candidates still running")
+            finally:
+                server.stop(grace=1.0)
+
+    def _drain(self) -> None:
+        """Until no other worker has held a candidate for a while: keep serving (clients poll every
+        ``poll_interval``, so they read the end before the proxy goes)."""
+        self.storage.set_study_system_attr(self.study._study_id, CLOSING_KEY, os.getpid())
+        mine = None if self._pending is None else self._pending.trial_id
+        linger = 2 * self.poll_interval + 1
+        quiet_since = None
+        while True:
+            trials = self.study.get_trials(deepcopy=False)
+            self._fail_stale(trials)
+            others = [t for t in trials if t.state == TrialState.RUNNING and t._trial_id != mine]
+            now = time.monotonic()
+            if others:
+                quiet_since = None
+                self._say("drain", f"sanas: serving until the other workers report their {len(others)} running "
+                                   f"candidate(s) (Ctrl-C stops now)")
+            elif quiet_since is None:
+                quiet_since = now
+            elif now - quiet_since >= linger:
+                return
+            time.sleep(self.poll_interval)
 
     def __enter__(self) -> SANAS:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) only ever means this machine."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)

@@ -5,6 +5,34 @@ in memory, so the chain cannot drift between workers and a restarted process con
 stands. An evaluation's acceptance draw ``u`` is a deterministic hash of the search seed and its tokens, fixed and
 stored when its trial is created; the replay then has no randomness left in it.
 
+**The temperature.** The ``k``-th finished evaluation (0-based, counted over the whole study) is judged at
+``T_k = S_k · reduce_rate**k``. With a number for ``init_temperature`` (PaddleSlim's T0, e.g. 1.0),
+``S_k = T0`` and the schedule is PaddleSlim's exactly. With ``"auto"`` (the default) the scale comes from the
+rewards themselves::
+
+    S_k = median(|reward_j - current_j| for the evaluations j < k judged against a current reward) / ln(1/p0)
+
+where ``current_j`` is the reward of the chain's current (last accepted) candidate when ``j`` was judged — in a
+one-worker search, ``j``'s parent — and ``p0`` is :data:`AUTO_ACCEPTANCE`. Why this rule:
+
+* Metropolis acceptance ``exp(Δ/T)`` only makes sense when ``T`` is measured in the reward's own units. A fixed
+  T0 = 1 on accuracies in [0, 1], whose neighbours differ by ~0.005, accepts nearly every drop: the chain is a
+  random walk. ``S_k`` is the typical size of one move's reward change, so a typical worsening move is accepted
+  with probability ``p0`` at ``k = 0`` and less as ``reduce_rate**k`` cools the chain — the classic rule of
+  choosing T0 from an initial acceptance ratio (Kirkpatrick et al. 1983; Johnson et al. 1989), estimated online.
+* Rescaling the reward affinely (``a · reward + b``, ``a > 0``: percent instead of fractions, a shifted loss)
+  scales every ``Δ`` and ``S_k`` by ``a`` alike, so every decision is unchanged: nothing to tune per reward.
+* The median, not the mean: one broken candidate (reward 0.1 among 0.9s) does not heat the chain for the rest of
+  the search.
+* ``S_k`` uses only evaluations judged *before* ``k``, so the temperature of the next evaluation — and the reward it
+  needs to be accepted, :func:`acceptance_threshold` — is known before it is trained. Until one difference is
+  known (``k <= 1``), ``S_k = 0``: the chain accepts only rewards at least as good as the current one.
+* It is a function of the study's finished evaluations and their order only, like everything else here, so
+  every worker and every restart computes the same chain.
+
+An evaluation stopped early (status :data:`STOPPED`) is a finished evaluation: it advances ``k`` and counts toward
+``search_steps``, but it is always rejected, never best, and its partial reward does not enter ``S_k``.
+
 >>> evals = [Evaluation(0, (5, 5), 0.90, 0.5), Evaluation(1, (5, 6), 0.91, 0.5), Evaluation(2, (4, 6), 0.80, 0.9)]
 >>> state = replay_chain(evals)
 >>> state.current_tokens, state.best_reward, [s.accepted for s in state.steps]
@@ -13,8 +41,11 @@ stored when its trial is created; the replay then has no randomness left in it.
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import hashlib
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,8 +53,14 @@ from datetime import datetime
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
+    "AUTO",
+    "AUTO_ACCEPTANCE",
     "CURVE_KEY",
+    "DEFAULT_INIT_TEMPERATURE",
+    "DEFAULT_REDUCE_RATE",
     "FAIL_REASON_KEY",
+    "PADDLESLIM_INIT_TEMPERATURE",
+    "SKIPPED",
     "STATUS_KEY",
     "STOPPED",
     "TOKENS_KEY",
@@ -34,6 +71,9 @@ __all__ = [
     "Evaluation",
     "TrialDelta",
     "acceptance_draw",
+    "acceptance_threshold",
+    "check_init_temperature",
+    "check_reduce_rate",
     "evaluations",
     "replay_chain",
     "temperature",
@@ -51,15 +91,56 @@ U_KEY = "sanas:u"
 #: :mod:`sanas.search.api`). Void trials never count as proposed or evaluated.
 STATUS_KEY = "sanas:status"
 VOID_STATUSES = frozenset({"surplus", "collision", "exhausted"})
-#: Status of a COMPLETE trial stopped early (its reward is partial): a finished evaluation, always rejected.
+#: Status of a COMPLETE trial whose evaluation was stopped early: it counts as a finished evaluation (``k`` and
+#: ``search_steps``), is always rejected, never best, and its partial reward stays out of the auto temperature.
 STOPPED = "stopped"
+#: Status of a FAIL trial the user's loop skipped (``next_archs()`` called again without ``reward()``): proposed,
+#: so never proposed again, but not evaluated, not counted in ``search_steps`` and not moving the chain.
+SKIPPED = "skipped"
 #: Trial user attribute: an inherited candidate's ``[epochs, held-out top-1]`` at each check and at the end.
 CURVE_KEY = "curve"
+
+#: ``init_temperature="auto"``: the scale-free temperature of the module docstring. The default of
+#: :class:`~sanas.search.SANAS`, the TOML config and the CLI.
+AUTO = "auto"
+DEFAULT_INIT_TEMPERATURE: float | str = AUTO
+#: PaddleSlim's T0 (when init tokens are given, as in every sanas space); ``init_temperature=1.0`` reproduces it.
+PADDLESLIM_INIT_TEMPERATURE = 1.0
+#: Temperature decay per finished evaluation (PaddleSlim's).
+DEFAULT_REDUCE_RATE = 0.85
+#: ``p0`` of the auto temperature: the probability that a typical worsening move (one median difference below
+#: the current reward) is accepted at ``k = 0``. Chosen once, on the tuning seeds of the main strategy benchmark
+#: table (``benchmarks/strategies.py --tune-auto``), and checked untouched on a second table.
+AUTO_ACCEPTANCE = 0.1
+
+
+def check_init_temperature(value: object) -> float | str:
+    """``"auto"`` or a finite number >= 0 (a fixed T0); anything else raises ``ValueError`` naming it.
+
+    >>> check_init_temperature("auto"), check_init_temperature(1)
+    ('auto', 1.0)
+    """
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"init_temperature is {value!r}, expected 'auto' (scale-free, the default) or a finite "
+                         f"number >= 0 (a fixed T0; PaddleSlim's is 1.0)")
+    return float(value)
+
+
+def check_reduce_rate(value: object) -> float:
+    """A finite number in (0, 1]; anything else raises ``ValueError`` naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value <= 1:
+        raise ValueError(f"reduce_rate is {value!r}, expected a number in (0, 1] (PaddleSlim's is 0.85)")
+    return float(value)
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """One finished evaluation: trial number, tokens, reward and the trial's acceptance draw."""
+    """One finished evaluation: trial number, tokens, reward, the trial's acceptance draw, stopped early or not."""
 
     number: int
     tokens: tuple[int, ...]
@@ -80,11 +161,16 @@ class ChainStep:
     temperature: float
     accepted: bool
     best: bool
+    stopped: bool = False
 
 
 @dataclass
 class ChainState:
-    """The chain after replaying some evaluations. ``current_*`` is the last accepted candidate."""
+    """The chain after replaying some evaluations. ``current_*`` is the last accepted candidate.
+
+    ``differences`` holds, sorted, the ``|reward - current|`` of every evaluation judged against a current reward
+    (stopped ones left out): the sample the auto temperature takes its median of.
+    """
 
     current_tokens: tuple[int, ...] | None = None
     current_reward: float | None = None
@@ -92,22 +178,37 @@ class ChainState:
     best_reward: float | None = None
     best_number: int | None = None
     steps: list[ChainStep] = field(default_factory=list)
+    differences: list[float] = field(default_factory=list, repr=False)
 
     @property
     def k(self) -> int:
         """Number of finished evaluations replayed: the exponent of the next temperature."""
         return len(self.steps)
 
-    def accepted_numbers(self) -> list[int]:
-        """Trial numbers of the accepted evaluations, in chain order."""
-        return [s.number for s in self.steps if s.accepted]
+    def scale(self, init_temperature: float | str = DEFAULT_INIT_TEMPERATURE) -> float:
+        """``S_k`` of the next evaluation: ``init_temperature`` itself, or the auto rule's (module docstring)."""
+        if init_temperature != AUTO:
+            return float(init_temperature)
+        n = len(self.differences)
+        if n == 0:
+            return 0.0
+        d = self.differences
+        median = d[n // 2] if n % 2 else (d[n // 2 - 1] + d[n // 2]) / 2
+        return median / math.log(1 / AUTO_ACCEPTANCE)
+
+    def next_temperature(self, init_temperature: float | str = DEFAULT_INIT_TEMPERATURE,
+                         reduce_rate: float = DEFAULT_REDUCE_RATE) -> float:
+        """The temperature the next finished evaluation will be judged at."""
+        return self.scale(init_temperature) * reduce_rate**self.k
 
 
-def temperature(k: int, init_temperature: float = 1.0, reduce_rate: float = 0.85) -> float:
-    """``T = T0 · reduce_rate**k`` where ``k`` counts finished evaluations in the whole study.
+def temperature(k: int, init_temperature: float = PADDLESLIM_INIT_TEMPERATURE,
+                reduce_rate: float = DEFAULT_REDUCE_RATE) -> float:
+    """A fixed T0's schedule, ``T = T0 · reduce_rate**k`` where ``k`` counts finished evaluations in the whole study.
 
     PaddleSlim used ``client_num · iter`` as the exponent, so adding workers cooled the schedule faster; counting
-    evaluations makes the schedule the same for one worker or fifty.
+    evaluations makes the schedule the same for one worker or fifty. (The auto temperature's scale depends on the
+    rewards: :meth:`ChainState.next_temperature`.)
 
     >>> round(temperature(10), 4)
     0.1969
@@ -128,37 +229,67 @@ def acceptance_draw(seed: int, tokens: Sequence[int]) -> float:
     return int.from_bytes(hashlib.sha256(blob).digest()[:8], "big") / 2.0**64
 
 
-def _step(state: ChainState, ev: Evaluation, init_temperature: float, reduce_rate: float) -> None:
+def _threshold(current: float, t: float, u: float) -> float:
+    # Metropolis: accept if u <= exp((reward - current) / T), i.e. reward >= current + T·ln u. Written as a
+    # threshold so that acceptance_threshold() and the replay agree to the last bit. T == 0 (T0 = 0, the auto
+    # rule before any difference is known, or underflow after thousands of steps) accepts reward >= current.
+    if not t > 0:
+        return current
+    if u <= 0:
+        return -math.inf
+    return current + t * math.log(u)
+
+
+def acceptance_threshold(state: ChainState, u: float,
+                         init_temperature: float | str = DEFAULT_INIT_TEMPERATURE,
+                         reduce_rate: float = DEFAULT_REDUCE_RATE) -> float | None:
+    """The smallest reward the next finished evaluation, with acceptance draw ``u``, needs to be accepted.
+
+    ``current_reward + T·ln u`` at the next evaluation's temperature (``current_reward`` when that is 0);
+    ``None`` before any reward (the first evaluation is always accepted). A stopped evaluation is rejected
+    whatever its reward.
+
+    >>> s = replay_chain([Evaluation(0, (1,), 0.5, 0.3)], init_temperature=0.1, reduce_rate=1.0)
+    >>> round(acceptance_threshold(s, 0.5, 0.1, 1.0), 4)  # 0.5 + 0.1 · ln 0.5
+    0.4307
+    """
+    if state.current_reward is None:
+        return None
+    return _threshold(state.current_reward, state.next_temperature(init_temperature, reduce_rate), u)
+
+
+def _step(state: ChainState, ev: Evaluation, init_temperature: float | str, reduce_rate: float) -> None:
     k = len(state.steps)
-    t = temperature(k, init_temperature, reduce_rate)
+    t = state.next_temperature(init_temperature, reduce_rate)
     if ev.stopped:
-        accepted = False  # stopped early because it could not reach the acceptance threshold: a partial reward
-    elif state.current_reward is None:
-        accepted = True  # the first reward is always accepted, as in PaddleSlim
+        accepted = best = False  # its reward is partial: it says nothing reliable about the candidate
     else:
-        delta = ev.reward - state.current_reward
-        # ``delta >= 0`` is PaddleSlim's ``reward > current or u <= exp(0) = 1``; it also covers T == 0 (T0 = 0 or
-        # underflow after thousands of steps), where exp(delta / T) would divide by zero.
-        accepted = delta >= 0 or (t > 0 and ev.u <= math.exp(delta / t))
-    best = not ev.stopped and (state.best_reward is None or ev.reward > state.best_reward)
+        if state.current_reward is None:
+            accepted = True  # the first reward is always accepted, as in PaddleSlim
+        else:
+            accepted = ev.reward >= _threshold(state.current_reward, t, ev.u)
+            bisect.insort(state.differences, abs(ev.reward - state.current_reward))
+        best = state.best_reward is None or ev.reward > state.best_reward
     if accepted:
         state.current_tokens, state.current_reward = ev.tokens, ev.reward
     if best:
         state.best_tokens, state.best_reward, state.best_number = ev.tokens, ev.reward, ev.number
-    state.steps.append(ChainStep(k, ev.number, ev.tokens, ev.reward, ev.u, t, accepted, best))
+    state.steps.append(ChainStep(k, ev.number, ev.tokens, ev.reward, ev.u, t, accepted, best, ev.stopped))
 
 
-def replay_chain(evals: Iterable[Evaluation], init_temperature: float = 1.0, reduce_rate: float = 0.85,
-                 state: ChainState | None = None) -> ChainState:
+def replay_chain(evals: Iterable[Evaluation], init_temperature: float | str = DEFAULT_INIT_TEMPERATURE,
+                 reduce_rate: float = DEFAULT_REDUCE_RATE, state: ChainState | None = None) -> ChainState:
     """Replay Metropolis acceptance over ``evals`` (in completion order); continue from ``state`` if given.
 
-    The ``k``-th evaluation (0-based) is judged at ``temperature(k)``: accepted if its reward is not below the
-    current reward, or if ``u <= exp((reward - current) / T)``. Best is updated on strict improvement.
+    The ``k``-th evaluation (0-based) is judged at the temperature ``T_k`` of the module docstring: accepted if
+    its reward is not below the current reward, or if ``u <= exp((reward - current) / T_k)``. Best is updated on
+    strict improvement. Stopped evaluations are rejected and never best.
 
     >>> s = replay_chain([Evaluation(0, (1,), 0.5, 0.0), Evaluation(1, (2,), 0.4, 0.99)], init_temperature=1.0)
     >>> [step.accepted for step in s.steps], round(s.steps[1].temperature, 2)
     ([True, False], 0.85)
     """
+    init_temperature = check_init_temperature(init_temperature)
     state = state if state is not None else ChainState()
     for ev in evals:
         _step(state, ev, init_temperature, reduce_rate)
@@ -185,9 +316,9 @@ def evaluations(trials: Iterable[FrozenTrial]) -> list[Evaluation]:
     return [_evaluation(t) for t in done]
 
 
-def _evaluation(t: FrozenTrial) -> Evaluation:
-    return Evaluation(t.number, trial_tokens(t), float(t.value), float(t.system_attrs.get(U_KEY, 0.0)),
-                      t.system_attrs.get(STATUS_KEY) == STOPPED)
+def _evaluation(trial: FrozenTrial) -> Evaluation:
+    return Evaluation(trial.number, trial_tokens(trial) or (), float(trial.value),
+                      float(trial.system_attrs.get(U_KEY, 0.0)), trial.system_attrs.get(STATUS_KEY) == STOPPED)
 
 
 class TrialDelta:
@@ -237,8 +368,9 @@ class ChainReplayer:
     the replayer's own; treat it as read-only.
     """
 
-    def __init__(self, init_temperature: float = 1.0, reduce_rate: float = 0.85) -> None:
-        self.init_temperature = init_temperature
+    def __init__(self, init_temperature: float | str = DEFAULT_INIT_TEMPERATURE,
+                 reduce_rate: float = DEFAULT_REDUCE_RATE) -> None:
+        self.init_temperature = check_init_temperature(init_temperature)
         self.reduce_rate = reduce_rate
         self._delta = TrialDelta()
         self._reset()

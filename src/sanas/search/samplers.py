@@ -20,7 +20,6 @@ step. If ``max_try_times`` draws find nothing, :class:`SearchExhausted` is raise
 
 from __future__ import annotations
 
-import math
 import os
 import random
 from abc import abstractmethod
@@ -33,6 +32,8 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 from sanas.search.chain import (
+    DEFAULT_INIT_TEMPERATURE,
+    DEFAULT_REDUCE_RATE,
     STATUS_KEY,
     TOKENS_KEY,
     U_KEY,
@@ -41,17 +42,23 @@ from sanas.search.chain import (
     ChainState,
     TrialDelta,
     acceptance_draw,
+    acceptance_threshold,
+    check_init_temperature,
+    check_reduce_rate,
     evaluations,
     trial_tokens,
 )
 
 __all__ = [
+    "DEFAULT_SAMPLER",
+    "SAMPLERS",
     "OptunaTokenSampler",
     "RandomTokenSampler",
     "RegularizedEvolutionSampler",
     "SearchExhausted",
     "SimulatedAnnealingSampler",
     "TokenSampler",
+    "make_sampler",
     "param_name",
     "token_distributions",
 ]
@@ -148,12 +155,16 @@ class TokenSampler(BaseSampler):
     def _candidates(self, study: Study | None, trials: Sequence[FrozenTrial], rng: random.Random) -> Iterator[Tokens]:
         """Yield raw candidates (possibly infeasible or already seen) for the next trial."""
 
-    def chain_params(self) -> tuple[float, float]:
+    def chain_params(self) -> tuple[float | str, float]:
         """``(init_temperature, reduce_rate)`` of the reported chain; baselines report hill-climbing (T0 = 0)."""
         return 0.0, 1.0
 
     def acceptance_threshold(self, trials: Sequence[FrozenTrial], u: float) -> float | None:
-        """The reward the next evaluation needs to be accepted; ``None``: no acceptance test (baselines)."""
+        """The smallest reward with which the next evaluation, with acceptance draw ``u``, would be accepted.
+
+        ``None`` when there is no acceptance test: the baselines have none (and SA has none before its first
+        reward). See :meth:`SimulatedAnnealingSampler.acceptance_threshold`.
+        """
         return None
 
     def settings(self) -> dict[str, Any]:
@@ -248,29 +259,29 @@ class SimulatedAnnealingSampler(TokenSampler):
 
     def __init__(self, range_table: Sequence[int], init_tokens: Sequence[int] | None = None,
                  constraint: Callable[[list[int]], bool] | None = None, seed: int = 0, max_try_times: int = 300,
-                 init_temperature: float = 1.0, reduce_rate: float = 0.85, widen_when_stuck: bool = True) -> None:
-        if not init_temperature >= 0:
-            raise ValueError(f"init_temperature must be >= 0, got {init_temperature}")
-        if not 0 < reduce_rate <= 1:
-            raise ValueError(f"reduce_rate must be in (0, 1], got {reduce_rate}")
-        self.init_temperature = float(init_temperature)
-        self.reduce_rate = float(reduce_rate)
+                 init_temperature: float | str = DEFAULT_INIT_TEMPERATURE, reduce_rate: float = DEFAULT_REDUCE_RATE,
+                 widen_when_stuck: bool = True) -> None:
+        self.init_temperature = check_init_temperature(init_temperature)
+        self.reduce_rate = check_reduce_rate(reduce_rate)
         self.widen_when_stuck = bool(widen_when_stuck)
         super().__init__(range_table, init_tokens, constraint, seed, max_try_times)
 
-    def chain_params(self) -> tuple[float, float]:
+    def chain_params(self) -> tuple[float | str, float]:
         return self.init_temperature, self.reduce_rate
 
     def acceptance_threshold(self, trials: Sequence[FrozenTrial], u: float) -> float | None:
-        """The smallest reward with which the next evaluation, drawn ``u``, would be accepted: the current
-        reward plus ``T·ln u`` at the next evaluation's temperature (``None`` before any reward: all pass)."""
-        chain = self.chain(trials)
-        if chain.current_reward is None:
-            return None
-        t = self.init_temperature * self.reduce_rate**chain.k
-        if t <= 0:
-            return chain.current_reward
-        return chain.current_reward + t * math.log(u) if u > 0 else -math.inf
+        """The smallest reward with which the next evaluation, with acceptance draw ``u``, would be accepted.
+
+        Judged at the chain replayed from ``trials``, at its next ``k``: ``current_reward + T·ln u`` with ``T``
+        the temperature the chain would use (``current_reward`` when ``T`` is 0; ``None`` before the first reward,
+        which is always accepted). A reward at or above it is accepted by the replay, below it rejected — as long
+        as no other evaluation finishes first (which changes ``k``, and maybe the current reward).
+
+        >>> s = SimulatedAnnealingSampler([4], init_tokens=[0], init_temperature=0.1, reduce_rate=1.0)
+        >>> s.acceptance_threshold([], 0.5) is None
+        True
+        """
+        return acceptance_threshold(self.chain(trials), u, self.init_temperature, self.reduce_rate)
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "init_temperature": self.init_temperature, "reduce_rate": self.reduce_rate,
@@ -352,7 +363,7 @@ class RegularizedEvolutionSampler(TokenSampler):
                 "tournament_size": self.tournament_size}
 
     def _candidates(self, study: Study | None, trials: Sequence[FrozenTrial], rng: random.Random) -> Iterator[Tokens]:
-        population = evaluations(trials)[-self.population_size:]
+        population = [e for e in evaluations(trials) if not e.stopped][-self.population_size:]
         if len(self.claims.claimed(trials)) < self.population_size or not population:
             while True:
                 yield self.random_tokens(rng)
@@ -405,3 +416,38 @@ class OptunaTokenSampler(TokenSampler):
         while True:
             yield self.random_tokens(rng)
 
+
+
+def _tpe(range_table: Sequence[int], seed: int = 0, **common: Any) -> OptunaTokenSampler:
+    from optuna.samplers import TPESampler
+
+    return OptunaTokenSampler(TPESampler(seed=seed), range_table, seed=seed, **common)
+
+
+#: The named samplers, one registry behind ``SANAS(sampler=...)``, the config's ``[search] sampler`` and
+#: ``sanas search --sampler``: name → a factory taking the :class:`TokenSampler` arguments.
+SAMPLERS: dict[str, Callable[..., TokenSampler]] = {
+    "sa": SimulatedAnnealingSampler,
+    "random": RandomTokenSampler,
+    "evolution": RegularizedEvolutionSampler,
+    "tpe": _tpe,  # Optuna's TPE through OptunaTokenSampler; any other Optuna sampler can be passed as an object
+}
+DEFAULT_SAMPLER = "sa"
+
+
+def make_sampler(name: str, range_table: Sequence[int], init_tokens: Sequence[int] | None = None,
+                 constraint: Callable[[list[int]], bool] | None = None, seed: int = 0, max_try_times: int = 300,
+                 init_temperature: float | str = DEFAULT_INIT_TEMPERATURE,
+                 reduce_rate: float = DEFAULT_REDUCE_RATE) -> TokenSampler:
+    """The sampler registered as ``name`` (see :data:`SAMPLERS`); the temperature settings go to SA only.
+
+    >>> type(make_sampler("tpe", [3, 3])).__name__, make_sampler("sa", [3, 3]).init_temperature
+    ('OptunaTokenSampler', 'auto')
+    """
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLERS)}")
+    common: dict[str, Any] = {"init_tokens": init_tokens, "constraint": constraint, "seed": seed,
+                              "max_try_times": max_try_times}
+    if name == "sa":
+        common.update(init_temperature=init_temperature, reduce_rate=reduce_rate)
+    return SAMPLERS[name](range_table, **common)
