@@ -28,6 +28,7 @@ import argparse
 import json
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -269,26 +270,39 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-subset", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.1, help="learning rate of every training from scratch")
-    p.add_argument("--parent-epochs", type=int, default=15)
+    p.add_argument("--parent-epochs", type=int, default=10)
     p.add_argument("--candidates", type=int, default=10)
     p.add_argument("--budget-ratio", type=float, default=0.9)
     p.add_argument("--init-temperature", type=float, default=None, help="SA T0 (default: sanas' default)")
-    p.add_argument("--scratch-epochs", type=int, default=3)
-    p.add_argument("--final-epochs", type=int, default=15)
+    p.add_argument("--scratch-epochs", type=int, default=2)
+    p.add_argument("--final-epochs", type=int, default=10)
     p.add_argument("--finetune-epochs", type=float, default=0.25)
-    p.add_argument("--finetune-lr", type=float, default=0.01)
+    p.add_argument("--finetune-lr", type=float, default=0.05)
     p.add_argument("--bn-batches", type=int, default=20)
     p.add_argument("--stop-checks", type=int, default=2)
-    p.add_argument("--final-finetune-epochs", type=float, default=3)
-    p.add_argument("--final-lr", type=float, default=0.02)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--final-finetune-epochs", type=float, default=1)
+    p.add_argument("--final-lr", type=float, default=0.05)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--jobs", type=int, default=3, help="seeds run as this many parallel processes")
     p.add_argument("--work-dir", type=Path, default=WORK_DIR)
     args = p.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if not args.summary and args.jobs > 1 and len(seeds) > 1:
+        forwarded = list(argv if argv is not None else sys.argv[1:])
+        procs = []
+        for k in range(args.jobs):
+            mine = ",".join(str(s) for s in seeds[k::args.jobs])
+            if mine:
+                procs.append(subprocess.Popen([sys.executable, __file__, *forwarded, "--seeds", mine, "--jobs", "1"]))
+        if any(proc.wait() for proc in procs):
+            print("error: a seed's run failed", file=sys.stderr)
+            return 1
+        return summarise(args)
     if not args.summary:
         torch.set_num_threads(args.threads)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         data = prepare_data("fashion-mnist", train_subset=args.train_subset, val_subset=args.val_subset, seed=0)
-        for seed in (int(s) for s in args.seeds.split(",")):
+        for seed in seeds:
             print(f"seed {seed}", flush=True)
             run_seed(seed, args, data)
     return summarise(args)
