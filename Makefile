@@ -24,11 +24,13 @@ system:
 demo: $(STAMP) system
 	$(MAKE) --no-print-directory _demo
 
-# A real SA search on Fashion-MNIST at CPU scale, then its report (runs/demo/report/). Rerunning resumes the
-# same run directory (a finished search just prints its report); `rm -rf runs/demo` starts over.
+# Compress a trained network on Fashion-MNIST at CPU scale: train the parent, SA search with inherited candidates,
+# report (runs/demo/report/), fine-tune the best (runs/demo/final/). Rerunning resumes the same run directory (a
+# finished search just prints its report); `rm -rf runs/demo` starts over.
 _demo:
-	$(RUN) -m sanas.cli info --layers 5 --filter-num 4,8,12,16,24,32,48,64 --init-channels 8 --in-channels 1
+	$(RUN) -m sanas.cli info --layers 5 --filter-num 4,8,12,16,24,32,48,64 --init-channels 8 --in-channels 1 --no-auxiliary
 	$(RUN) -m sanas.cli search --config configs/demo.toml --run-dir runs/demo --progress lines
+	$(RUN) -m sanas.cli train --run-dir runs/demo --retain-epoch 2 --resume --no-onnx --progress lines
 
 test: $(STAMP) system
 	bash scripts/ensure_postgres.sh

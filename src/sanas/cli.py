@@ -363,6 +363,12 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
                          onnx=not args.no_onnx, parent=parent)
     console.print(f"test top-1 {100 * result.test_top1:.2f} %, top-5 {100 * result.test_top5:.2f} %, "
                   f"{result.params:,} params; model in {out}")
+    if parent is not None:
+        info = getattr(parent, "sanas_info", {})
+        if "test" in info and "params" in info:
+            top1, params = info["test"]["top1"], info["params"]
+            console.print(f"vs the parent: test top-1 {100 * (result.test_top1 - top1):+.2f} points "
+                          f"({100 * top1:.2f} %), params {100 * (result.params / params - 1):+.1f} % ({params:,})")
     return 0
 
 

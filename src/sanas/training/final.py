@@ -193,4 +193,5 @@ def load_model(out_dir: str | Path) -> torch.nn.Module:
     info = json.loads((out / MODEL_JSON).read_text())
     net = space_from_config(info["space"]).token2arch(info["tokens"])
     net.load_state_dict(load_file(out / WEIGHTS))
+    net.sanas_info = info  # model.json: metrics, test accuracy, params (what a fine-tuned child is compared with)
     return net.eval()
