@@ -7,7 +7,7 @@
   ``--final-finetune-epochs`` as the final model.
 
 Both run the same SA search (``sanas.SANAS``, same sampler settings and seed) over the same 5-cell DartsSpace
-(widths 4..64, init 8/16/32, no auxiliary head), with the same number of candidates and the same budget (≤ 0.9 × the
+(widths 2..32, init 4/8/16, no auxiliary head: a CPU-sized DARTS network), with the same number of candidates and the same budget (≤ 0.9 × the
 parent's parameters), for each seed. The parent — the init tokens trained from scratch for ``--parent-epochs`` —
 is what a user arrives with: its epochs are reported but not charged to either protocol. Rewards come from a
 held-out split of the training set; the test set is evaluated once per final model.
@@ -51,9 +51,11 @@ OUT_MD = HERE / "data" / "inherit_e2e.md"
 OUT_JSON = HERE / "data" / "inherit_e2e.json"
 
 
+FILTER_NUM = [2, 4, 6, 8, 12, 16, 24, 32]
+
+
 def space() -> DartsSpace:
-    return DartsSpace(layers=5, filter_num=[4, 8, 12, 16, 24, 32, 48, 64], init_channels=8, in_channels=1,
-                      auxiliary=False)
+    return DartsSpace(layers=5, filter_num=FILTER_NUM, init_channels=4, in_channels=1, auxiliary=False)
 
 
 def train_recipe(args: argparse.Namespace, epochs: int, seed: int) -> Recipe:
@@ -209,7 +211,8 @@ def summarise(args: argparse.Namespace) -> int:
     saved = 1 - sum(r["epochs"] for r in b_logs) / (full_cost * len(b_logs)) if full_cost else 0.0
     lines = [
         "# The seed's story in miniature (benchmarks/inherit_e2e.py)", "",
-        f"5-cell DartsSpace (widths 4–64, init 8/16/32, no aux head) on Fashion-MNIST: {args.train_subset:,} "
+        f"5-cell DartsSpace (widths {FILTER_NUM[0]}–{FILTER_NUM[-1]}, init 4/8/16, no aux head) on Fashion-MNIST: "
+        f"{args.train_subset:,} "
         f"training images, {args.val_subset:,} held out for rewards (split seed 0), test = the 10,000 test images "
         f"(once per final model). Seeds {', '.join(str(s['seed']) for s in states)}; per seed the parent is the init "
         f"tokens trained {args.parent_epochs} epochs from scratch (lr {args.lr}, batch {args.batch_size}); budget "
@@ -268,17 +271,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--summary", action="store_true", help="only print/write the tables from finished seeds")
     p.add_argument("--train-subset", type=int, default=10000)
     p.add_argument("--val-subset", type=int, default=2000)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.1, help="learning rate of every training from scratch")
     p.add_argument("--parent-epochs", type=int, default=10)
     p.add_argument("--candidates", type=int, default=10)
     p.add_argument("--budget-ratio", type=float, default=0.9)
     p.add_argument("--init-temperature", type=float, default=None, help="SA T0 (default: sanas' default)")
     p.add_argument("--scratch-epochs", type=int, default=2)
-    p.add_argument("--final-epochs", type=int, default=10)
+    p.add_argument("--final-epochs", type=int, default=10)  # = --parent-epochs: the parent's own recipe
     p.add_argument("--finetune-epochs", type=float, default=0.25)
     p.add_argument("--finetune-lr", type=float, default=0.05)
-    p.add_argument("--bn-batches", type=int, default=20)
+    p.add_argument("--bn-batches", type=int, default=10)
     p.add_argument("--stop-checks", type=int, default=2)
     p.add_argument("--final-finetune-epochs", type=float, default=1)
     p.add_argument("--final-lr", type=float, default=0.05)
