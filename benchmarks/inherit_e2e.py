@@ -8,9 +8,9 @@
 
 Both run the same SA search (``sanas.SANAS``, same sampler settings and seed) over the same 5-cell DartsSpace
 (widths 2..32, init 4/8/16, no auxiliary head: a CPU-sized DARTS network), with the same number of candidates
-and the same budget (≤ 0.9 × the parent's parameters), for each seed. The parent — the init tokens trained from scratch for ``--parent-epochs`` —
-is what a user arrives with: its epochs are reported but not charged to either protocol. Rewards come from a
-held-out split of the training set; the test set is evaluated once per final model.
+and the same budget (≤ 0.9 × the parent's parameters), for each seed. The parent — the init tokens trained from
+scratch for ``--parent-epochs`` — is what a user arrives with: its epochs are reported but not charged to either
+protocol. Rewards come from a held-out split of the training set; the test set is evaluated once per final model.
 
 Early stop (c): every candidate B stopped is afterwards fine-tuned to its end anyway (outside the search, so the
 search is not affected) to see whether it would have reached the acceptance threshold it was stopped against:
