@@ -70,10 +70,11 @@ def main() -> int:
                    save_checkpoint=args.run_dir if args.server else None)
     if args.joined is not None and args.client:
         (args.joined / f"client-{os.getpid()}").touch()
-    evaluated, skipped = [], []
+    evaluated, skipped, ended = [], [], "steps"
     for step in range(SEARCH_STEPS):
         archs = sa_nas.next_archs()
         if not archs:
+            ended = "search over"
             break
         archs = archs[0]
         current_params = count_parameters_in_MB(archs)
@@ -88,7 +89,7 @@ def main() -> int:
         accepted = sa_nas.reward(reward)
         evaluated.append({"number": number, "reward": reward, "accepted": accepted, "step": step})
     with open(args.out, "w") as f:
-        json.dump({"evaluated": evaluated, "skipped": skipped}, f)
+        json.dump({"evaluated": evaluated, "skipped": skipped, "ended": ended}, f)
     return 0
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -16,6 +19,7 @@ from sanas import get_space
 from sanas.search import SANAS, OptunaTokenSampler, StorageUnavailable, evaluations, replay_chain
 from sanas.search.chain import FAIL_REASON_KEY, SKIPPED, STATUS_KEY, STOPPED
 from sanas.search.samplers import DEFAULT_SAMPLER, SAMPLERS
+from sanas.search.storage import open_storage
 
 BUDGET = 3_770_000
 
@@ -228,6 +232,23 @@ def test_next_archs_while_pending_skips_the_candidate_as_the_tutorials_continue_
     assert len(proposed) == len(set(proposed))  # a skipped candidate is never proposed again
     # the chain is the chain of the evaluated candidates alone
     assert sa.current_info()["finished"] == 6 == replay_chain(evaluations(trials)).k
+
+
+@pytest.mark.parametrize(("ending", "status"), [("", SKIPPED), ("sa.close()", None),
+                                              ("raise SystemExit(0)", SKIPPED), ("1/0", None)])
+def test_a_script_that_ends_on_a_pending_candidate(tmp_path, ending, status) -> None:
+    """The tutorial's loop can end on ``continue``: at a clean interpreter exit, without close(), that candidate
+    was skipped; after an explicit close() or a crash it is left to the crash rules (failed when stale, retried)."""
+    script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+              "from _support import TinySpace\nfrom sanas import SANAS\n"
+              f"sa = SANAS(TinySpace(), save_checkpoint={str(tmp_path)!r}, search_steps=5, study_name='s')\n"
+              f"sa.next_tokens(); sa.reward(0.5); sa.next_tokens()\n{ending}\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert ("ZeroDivisionError" in done.stderr) == (ending == "1/0"), done.stderr
+    trials = optuna.load_study(study_name="s", storage=open_storage(run_dir=tmp_path)).get_trials()
+    assert len(trials) == 2 and trials[0].state == TrialState.COMPLETE
+    assert trials[1].system_attrs.get(STATUS_KEY) == status
+    assert trials[1].state == (TrialState.FAIL if status else TrialState.RUNNING)
 
 
 def test_budgets_in_millions_and_paddleslims_max_params() -> None:

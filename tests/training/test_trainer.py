@@ -41,6 +41,7 @@ def test_recipe_defaults_are_the_paddleslim_demo() -> None:
     ({"retain_epoch": 1}, r"retain_epoch is 1, expected an integer >= 2"),
     ({"batch_size": 1}, r"batch_size is 1, expected an integer >= 2"),
     ({"learning_rate": 0.0}, r"learning_rate is 0.0, expected a positive number"),
+    ({"finetune_lr": 0.0}, r"finetune_lr is 0.0, expected a positive number"),
     ({"drop_path_prob": 1.0}, r"drop_path_prob is 1.0, expected a number in \[0, 1\)"),
     ({"device": "gpu"}, r"gpu"),
 ])

@@ -196,6 +196,7 @@ class SANAS:
                        if storage is None and (save_checkpoint is not None or load_checkpoint is not None)
                        and not (server_addr is not None and not is_server) else f"study {study_name!r}")
         self._pending: _Pending | None = None
+        self._closed = False  # close() was called (the exit hook then has nothing to do)
         self._finished = False
         self._proposed = 0  # candidates this object handed out
         self._said: set[str] = set()  # one-time notices already printed
@@ -234,8 +235,8 @@ class SANAS:
             # server answers from a thread pool that concurrent.futures shuts down at exit *before* atexit
             # callbacks run; closing from threading's exit hooks (run in reverse order, so before the pool's)
             # keeps it answering clients while close() waits for their candidates.
-            threading._register_atexit(self.close)  # type: ignore[attr-defined]
-        atexit.register(self.close)
+            threading._register_atexit(self._at_exit)  # type: ignore[attr-defined]
+        atexit.register(self._at_exit)
 
     # --- set-up -----------------------------------------------------------------------------------------------
     def _budget(self, max_params: object, init: list[int]) -> int | None:
@@ -426,17 +427,34 @@ class SANAS:
         self._say("over", f"sanas: the search in {self._where} {what}; {best}. To start another, use another "
                           f"save_checkpoint or study_name (or delete {self._where}).")
 
-    def _skip_pending(self) -> None:
+    def _skip_pending(self, at_exit: bool = False) -> None:
         pending = self._pending
         assert pending is not None
-        self._say("skip", f"sanas: next_archs() was called while trial {pending.number} (tokens {pending.tokens}) "
-                          f"was pending, without reward(): it is recorded as skipped (not evaluated, not counted in "
+        when = "the script ended" if at_exit else "next_archs() was called"
+        self._say("skip", f"sanas: {when} while trial {pending.number} (tokens {pending.tokens}) was pending, "
+                          f"without reward(): it is recorded as skipped (not evaluated, not counted in "
                           f"search_steps, not moving the chain) and will not be proposed again; later skips are "
                           f"not announced")
-        self._close_pending(TrialState.FAIL, None, "skipped: next_archs() was called again without reward() (the "
-                                                   "user's loop skipped the candidate, e.g. over its own budget)",
-                            status=SKIPPED)
+        why = "the script ended" if at_exit else "next_archs() was called again"
+        self._close_pending(TrialState.FAIL, None, f"skipped: {why} without reward() (the user's loop skipped the "
+                                                   f"candidate, e.g. over its own budget)", status=SKIPPED)
         log.info("trial %d: skipped", pending.number)
+
+    def _at_exit(self) -> None:
+        """Interpreter exit of a script that never called :meth:`close` (PaddleSlim's tutorial ends so).
+
+        A candidate still pending after a clean exit was skipped by the script's last ``continue`` and is recorded
+        as skipped, as the next ``next_archs()`` would have; after an unhandled exception (``sys.last_value``) it
+        is left to the crash rules (failed once its heartbeat stops, proposed again). Then :meth:`close`.
+        """
+        if self._closed:
+            return
+        if self._pending is not None and getattr(sys, "last_value", None) is None:
+            try:
+                self._skip_pending(at_exit=True)
+            except Exception as e:  # a client whose server is gone: nothing to record it in
+                log.warning("could not record trial %s as skipped at exit: %s", self._last_trial, e)
+        self.close()
 
     def _unavailable(self, exc: BaseException) -> bool:
         """Whether ``exc`` is a client's RPC to a server that is not answering (stopped, or the network)."""
@@ -685,6 +703,7 @@ class SANAS:
         report it, so no result is lost. A client whose worker died is failed after ``grace_period``. Ctrl-C
         stops waiting.
         """
+        self._closed = True
         if self._pending is not None:
             self._pending.stop.set()
         if self._server is not None:

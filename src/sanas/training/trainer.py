@@ -111,8 +111,6 @@ class Recipe:
             raise ValueError(f"bn_batches is {self.bn_batches!r}, expected an integer >= 0")
         if isinstance(self.stop_checks, bool) or not isinstance(self.stop_checks, int) or self.stop_checks < 1:
             raise ValueError(f"stop_checks is {self.stop_checks!r}, expected an integer >= 1")
-        if not self.finetune_lr > 0:  # type: ignore[operator]
-            raise ValueError(f"finetune_lr is {self.finetune_lr!r}, expected a positive number")
         if self.importance not in IMPORTANCE:
             raise ValueError(f"importance is {self.importance!r}, expected one of {', '.join(IMPORTANCE)}")
         for name in ("batch_size", "eval_batch_size"):
@@ -122,6 +120,8 @@ class Recipe:
         for name in ("learning_rate", "grad_clip"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} is {getattr(self, name)!r}, expected a positive number")
+        if not self.finetune_lr > 0:  # type: ignore[operator]  # after learning_rate: it defaults to half of it
+            raise ValueError(f"finetune_lr is {self.finetune_lr!r}, expected a positive number")
         for name in ("momentum", "weight_decay", "aux_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} is {getattr(self, name)!r}, expected a non-negative number")
