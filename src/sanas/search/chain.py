@@ -22,7 +22,9 @@ from datetime import datetime
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
+    "CRASHED",
     "FAIL_REASON_KEY",
+    "RETRY_OF_KEY",
     "STATUS_KEY",
     "TOKENS_KEY",
     "U_KEY",
@@ -33,6 +35,7 @@ __all__ = [
     "TrialDelta",
     "acceptance_draw",
     "evaluations",
+    "released",
     "replay_chain",
     "temperature",
     "trial_tokens",
@@ -49,6 +52,12 @@ U_KEY = "sanas:u"
 #: :mod:`sanas.search.api`). Void trials never count as proposed or evaluated.
 STATUS_KEY = "sanas:status"
 VOID_STATUSES = frozenset({"surplus", "collision", "exhausted"})
+#: Status of a FAIL trial whose evaluation was cut short by its worker's death, a kill or an interrupt: no verdict
+#: on the architecture, so its tokens are proposed once more (see :func:`released`).
+CRASHED = "crashed"
+#: Trial system attribute of such a second attempt: the number of the crashed trial it repeats. A second attempt
+#: that crashes too is an ordinary failure.
+RETRY_OF_KEY = "sanas:retry_of"
 
 
 @dataclass(frozen=True)
@@ -160,6 +169,15 @@ def trial_tokens(trial: FrozenTrial) -> tuple[int, ...] | None:
     """The tokens a trial claimed, or ``None`` for trials that never got any (void or foreign trials)."""
     tokens = trial.user_attrs.get(TOKENS_KEY)
     return None if tokens is None else tuple(int(t) for t in tokens)
+
+
+def released(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` crashed without a verdict and gave its tokens back to the study (proposed again once).
+
+    Such a trial counts neither as a proposal nor as an evaluation: the search then makes the same proposals
+    and the same chain as one in which the crash never happened.
+    """
+    return trial.state == TrialState.FAIL and trial.system_attrs.get(STATUS_KEY) == CRASHED
 
 
 def _completion_key(trial: FrozenTrial) -> tuple[datetime, int]:
