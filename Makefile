@@ -30,6 +30,8 @@ _demo:
 	$(RUN) -m sanas.cli info --layers 5 --filter-num 4,8,12,16,24,32,48,64 --init-channels 8 --in-channels 1
 	$(RUN) -m sanas.cli search --config configs/demo.toml --run-dir runs/demo --progress lines
 
+# The search tests need PostgreSQL: a missing server fails the run (never a skip). Each run works in databases
+# it creates empty and drops (see scripts/ensure_postgres.sh), so parallel runs cannot collide.
 test: $(STAMP) system
 	bash scripts/ensure_postgres.sh
 	$(BIN)/ruff check src tests benchmarks
