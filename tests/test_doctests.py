@@ -9,7 +9,7 @@ import pytest
 
 MODULES = ["sanas", "sanas.spaces.base", "sanas.spaces.darts", "sanas.network.genotypes", "sanas.network.model",
            "sanas.report.summary", "sanas.runs.config", "sanas.cli", "sanas.training", "sanas.training.augment",
-           "sanas.training.data", "sanas.training.trainer", "sanas.training.final"]
+           "sanas.training.data", "sanas.training.trainer", "sanas.training.final", "sanas.runs.isolate"]
 
 
 @pytest.mark.parametrize("name", MODULES)

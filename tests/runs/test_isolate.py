@@ -15,7 +15,7 @@ import _isolated_fns as fns
 import pytest
 import torch
 
-from sanas.runs.isolate import ISOLATION_ENV, run_isolated
+from sanas.runs.isolate import ISOLATION_ENV, IsolatedRunner, run_isolated
 
 
 def gone(pid: int, within: float = 20.0) -> bool:
@@ -31,7 +31,7 @@ def gone(pid: int, within: float = 20.0) -> bool:
 
 def test_value_arguments_and_keywords_pass_through_untouched() -> None:
     outcome = run_isolated(fns.echo, 1, [2, 3], parent=Path("/runs/parent"), early_stop={"after": 2, "rule": "x"})
-    assert outcome.ok and outcome.exitcode == 0 and outcome.signal is None
+    assert outcome.ok and outcome.exitcode is None and outcome.signal is None
     assert outcome.value == ((1, [2, 3]), {"parent": Path("/runs/parent"), "early_stop": {"after": 2, "rule": "x"}})
 
 
@@ -42,6 +42,21 @@ def test_a_native_crash_is_an_outcome_with_its_signal(fn, sig, status) -> None:
     assert not outcome.ok and outcome.value is None and outcome.signal == sig
     assert outcome.reason == f"killed by {sig.name} (exit status {status})"
     assert run_isolated(fns.echo, "after").value == (("after",), {})  # the caller goes on
+
+
+def test_a_runner_keeps_its_child_until_a_crash_then_starts_a_fresh_one() -> None:
+    data = torch.zeros(4, dtype=torch.uint8)
+    with IsolatedRunner() as runner:
+        first = runner.run(fns.fill_and_report, data, 1).value[0]
+        assert runner.run(fns.fill_and_report, data, 2).value[0] == first == runner.pid  # warm: same process
+        with pytest.raises(ValueError, match="bad"):
+            runner.run(fns.fail, "bad")
+        assert runner.pid == first  # a Python exception does not end the child
+        assert runner.run(fns.segfault).signal == signal.SIGSEGV and runner.pid is None
+        assert gone(first)
+        again = runner.run(fns.fill_and_report, data, 3).value[0]
+        assert again not in (first, os.getpid()) and int(data.sum()) == 12
+    assert gone(again)  # closed with the runner
 
 
 def test_an_exit_without_answer_is_an_outcome() -> None:

@@ -10,8 +10,9 @@ This is the loop of PaddleSlim's tutorial, with the data, training and bookkeepi
 Every process of a search (``sanas search``, ``sanas search --workers N``, ``sanas worker`` on other machines)
 runs :func:`run_worker`. Nothing is written (run directory, study) before the settings, the data, the storage
 URL and the server address have all been checked, so a typo never leaves a half-made run directory behind.
-Each candidate trains in a child process (:func:`sanas.runs.isolate.run_isolated`): a native crash of one
-candidate (segfault, abort) fails that candidate, with the signal as its reason, and the worker goes on.
+Each candidate trains in a child process (:class:`sanas.runs.isolate.IsolatedRunner`, one per worker, kept up
+between candidates): a native crash of one candidate (segfault, abort) fails that candidate, with the signal as
+its reason, and the worker goes on with a fresh child.
 Ctrl-C (SIGINT) or SIGTERM during a candidate marks that candidate interrupted and returns; a crashed or
 interrupted candidate is proposed once more (see :mod:`sanas.search.api`), so rerunning the same command
 resumes the search where it stopped.
@@ -191,7 +192,7 @@ def run_worker(config: RunConfig | None = None, run_dir: str | os.PathLike[str] 
     Raises :class:`Interrupted` after a SIGINT/SIGTERM, with the pending candidate recorded as interrupted (it is
     proposed again). Settings, data, storage URL and server address are checked before anything is written.
     """
-    from sanas.runs.isolate import run_isolated
+    from sanas.runs.isolate import IsolatedRunner
     from sanas.training import evaluate_candidate, prepare_data
     from sanas.training.data import clean_stale_temporaries
 
@@ -213,6 +214,7 @@ def run_worker(config: RunConfig | None = None, run_dir: str | os.PathLike[str] 
     recipe = config.build_recipe(device=device)
     evaluated = failed = 0
     interrupted = False
+    runner = IsolatedRunner()
     try:
         if data is None:
             data = prepare_data(**config.data_kwargs(), device=recipe.resolve_device())
@@ -229,7 +231,7 @@ def run_worker(config: RunConfig | None = None, run_dir: str | os.PathLike[str] 
                     if state["stop"]:
                         raise KeyboardInterrupt
                     # In a child process: a native crash fails this candidate, not the worker.
-                    outcome = run_isolated(evaluate_candidate, tokens, space, data, recipe, progress=progress)
+                    outcome = runner.run(evaluate_candidate, tokens, space, data, recipe, progress=progress)
                 except KeyboardInterrupt:
                     state["training"] = False
                     sa.fail("interrupted: the worker was stopped (SIGINT/SIGTERM) while training this candidate",
@@ -264,6 +266,7 @@ def run_worker(config: RunConfig | None = None, run_dir: str | os.PathLike[str] 
             interrupted = interrupted or state["stop"]
         info = sa.current_info()
     finally:
+        runner.close()
         sa.close()
     if interrupted:
         raise Interrupted(f"worker {worker_id} stopped; rerun the same command to resume")
