@@ -32,6 +32,8 @@ _demo:
 	$(RUN) -m sanas.cli search --config configs/demo.toml --run-dir runs/demo --progress lines
 	$(RUN) -m sanas.cli train --run-dir runs/demo --retain-epoch 2 --resume --no-onnx --progress lines
 
+# The search tests need PostgreSQL: a missing server fails the run (never a skip). Each run works in databases
+# it creates empty and drops (see scripts/ensure_postgres.sh), so parallel runs cannot collide.
 test: $(STAMP) system
 	bash scripts/ensure_postgres.sh
 	$(BIN)/ruff check src tests benchmarks

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Make sure a local PostgreSQL serves the search tests (idempotent; quiet when all is in place):
 #   installs Debian's postgresql if missing, creates and starts a cluster listening on 127.0.0.1:5432,
-#   and creates role `sanas` (password `sanas`) and database `sanas_test`.
-# The tests read SANAS_TEST_POSTGRES_URL (default postgresql+psycopg2://sanas:sanas@127.0.0.1:5432/sanas_test).
+#   and creates role `sanas` (password `sanas`, allowed to create databases) and database `sanas_test`.
+# The tests read SANAS_TEST_POSTGRES_URL (default postgresql+psycopg2://sanas:sanas@127.0.0.1:5432/sanas_test) for
+# the server and role only: each test session creates its own empty database (sanas_test_p<pid>_<random>) and
+# drops it at the end, so every run walks a new user's first-day path and parallel runs never share one.
+# `sanas_test` itself is for benchmarks/controller.py.
 set -euo pipefail
 PORT="${SANAS_PG_PORT:-5432}"
 sudo=""
@@ -54,12 +57,14 @@ for _ in $(seq 1 30); do psql_q -c "select 1" >/dev/null 2>&1 && break; sleep 1;
 psql_q -c "select 1" >/dev/null || { echo "ensure_postgres: server not answering on port $PORT" >&2; exit 1; }
 
 if [ "$(psql_q -c "select 1 from pg_roles where rolname = 'sanas'")" != "1" ]; then
-  psql_q -c "create role sanas login password 'sanas'"
+  psql_q -c "create role sanas login createdb password 'sanas'"
+elif [ "$(psql_q -c "select rolcreatedb from pg_roles where rolname = 'sanas'")" != "t" ]; then
+  psql_q -c "alter role sanas createdb"  # roles made by older versions of this script
 fi
 if [ "$(psql_q -c "select 1 from pg_database where datname = 'sanas_test'")" != "1" ]; then
   psql_q -c "create database sanas_test owner sanas"
 fi
 # Debian's default listen_addresses is localhost and pg_hba allows md5/scram password logins over TCP from
 # 127.0.0.1, which is what the tests use; check it rather than assume.
-PGPASSWORD=sanas psql -h 127.0.0.1 -p "$PORT" -U sanas -d sanas_test -tAq -c "select 1" >/dev/null || {
+PGPASSWORD=sanas psql -h 127.0.0.1 -p "$PORT" -U sanas -d postgres -tAq -c "select 1" >/dev/null || {
   echo "ensure_postgres: role sanas cannot log in over TCP at 127.0.0.1:$PORT (check pg_hba.conf)" >&2; exit 1; }

@@ -8,9 +8,9 @@ import importlib
 import pytest
 
 MODULES = ["sanas", "sanas.spaces.base", "sanas.spaces.darts", "sanas.network.genotypes", "sanas.network.model",
-           "sanas.report.summary", "sanas.search.api", "sanas.search.budget", "sanas.search.chain",
-           "sanas.search.samplers", "sanas.cli", "sanas.training", "sanas.training.augment",
-           "sanas.training.data", "sanas.training.trainer", "sanas.training.final"]
+           "sanas.report.summary", "sanas.runs.config", "sanas.search.api", "sanas.search.budget",
+           "sanas.search.chain", "sanas.search.samplers", "sanas.cli", "sanas.training", "sanas.training.augment",
+           "sanas.training.data", "sanas.training.trainer", "sanas.training.final", "sanas.runs.isolate"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -68,6 +68,8 @@ def parse_server_addr(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit():
         raise CLIError(f"server address {text!r} is not HOST:PORT (e.g. 127.0.0.1:8377)")
+    if not 0 < int(port) < 65536:
+        raise CLIError(f"server address {text!r}: port {port} is not in [1, 65535]")
     return host or "127.0.0.1", int(port)
 
 
@@ -234,30 +236,42 @@ def _write_report(run_dir: Path, args: argparse.Namespace, console: Console, out
 
 def cmd_search(args: argparse.Namespace, console: Console) -> int:
     from sanas.runs.launcher import launch_workers
-    from sanas.runs.worker import Interrupted, ensure_parent, load_parent, open_search, resolve_config, run_worker
+    from sanas.runs.worker import (
+        Interrupted,
+        ensure_parent,
+        load_parent,
+        open_search,
+        preflight,
+        resolve_config,
+        run_worker,
+    )
 
     run_dir = Path(args.run_dir)
     config = _search_config(args)
-    load_parent(config)  # a given parent that cannot serve fails here, before the run directory is touched
-    config = resolve_config(run_dir, config)  # refuses a run dir made with another config; else saves it
+    if args.workers > 1 and args.server_addr is not None:
+        raise CLIError("--workers with --server-addr: start the server with sanas search --server-addr, then "
+                       "connect clients with sanas worker --server-addr")
+    # Nothing is written before settings, data, storage URL, server address and a given parent are all checked:
+    # a typo must not leave a run directory that refuses the corrected command. The config is saved once the
+    # study is open.
+    load_parent(config)  # a given parent that cannot serve fails here
+    config = resolve_config(run_dir, config, save=False)  # refuses a run dir made with another config
+    preflight(args.storage, args.server_addr)
     console.print(f"search: run directory {run_dir}, {config.search['search_steps']} evaluations, sampler "
                   f"{config.search['sampler']}, budget {config.budget():,} params" if config.budget() else
                   f"search: run directory {run_dir}, no budget")
     try:
         if args.workers > 1:
-            if args.server_addr is not None:
-                raise CLIError("--workers with --server-addr: start the server with sanas search --server-addr, then "
-                               "connect clients with sanas worker --server-addr")
+            from sanas.training import prepare_data
+
+            prepare_data(**config.data_kwargs())  # each worker loads it again; this only checks it, first
             # Create the study (and check any existing one) before the workers race to do it.
             sa, _ = open_search(config, run_dir, storage=args.storage, study_name=args.study_name)
             sa.close()
             if config.recipe.get("evaluation") == "inherit" and load_parent(config, run_dir) is None:
-                from sanas.training import prepare_data
-
                 # Train the parent once, here, rather than in every worker.
-                recipe = config.build_recipe(device=args.device)
-                data = prepare_data(**config.data_kwargs(), device=recipe.resolve_device())
-                ensure_parent(config, run_dir, data, args.progress)
+                device = config.build_recipe(device=args.device).resolve_device()
+                ensure_parent(config, run_dir, prepare_data(**config.data_kwargs(), device=device), args.progress)
 
             def poll() -> None:
                 from sanas.report.search import status_lines
@@ -484,7 +498,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sanas`` command; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except CLIError as exc:  # raised by an option's parser (e.g. --server-addr): one line, like any user error
+        print(f"sanas: error: {exc}", file=sys.stderr)
+        return 2
     console = Console()
     try:
         return int(args.run(args, console))

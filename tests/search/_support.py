@@ -1,11 +1,13 @@
-"""Helpers of the search tests: a tiny exhaustible space, the PostgreSQL URL, free ports."""
+"""Helpers of the search tests: a tiny exhaustible space, fresh PostgreSQL databases, free ports."""
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,8 +15,88 @@ from torch import nn
 
 from sanas.spaces import SearchSpace
 
+#: The test server and role (``scripts/ensure_postgres.sh`` sets them up; the role needs CREATEDB). Its database
+#: part is not used: every test session works in databases of its own, created empty (see create_database).
 POSTGRES_URL = os.environ.get("SANAS_TEST_POSTGRES_URL",
                               "postgresql+psycopg2://sanas:sanas@127.0.0.1:5432/sanas_test")
+_TEST_DB = re.compile(r"^sanas_test_p(\d+)_[0-9a-f]{8}$")
+
+
+def _admin(base_url: str) -> Any:
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
+
+    url = make_url(base_url).set(database="postgres")
+    return sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool,
+                                    connect_args={"connect_timeout": 5})
+
+
+def create_database(base_url: str = POSTGRES_URL) -> str:
+    """A new, empty database on the test server (named after this process, so leftovers can be found); its URL.
+
+    Every test session (and the start-up race test, every repetition) walks the first-day path: Optuna's
+    tables do not exist yet. Parallel sessions never share a database.
+    """
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+
+    name = f"sanas_test_p{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    engine = _admin(base_url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()
+    return make_url(base_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(url: str) -> None:
+    """Drop a database made by :func:`create_database`, closing whatever still connects to it."""
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    assert name and _TEST_DB.match(name), name
+    engine = _admin(url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        engine.dispose()
+
+
+def drop_abandoned_databases(base_url: str = POSTGRES_URL) -> list[str]:
+    """Drop the test databases of sessions that died without cleaning up (their process is gone).
+
+    Only for a server on this machine: a process id says nothing about another host's sessions.
+    """
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+
+    if make_url(base_url).host not in ("127.0.0.1", "localhost", "::1"):
+        return []
+    engine = _admin(base_url)
+    try:
+        with engine.connect() as conn:
+            names = [r[0] for r in conn.execute(sqlalchemy.text("SELECT datname FROM pg_database"))]
+    finally:
+        engine.dispose()
+    dropped = []
+    for name in names:
+        match = _TEST_DB.match(name)
+        if match is None:
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+            continue  # its session still runs
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        drop_database(make_url(base_url).set(database=name).render_as_string(hide_password=False))
+        dropped.append(name)
+    return dropped
 
 
 class TinySpace(SearchSpace):

@@ -33,8 +33,9 @@ def main() -> int:
     p.add_argument("--sleep", type=float, default=0.0, help="seconds each evaluation takes")
     p.add_argument("--hang-at", type=int, default=0, help="hang (to be killed) on this worker's N-th candidate")
     p.add_argument("--stop-after", type=int, default=0, help="exit after this many rewards")
-    p.add_argument("--heartbeat", type=float, default=0.5)
-    p.add_argument("--grace", type=float, default=3.0)
+    p.add_argument("--heartbeat", type=float, default=1.0)
+    # Generous: a loaded CI machine can starve a worker for seconds. A killed worker is found by its pid anyway.
+    p.add_argument("--grace", type=float, default=30.0)
     p.add_argument("--out", required=True)
     args = p.parse_args()
 

@@ -31,6 +31,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
+import numbers
 import os
 import tomllib
 from collections.abc import Mapping
@@ -186,11 +188,23 @@ class RunConfig:
         if unknown:
             raise ValueError(f"unknown search setting(s) {', '.join(unknown)}; expected some of "
                              f"{', '.join(SEARCH_DEFAULTS)}")
+        for section in SECTIONS:  # NaN is never a setting, and would not even equal itself on resume
+            for key, value in getattr(self, section).items():
+                if isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isfinite(value):
+                    raise ValueError(f"{section}.{key} is {value!r}, expected a finite number")
         from sanas.training.data import DATASETS
 
         if self.data.get("dataset") not in DATASETS:
             raise ValueError(f"unknown dataset {self.data.get('dataset')!r}; expected one of {', '.join(DATASETS)}")
-        self.budget(self.build_space())
+        space = self.build_space()
+        budget = self.budget(space)
+        if budget is not None:
+            # The all-smallest tokens: every sanas space orders its choices from narrow to wide.
+            smallest = space.count_params([0] * len(space.range_table()))
+            if budget < smallest:
+                raise ValueError(f"max_params is {self.search.get('max_params')!r} ({budget:,} params), below the "
+                                 f"smallest network of the space ({smallest:,} params, every token 0); expected "
+                                 f"at least {smallest:,}")
         self.build_recipe()
         if self.search.get("sampler") not in SAMPLERS:
             raise ValueError(f"sampler is {self.search.get('sampler')!r}, expected one of {', '.join(SAMPLERS)}")

@@ -8,8 +8,14 @@ This is the loop of PaddleSlim's tutorial, with the data, training and bookkeepi
         sa.reward(result.reward) if result.ok else sa.fail(result.reason)
 
 Every process of a search (``sanas search``, ``sanas search --workers N``, ``sanas worker`` on other machines)
-runs :func:`run_worker`. Ctrl-C (SIGINT) or SIGTERM during a candidate marks that candidate failed
-("interrupted") and returns; rerunning the same command resumes the search.
+runs :func:`run_worker`. Nothing is written (run directory, study) before the settings, the data, the storage
+URL and the server address have all been checked, so a typo never leaves a half-made run directory behind.
+Each candidate trains in a child process (:class:`sanas.runs.isolate.IsolatedRunner`, one per worker, kept up
+between candidates): a native crash of one candidate (segfault, abort) fails that candidate, with the signal as
+its reason, and the worker goes on with a fresh child.
+Ctrl-C (SIGINT) or SIGTERM during a candidate marks that candidate interrupted and returns; a crashed or
+interrupted candidate is proposed once more (see :mod:`sanas.search.api`), so rerunning the same command
+resumes the search where it stopped.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sanas.runs.config import RunConfig, atomic_write_text
+from sanas.runs.config import CONFIG_FILE, RunConfig, atomic_write_text
 
 __all__ = ["CANDIDATES_DIR", "PARENT_DIR", "RUN_CONFIG_KEY", "Interrupted", "WorkerSummary", "ensure_parent",
            "load_parent", "load_study", "open_search", "run_worker", "stop_rule"]
@@ -52,16 +58,28 @@ class WorkerSummary:
     info: dict[str, Any]
 
 
-def resolve_config(run_dir: Path | None, config: RunConfig | None) -> RunConfig | None:
-    """The run directory's config, checked against ``config``; or ``config``, saved as the run's config."""
-    if run_dir is not None and (run_dir / "config.json").exists():
+def resolve_config(run_dir: Path | None, config: RunConfig | None, save: bool = True) -> RunConfig | None:
+    """The run directory's config, checked against ``config``; or ``config``, saved as the run's config
+    (unless ``save=False``: then nothing is written)."""
+    if run_dir is not None and (run_dir / CONFIG_FILE).exists():
         saved = RunConfig.load(run_dir)
         if config is not None:
             config.check_matches(saved, f"run directory {run_dir}")
         return saved
-    if config is not None and run_dir is not None:
+    if config is not None and run_dir is not None and save:
         config.save(run_dir)
     return config
+
+
+def preflight(storage: str | None = None, server_addr: Sequence[Any] | None = None, is_server: bool = True) -> None:
+    """Check where the study will live before anything is written: the storage URL's form, scheme, driver and
+    SQLite folder (no connection), and that a server can bind its address."""
+    from sanas.search.storage import check_serve_address, parse_storage_url
+
+    if storage is not None:
+        parse_storage_url(storage)
+    if server_addr is not None and is_server:
+        check_serve_address(server_addr)
 
 
 def open_search(config: RunConfig | None, run_dir: Path | None, *, storage: str | None = None,
@@ -76,7 +94,7 @@ def open_search(config: RunConfig | None, run_dir: Path | None, *, storage: str 
     if config is None:
         config = load_study(None, storage, server_addr, study_name, connect_timeout)[1]
         if run_dir is not None:
-            config = resolve_config(run_dir, config)
+            config = resolve_config(run_dir, config, save=False)
     assert config is not None
     space = config.build_space()
     s = config.search
@@ -92,6 +110,8 @@ def open_search(config: RunConfig | None, run_dir: Path | None, *, storage: str 
         config.check_matches(RunConfig.from_dict(attrs[RUN_CONFIG_KEY]), f"study {sa.study_name!r}")
     else:
         sa.study.set_user_attr(RUN_CONFIG_KEY, config.identity())
+    if run_dir is not None and not (run_dir / CONFIG_FILE).exists():
+        config.save(run_dir)  # last: only a run directory whose study opened gets its config
     return sa, config
 
 
@@ -249,24 +269,35 @@ def run_worker(config: RunConfig | None = None, run_dir: str | os.PathLike[str] 
     ``config`` (new search) or ``run_dir`` (existing one) or ``storage``/``server_addr`` (join from anywhere)
     say which search. Each candidate's result is written to ``<run_dir>/candidates/trial-NNNNN.json``.
     ``max_candidates`` stops this worker after that many candidates (the search itself goes on).
-    Raises :class:`Interrupted` after a SIGINT/SIGTERM, with the pending candidate recorded as failed.
+    Raises :class:`Interrupted` after a SIGINT/SIGTERM, with the pending candidate recorded as interrupted (it is
+    proposed again). Settings, data, storage URL and server address are checked before anything is written.
     """
+    from sanas.runs.isolate import IsolatedRunner
     from sanas.training import evaluate_candidate, prepare_data
+    from sanas.training.data import clean_stale_temporaries
 
     run_path = Path(run_dir) if run_dir is not None else None
-    config = resolve_config(run_path, config)
+    config = resolve_config(run_path, config, save=False)
+    preflight(storage, server_addr, is_server)
     if threads:
         import torch
 
         torch.set_num_threads(threads)
+    data = None
+    if config is not None:  # a new or resumed search: its data must load before its study is made
+        data = prepare_data(**config.data_kwargs(), device=config.build_recipe(device=device).resolve_device())
     sa, config = open_search(config, run_path, storage=storage, server_addr=server_addr, is_server=is_server,
                              study_name=study_name, connect_timeout=connect_timeout)
+    if run_path is not None:
+        clean_stale_temporaries(run_path, run_path / CANDIDATES_DIR)
     space = sa.space
     recipe = config.build_recipe(device=device)
     evaluated = failed = 0
     interrupted = False
+    runner = IsolatedRunner()
     try:
-        data = prepare_data(**config.data_kwargs(), device=recipe.resolve_device())
+        if data is None:
+            data = prepare_data(**config.data_kwargs(), device=recipe.resolve_device())
         parent = ensure_parent(config, run_path, data, progress)
         with _interruptible() as state:
             while not state["stop"] and (max_candidates is None or evaluated + failed < max_candidates):
@@ -280,19 +311,27 @@ def run_worker(config: RunConfig | None = None, run_dir: str | os.PathLike[str] 
                     state["training"] = True
                     if state["stop"]:
                         raise KeyboardInterrupt
-                    rule = stop_rule(sa, recipe)
-                    result = evaluate_candidate(tokens, space, data, recipe, progress=progress,  # type: ignore[arg-type]
-                                                parent=parent, stop_rule=rule)
+                    # In a child process: a native crash fails this candidate, not the worker.
+                    outcome = runner.run(evaluate_candidate, tokens, space, data, recipe, progress=progress,
+                                         parent=parent, stop_rule=stop_rule(sa, recipe))
                 except KeyboardInterrupt:
                     state["training"] = False
-                    sa.fail("interrupted: the worker was stopped (SIGINT/SIGTERM) while training this candidate")
+                    sa.fail("interrupted: the worker was stopped (SIGINT/SIGTERM) while training this candidate",
+                            retry=True)
                     interrupted = True
                     break
                 except Exception as e:  # a bug or bad setting: record it on the trial, then stop loudly
-                    sa.fail(f"crashed: {type(e).__name__}: {e}")
+                    sa.fail(f"crashed: {type(e).__name__}: {e}", retry=True)
                     raise
                 finally:
                     state["training"] = False
+                if not outcome.ok:
+                    reason = f"crashed: the candidate's training process was {outcome.reason}"
+                    _say(progress, f"[worker {worker_id}] trial {number}: {reason}")
+                    sa.fail(reason, retry=True)
+                    failed += 1
+                    continue
+                result = outcome.value
                 record = {**result.to_dict(), "trial": number, "worker": worker_id, "pid": os.getpid(),
                           "finished_at": time.time()}
                 if run_path is not None:
@@ -311,6 +350,7 @@ def run_worker(config: RunConfig | None = None, run_dir: str | os.PathLike[str] 
             interrupted = interrupted or state["stop"]
         info = sa.current_info()
     finally:
+        runner.close()
         sa.close()
     if interrupted:
         raise Interrupted(f"worker {worker_id} stopped; rerun the same command to resume")

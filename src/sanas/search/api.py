@@ -18,7 +18,16 @@ chain. How ``search_steps`` stays exact with many workers: a worker creates a tr
 budget, its trial is discarded as "surplus" (FAIL, never evaluated, not a proposal). Two workers that claim
 the same tokens at the same moment see each other on that re-count and discard theirs as "collision". Dead
 workers are found by heartbeat: a trial whose ``sanas:heartbeat`` counter has not moved for ``grace_period``
-seconds (on the observer's own clock, so machines' clocks need not agree) is marked FAIL with that reason.
+seconds (on the observer's own clock, so machines' clocks need not agree) is marked FAIL with that reason. On
+the dead worker's own machine this takes no waiting: every trial records its worker (``sanas:owner``: host,
+PID namespace, pid and the process's start time), and a worker there that finds the process gone fails the
+trial at once — so a restarted worker picks up its own dead candidate immediately.
+
+A crash is not a verdict on the architecture: a candidate whose worker died, was killed or was interrupted
+(``fail(reason, retry=True)``, or found stale) is marked "crashed" and proposed once more, before any new
+candidate, by whichever worker asks next. Crashed trials count neither as proposals nor as evaluations, so the
+chain and the later proposals are the same as if the crash had never happened. A second crash of the same
+tokens, and every failure reported without ``retry`` (NaN loss, out of memory), is final.
 """
 
 from __future__ import annotations
@@ -48,10 +57,12 @@ from torch import nn
 
 from sanas.search.budget import parse_budget
 from sanas.search.chain import (
+    CRASHED,
     CURVE_KEY,
     DEFAULT_INIT_TEMPERATURE,
     DEFAULT_REDUCE_RATE,
     FAIL_REASON_KEY,
+    RETRY_OF_KEY,
     SKIPPED,
     STATUS_KEY,
     STOPPED,
@@ -60,6 +71,8 @@ from sanas.search.chain import (
     TrialDelta,
     check_init_temperature,
     check_reduce_rate,
+    released,
+    trial_tokens,
 )
 from sanas.search.samplers import (
     DEFAULT_SAMPLER,
@@ -81,7 +94,7 @@ from sanas.search.storage import (
 from sanas.spaces import SearchSpace, get_space
 from sanas.spaces.base import CellWidthSpace
 
-__all__ = ["CLOSING_KEY", "HEARTBEAT_KEY", "SAMPLERS", "SANAS", "SEARCH_KEY"]
+__all__ = ["CLOSING_KEY", "HEARTBEAT_KEY", "OWNER_KEY", "SAMPLERS", "SANAS", "SEARCH_KEY"]
 
 log = logging.getLogger("sanas.search")
 
@@ -92,6 +105,45 @@ HEARTBEAT_KEY = "sanas:heartbeat"
 #: Study system attribute a server sets when its process is closing (``None`` while it serves): its clients
 #: then take no new candidate, and it stops serving once none of them holds one.
 CLOSING_KEY = "sanas:server_closing"
+#: Trial system attribute: the claiming worker as ``{"host", "ns", "pid", "start"}`` (see :func:`_owner`).
+OWNER_KEY = "sanas:owner"
+
+
+def _start_time(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, Linux), or ``None`` if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2:].split()  # the command name may hold spaces and parentheses
+    return int(fields[19]) if len(fields) > 19 else None
+
+
+def _namespace() -> str | None:
+    """This boot's id and PID namespace (Linux): processes with the same value see the same PIDs."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return None
+
+
+def _owner() -> dict[str, Any]:
+    """Who claims a trial: enough for a worker in the same PID namespace to tell whether the claimer still lives.
+
+    ``start`` guards against PID reuse; ``ns`` against containers sharing a host name, whose PIDs differ.
+    """
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "ns": _namespace(), "pid": pid, "start": _start_time(pid)}
+
+
+def _owner_gone(owner: Any, here: str | None) -> bool:
+    """Whether ``owner`` (a trial's ``OWNER_KEY``) is a process of this PID namespace that no longer runs."""
+    if not isinstance(owner, dict) or here is None or owner.get("ns") != here or owner.get("start") is None:
+        return False  # another machine or container, or no /proc: only the heartbeat can tell
+    return _start_time(int(owner["pid"])) != owner["start"]
 
 
 @dataclass
@@ -99,6 +151,7 @@ class _Pending:
     trial_id: int
     number: int
     tokens: list[int]
+    retry_of: int | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     params_thread: threading.Thread | None = None
@@ -208,6 +261,8 @@ class SANAS:
         self._unfinished: list[FrozenTrial] = []
         self._complete = 0
         self._exhausted = False
+        self._crashed: dict[int, tuple[int, ...]] = {}  # crashed trials not yet proposed again: number -> tokens
+        self._owner = _owner()
 
         run_dir = load_checkpoint if load_checkpoint is not None else save_checkpoint
         if load_checkpoint is not None and not existing_store(load_checkpoint):
@@ -396,6 +451,11 @@ class SANAS:
             if complete + running >= self.search_steps:
                 time.sleep(self.poll_interval)
                 continue
+            retry = self._retry_candidate(trials)
+            if retry is not None:
+                if self._claim(list(retry[1]), retry_of=retry[0]) is not None:
+                    return list(retry[1])
+                continue
             try:
                 tokens = self.sampler.propose(self.study, trials)
             except SearchExhausted as e:
@@ -493,13 +553,30 @@ class SANAS:
                 self._complete += 1
             elif t.system_attrs.get(STATUS_KEY) == "exhausted":  # the end marker is a trial: no extra read
                 self._exhausted = True
+            elif released(t) and (tokens := trial_tokens(t)) is not None:
+                self._crashed[t.number] = tokens
         return self._complete, sum(t.state == TrialState.RUNNING for t in self._unfinished)
 
-    def _claim(self, tokens: list[int]) -> _Pending | None:
+    def _retry_candidate(self, trials: Sequence[FrozenTrial]) -> tuple[int, tuple[int, ...]] | None:
+        """The oldest crashed trial whose tokens nobody holds now, as ``(number, tokens)``: proposed again once."""
+        if not self._crashed:
+            return None
+        claimed = self.sampler.claims.claimed(trials)
+        for number in sorted(self._crashed):
+            if self._crashed[number] in claimed:  # already proposed again (by any worker)
+                del self._crashed[number]
+            else:
+                return number, self._crashed[number]
+        return None
+
+    def _claim(self, tokens: list[int], retry_of: int | None = None) -> _Pending | None:
+        system_attrs: dict[str, Any] = {U_KEY: self.sampler.acceptance_draw(tokens), OWNER_KEY: self._owner}
+        if retry_of is not None:
+            system_attrs[RETRY_OF_KEY] = retry_of
         template = FrozenTrial(
             number=0, state=TrialState.RUNNING, value=None, values=None, datetime_start=datetime.now(),
             datetime_complete=None, params={}, distributions={}, user_attrs={TOKENS_KEY: tokens},
-            system_attrs={U_KEY: self.sampler.acceptance_draw(tokens)}, intermediate_values={}, trial_id=0)
+            system_attrs=system_attrs, intermediate_values={}, trial_id=0)
         # One write creates the trial with its tokens and draw, so no other worker ever sees a half-made claim.
         # No status or heartbeat attribute yet: every attribute costs the RDB storage two more statements.
         # The t0..t{n-1} parameters come later (see _record_params): Optuna's RDB storage spends ~100 statements
@@ -518,7 +595,7 @@ class SANAS:
             self._void(trial_id, "collision", "another worker claimed the same tokens at the same moment")
             time.sleep(random.uniform(0, self.poll_interval / 4))
             return None
-        pending = _Pending(trial_id, me.number, tokens)
+        pending = _Pending(trial_id, me.number, tokens, retry_of)
         pending.thread = threading.Thread(target=self._heartbeat, args=(pending,), daemon=True,
                                           name=f"sanas-heartbeat-{me.number}")
         pending.thread.start()
@@ -526,7 +603,10 @@ class SANAS:
                                                  name=f"sanas-params-{me.number}")
         pending.params_thread.start()
         self._pending = pending
-        log.info("trial %d: tokens %s", me.number, tokens)
+        if retry_of is None:
+            log.info("trial %d: tokens %s", me.number, tokens)
+        else:
+            log.warning("trial %d: tokens %s again: trial %d crashed before its verdict", me.number, tokens, retry_of)
         return pending
 
     def _mark_exhausted(self, reason: str) -> None:
@@ -566,7 +646,8 @@ class SANAS:
                 log.warning("heartbeat of trial %d failed: %s", pending.number, e)
 
     def _fail_stale(self, trials: Sequence[FrozenTrial]) -> bool:
-        """Mark FAIL the running trials whose heartbeat has not moved for ``grace_period`` (our clock)."""
+        """Mark crashed the running trials of dead workers: a process of this machine that is gone (at once), or
+        a heartbeat that has not moved for ``grace_period`` (our clock)."""
         now = time.monotonic()
         mine = None if self._pending is None else self._pending.trial_id
         failed = False
@@ -576,22 +657,39 @@ class SANAS:
             if t.state != TrialState.RUNNING or t._trial_id == mine:
                 continue
             running.add(t._trial_id)
+            owner = t.system_attrs.get(OWNER_KEY)
             beat = t.system_attrs.get(HEARTBEAT_KEY)
             seen = self._beats.get(t._trial_id)
-            if seen is None or seen[0] != beat:
+            if _owner_gone(owner, self._owner["ns"]):
+                reason = f"stale: its worker (pid {owner['pid']} on {owner.get('host')}) is gone (killed or crashed)"
+            elif seen is None or seen[0] != beat:
                 self._beats[t._trial_id] = (beat, now)
+                continue
             elif now - seen[1] >= self.grace_period:
-                reason = (f"stale: no heartbeat for {self.grace_period:g} s (worker killed or hung); "
-                          f"marked failed by pid {os.getpid()}")
-                try:
-                    self.storage.set_trial_user_attr(t._trial_id, FAIL_REASON_KEY, reason)
-                    self.storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-                    log.warning("trial %d: %s", t.number, reason)
-                    failed = True
-                except UpdateFinishedTrialError:
-                    pass  # its worker finished it after all, or another worker failed it first
+                reason = f"stale: no heartbeat for {self.grace_period:g} s (worker killed or hung)"
+            else:
+                continue
+            try:
+                self._mark_failed(t._trial_id, f"{reason}; marked failed by pid {os.getpid()}", crash=True,
+                                  retry_of=t.system_attrs.get(RETRY_OF_KEY))
+                log.warning("trial %d: %s", t.number, reason)
+                failed = True
+            except UpdateFinishedTrialError:
+                pass  # its worker finished it after all, or another worker failed it first
         self._beats = {k: v for k, v in self._beats.items() if k in running}
         return failed
+
+    def _mark_failed(self, trial_id: int, reason: str, crash: bool, retry_of: int | None) -> None:
+        """FAIL a trial. A ``crash`` (no verdict) is marked crashed, so its tokens are proposed once more, unless
+        the trial already is that second attempt (``retry_of``). The status is written before the state, so every
+        reader that sees the FAIL sees whether it was a crash."""
+        if crash and retry_of is None:
+            self.storage.set_trial_system_attr(trial_id, STATUS_KEY, CRASHED)
+            reason += "; proposed again"
+        elif crash:
+            reason += f"; not proposed again (already the second attempt, after trial {retry_of})"
+        self.storage.set_trial_user_attr(trial_id, FAIL_REASON_KEY, reason)
+        self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
 
     def _finish_pending(self, what: str) -> _Pending:
         if self._pending is None:
@@ -602,7 +700,7 @@ class SANAS:
         return self._pending
 
     def _close_pending(self, state: TrialState, value: float | None, reason: str | None,
-                       status: str | None = None) -> None:
+                       status: str | None = None, retry: bool = False) -> None:
         pending = self._pending
         assert pending is not None
         if pending.params_thread is not None:
@@ -617,8 +715,9 @@ class SANAS:
             if status is not None:
                 self.storage.set_trial_system_attr(pending.trial_id, STATUS_KEY, status)
             if reason is not None:
-                self.storage.set_trial_user_attr(pending.trial_id, FAIL_REASON_KEY, reason)
-            self.storage.set_trial_state_values(pending.trial_id, state, None if value is None else [value])
+                self._mark_failed(pending.trial_id, reason, crash=retry, retry_of=pending.retry_of)
+            else:
+                self.storage.set_trial_state_values(pending.trial_id, state, None if value is None else [value])
         except Exception as e:
             if self._unavailable(e):
                 host, port = self._client_of or ("?", 0)
@@ -653,12 +752,16 @@ class SANAS:
         log.info("trial %d: reward %.6g, %s", pending.number, value, "accepted" if accepted else "rejected")
         return accepted
 
-    def fail(self, reason: str) -> None:
-        """Record the pending candidate as failed (crash, OOM, NaN loss, ...): it does not move the chain."""
+    def fail(self, reason: str, retry: bool = False) -> None:
+        """Record the pending candidate as failed (NaN loss, out of memory, ...): it does not move the chain.
+
+        ``retry=True`` says the failure is no verdict on the candidate (its process crashed, was killed or
+        interrupted): the study proposes the same tokens once more, to whichever worker asks next.
+        """
         if not isinstance(reason, str) or not reason.strip():
             raise ValueError(f"fail() needs a non-empty reason string, got {reason!r}")
         pending = self._finish_pending("fail()")
-        self._close_pending(TrialState.FAIL, None, reason)
+        self._close_pending(TrialState.FAIL, None, reason, retry=retry)
         log.info("trial %d: failed: %s", pending.number, reason)
 
     reward_failed = fail

@@ -55,11 +55,13 @@ from optuna.trial import FrozenTrial, TrialState
 __all__ = [
     "AUTO",
     "AUTO_ACCEPTANCE",
+    "CRASHED",
     "CURVE_KEY",
     "DEFAULT_INIT_TEMPERATURE",
     "DEFAULT_REDUCE_RATE",
     "FAIL_REASON_KEY",
     "PADDLESLIM_INIT_TEMPERATURE",
+    "RETRY_OF_KEY",
     "SKIPPED",
     "STATUS_KEY",
     "STOPPED",
@@ -75,6 +77,7 @@ __all__ = [
     "check_init_temperature",
     "check_reduce_rate",
     "evaluations",
+    "released",
     "replay_chain",
     "temperature",
     "trial_tokens",
@@ -136,6 +139,12 @@ def check_reduce_rate(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value <= 1:
         raise ValueError(f"reduce_rate is {value!r}, expected a number in (0, 1] (PaddleSlim's is 0.85)")
     return float(value)
+#: Status of a FAIL trial whose evaluation was cut short by its worker's death, a kill or an interrupt: no verdict
+#: on the architecture, so its tokens are proposed once more (see :func:`released`).
+CRASHED = "crashed"
+#: Trial system attribute of such a second attempt: the number of the crashed trial it repeats. A second attempt
+#: that crashes too is an ordinary failure.
+RETRY_OF_KEY = "sanas:retry_of"
 
 
 @dataclass(frozen=True)
@@ -300,6 +309,15 @@ def trial_tokens(trial: FrozenTrial) -> tuple[int, ...] | None:
     """The tokens a trial claimed, or ``None`` for trials that never got any (void or foreign trials)."""
     tokens = trial.user_attrs.get(TOKENS_KEY)
     return None if tokens is None else tuple(int(t) for t in tokens)
+
+
+def released(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` crashed without a verdict and gave its tokens back to the study (proposed again once).
+
+    Such a trial counts neither as a proposal nor as an evaluation: the search then makes the same proposals
+    and the same chain as one in which the crash never happened.
+    """
+    return trial.state == TrialState.FAIL and trial.system_attrs.get(STATUS_KEY) == CRASHED
 
 
 def _completion_key(trial: FrozenTrial) -> tuple[datetime, int]:

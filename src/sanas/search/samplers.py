@@ -46,6 +46,7 @@ from sanas.search.chain import (
     check_init_temperature,
     check_reduce_rate,
     evaluations,
+    released,
     trial_tokens,
 )
 
@@ -99,10 +100,12 @@ class ClaimIndex:
     def __init__(self) -> None:
         self._delta = TrialDelta()
         self._finished: set[Tokens] = set()
+        #: Finished trials that crashed and gave their tokens back (see :func:`~sanas.search.chain.released`).
+        self.released = 0
 
     @staticmethod
     def _claim(trial: FrozenTrial) -> Tokens | None:
-        if trial.system_attrs.get(STATUS_KEY) in VOID_STATUSES:
+        if trial.system_attrs.get(STATUS_KEY) in VOID_STATUSES or released(trial):
             return None
         return trial_tokens(trial)
 
@@ -112,6 +115,7 @@ class ClaimIndex:
         for t in newly:
             if (tokens := self._claim(t)) is not None:
                 self._finished.add(tokens)
+            self.released += released(t)
         running = {c for t in unfinished if t.number != exclude and (c := self._claim(t)) is not None}
         if exclude is not None and self._delta.is_finished(exclude):
             # not the case this index is built for (excluding a finished trial): answer without the cache
@@ -200,12 +204,14 @@ class TokenSampler(BaseSampler):
         seen = self.claims.claimed(trials)
         if self.init_tokens is not None and self.init_tokens not in seen and self.feasible(self.init_tokens):
             return list(self.init_tokens)
-        rng = random.Random(f"{self.seed}:{len(trials)}")
+        # Crashed trials given back are not counted, so a crash (and its retry) leaves later proposals unchanged.
+        n = len(trials) - self.claims.released
+        rng = random.Random(f"{self.seed}:{n}")
         if any(t.state == TrialState.RUNNING for t in trials):
             # Other workers are proposing from the same state right now; with the same draws they would all pick
             # the same neighbour and collide. Timing already makes a parallel search non-reproducible, so mix in
             # this sampler's own nonce. Alone (one process, or a restart), proposals stay reproducible.
-            rng = random.Random(f"{self.seed}:{len(trials)}:{self._nonce}")
+            rng = random.Random(f"{self.seed}:{n}:{self._nonce}")
         candidates = self._candidates(study, trials, rng)
         for _ in range(self.max_try_times):
             cand = next(candidates)

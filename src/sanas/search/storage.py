@@ -8,8 +8,9 @@ Three ways, one Optuna storage interface, so the search code does not care which
   when several processes upgrade read transactions to writes at once. Heartbeats are ours (a trial attribute,
   see :mod:`sanas.search.api`), so the journal's lack of RDB heartbeats costs nothing. optuna-dashboard reads
   journal files directly.
-* **Database URL** (``postgresql+psycopg2://user:pass@host/db``, ``sqlite:///path.db``): Optuna's RDB storage,
-  for many machines. Connecting is bounded by ``connect_timeout``.
+* **Database URL** (``postgresql://user:pass@host/db``, ``sqlite:////abs/path.db``): Optuna's RDB storage,
+  for many machines. Connecting is bounded by ``connect_timeout``; processes opening a new PostgreSQL database
+  together create its tables one at a time (advisory lock). ``postgresql://`` means psycopg2 when installed.
 * **Server** (``server_addr=(host, port)``): the process with ``is_server=True`` fronts its storage with
   Optuna's gRPC storage proxy; clients (``is_server=False``) talk to it. Optuna's proxy cannot front a journal
   store (optuna#6084), so a server's run directory holds ``sanas.db`` (SQLite, opened by the server process only).
@@ -19,7 +20,11 @@ from __future__ import annotations
 
 import logging
 import os
+import random
+import re
+import socket
 import sqlite3
+import time
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,8 +34,8 @@ from typing import Any
 import optuna
 from optuna.storages import BaseStorage, InMemoryStorage, RDBStorage
 
-__all__ = ["GrpcServer", "StorageUnavailable", "connect_server", "existing_store", "open_storage", "redact",
-           "start_server"]
+__all__ = ["GrpcServer", "StorageUnavailable", "check_serve_address", "connect_server", "existing_store",
+           "open_storage", "parse_storage_url", "redact", "start_server"]
 
 log = logging.getLogger("sanas.search")
 
@@ -39,49 +44,221 @@ SQLITE_FILE = "sanas.db"
 
 
 class StorageUnavailable(ConnectionError):
-    """The storage (database or sanas server) could not be reached within the allowed time."""
+    """The storage (database or sanas server) could not be reached or used; the message says which step failed."""
+
+
+_SCHEME_PREFIX = re.compile(r"^[^:@/]*:/+")
+_SECRET_QUERY = re.compile(r"(?i)([?&;](?:password|passwd|pwd|pass)=)[^&;#\s]*")
+#: PostgreSQL advisory-lock key under which one process at a time creates or checks Optuna's tables.
+_SCHEMA_LOCK_KEY = 0x73616E6173  # "sanas"
+#: SQLSTATEs of PostgreSQL's start-up failures that are about who connects, not whether the server is there.
+_AUTH_SQLSTATES = {"28000", "28P01"}
 
 
 def redact(url: str) -> str:
-    """``url`` with its password replaced by ``***``, for error messages.
+    """``url`` with its password replaced by ``***``, for messages — also when ``url`` is malformed.
+
+    Everything between the first ``:`` of the user part and the last ``@`` is hidden, so a password survives no
+    typo in the rest of the URL (a bad port, a missing scheme, a single slash); ``password=`` query values too.
 
     >>> redact("postgresql://sanas:secret@db:5432/x")
     'postgresql://sanas:***@db:5432/x'
+    >>> redact("postgresql+psycopg2://sanas:secret@db:notaport/x"), redact("sanas:secret@db/x")
+    ('postgresql+psycopg2://sanas:***@db:notaport/x', 'sanas:***@db/x')
     """
+    text = _SECRET_QUERY.sub(r"\1***", str(url))
+    at = text.rfind("@")
+    if at < 0:
+        return text
+    prefix = _SCHEME_PREFIX.match(text[:at])
+    start = prefix.end() if prefix else 0
+    user, colon, _password = text[start:at].partition(":")
+    return text[:start] + user + (":***" if colon else "") + text[at:]
+
+
+def _secrets(url: str) -> list[str]:
+    """Every string that may be the password of ``url`` (parsed, percent-decoded, or as typed)."""
+    found = set()
+    at = url.rfind("@")
+    if at >= 0:
+        prefix = _SCHEME_PREFIX.match(url[:at])
+        found.add(url[prefix.end() if prefix else 0:at].partition(":")[2])
+    found.update(m.group(0).split("=", 1)[1] for m in _SECRET_QUERY.finditer(url))
     try:
         from sqlalchemy.engine import make_url
 
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
+        found.add(parsed.password or "")
+        found.update(str(v) for k, v in parsed.query.items() if k.lower() in ("password", "passwd", "pwd", "pass"))
     except Exception:
-        return url
+        pass
+    return sorted((s for s in found if len(s) >= 3), key=len, reverse=True)
 
 
-def _rdb_storage(url: str, connect_timeout: float) -> BaseStorage:
+def _scrub(text: str, url: str) -> str:
+    """``text`` (e.g. a driver's error message) with anything that may be ``url``'s password replaced by ``***``."""
+    for secret in _secrets(url):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _first_line(e: BaseException, url: str) -> str:
+    # SQLAlchemy wraps the driver's error as "(psycopg2.OperationalError) <message>\n[SQL ...]\n(Background ...)".
+    orig = getattr(e, "orig", None)
+    text = str(orig if orig is not None else e).strip()
+    line = text.splitlines()[0].strip() if text else type(e).__name__
+    return _scrub(line.removeprefix("FATAL:").strip(), url)
+
+
+_URL_HELP = "expected e.g. 'postgresql://user:pass@host:5432/db' or 'sqlite:////abs/path/sanas.db'"
+
+
+def parse_storage_url(url: str) -> Any:
+    """Check a database URL without connecting: its form, its scheme, its driver, and an SQLite file's folder.
+
+    Returns the SQLAlchemy URL to connect with: the plain ``postgresql://`` scheme (the README's form) is mapped
+    to the installed driver, psycopg2 (``sanas[postgres]``) or else psycopg 3. Raises ``ValueError`` with one line
+    that names the URL, password hidden.
+
+    >>> parse_storage_url("postgresql://u:pw@db/x").drivername
+    'postgresql+psycopg2'
+    >>> try:
+    ...     parse_storage_url("mongodb://u:pw@db/x")
+    ... except ValueError as e:
+    ...     print(str(e).split(";")[0])
+    storage 'mongodb://u:***@db/x': unknown database scheme 'mongodb'
+    """
+    import importlib.util
+
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+    shown = redact(url)
+    if not isinstance(url, str) or "://" not in url:
+        raise ValueError(f"storage {shown!r} is not a database URL; {_URL_HELP} (for a local store, pass the run "
+                         f"directory instead)")
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as e:
-        raise ValueError(f"storage {url!r} is not a database URL; expected e.g. "
-                         f"'postgresql+psycopg2://user:pass@host:5432/db' or 'sqlite:///run/sanas.db'") from e
+        detail = _scrub(str(e).splitlines()[0], url) if isinstance(e, ValueError) else "cannot parse it"
+        raise ValueError(f"storage {shown!r} is not a database URL ({detail}); {_URL_HELP}") from None
+    if parsed.drivername == "postgresql":  # SQLAlchemy 2.1 maps it to psycopg 3; use whichever driver is installed
+        driver = next((d for d in ("psycopg2", "psycopg") if importlib.util.find_spec(d) is not None), None)
+        if driver is None:
+            raise ValueError(f"storage {shown!r}: no PostgreSQL driver is installed; pip install 'sanas[postgres]'")
+        parsed = parsed.set(drivername=f"postgresql+{driver}")
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ValueError(f"storage {shown!r}: unknown database scheme {parsed.drivername!r}; {_URL_HELP}") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as e:
+        hint = " pip install 'sanas[postgres]'" if parsed.get_backend_name() == "postgresql" else ""
+        raise ValueError(f"storage {shown!r}: its database driver {parsed.get_driver_name()!r} is not installed "
+                         f"({e});{hint or ' install it'}") from None
+    if parsed.get_backend_name() == "sqlite":
+        _check_sqlite_path(parsed.database, shown)
+    return parsed
+
+
+def _check_sqlite_path(database: str | None, shown: str) -> None:
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = os.path.abspath(database)
+    if os.path.isdir(path):
+        raise ValueError(f"storage {shown!r}: {path} is a folder; expected a database file in an existing folder")
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        blocker = folder
+        while blocker != os.path.dirname(blocker) and not os.path.exists(blocker):
+            blocker = os.path.dirname(blocker)
+        what = (f"{blocker} is a file, not a folder" if os.path.exists(blocker) and not os.path.isdir(blocker)
+                else f"folder {folder} does not exist (sanas creates no folders for a storage URL: create it first)")
+        raise ValueError(f"storage {shown!r}: {what}")
+
+
+def _classify_connect_error(e: BaseException, url: str, connect_timeout: float) -> Exception:
+    """A one-line error for a failed connection: unreachable, refused credentials, or a missing database."""
+    orig = getattr(e, "orig", e)
+    code = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+    line = _first_line(e, url)
+    low = line.lower()
+    shown = redact(url)
+    if code in _AUTH_SQLSTATES or "authentication failed" in low or "no pg_hba.conf entry" in low or (
+            "role" in low and "does not exist" in low):
+        return StorageUnavailable(f"storage {shown!r} refused the login: {line} (check the user and password "
+                                  f"in the URL)")
+    if code == "3D000" or ("database" in low and "does not exist" in low):
+        return StorageUnavailable(f"storage {shown!r}: {line} (create it first, e.g. createdb)")
+    return StorageUnavailable(f"cannot reach storage {shown!r} within {connect_timeout:g} s: {line}")
+
+
+def _rdb_storage(url: str, connect_timeout: float, create_folder: bool = False) -> BaseStorage:
+    """Optuna's RDB storage for ``url``; ``create_folder`` only for sanas' own ``sanas.db`` in a run directory."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    if create_folder:
+        database = url.partition(":///")[2]
+        os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
+    parsed = parse_storage_url(url)
+    shown = redact(url)
+    backend = parsed.get_backend_name()
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    if parsed.get_backend_name() == "postgresql":
+    if backend == "postgresql":
         engine_kwargs["connect_args"] = {"connect_timeout": max(1, round(connect_timeout))}
-    elif parsed.get_backend_name() == "sqlite":
+    elif backend == "sqlite":
         engine_kwargs["connect_args"] = {"timeout": max(1.0, connect_timeout)}
         if parsed.database and parsed.database != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
             # WAL lets readers run while one process writes; the mode is stored in the file, so set it once here.
-            with sqlite3.connect(parsed.database, timeout=max(1.0, connect_timeout)) as conn:
-                conn.execute("PRAGMA journal_mode=WAL")
+            try:
+                with sqlite3.connect(parsed.database, timeout=max(1.0, connect_timeout)) as conn:
+                    conn.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.Error as e:
+                raise ValueError(f"storage {shown!r}: cannot open {parsed.database} as an SQLite database "
+                                 f"({_scrub(str(e), url)})") from None
+    full = parsed.render_as_string(hide_password=False)
+    lock = None
+    if backend == "postgresql":
+        # Optuna creates its tables (and PostgreSQL types) with CREATE statements that race when several
+        # processes open a new database at once (UniqueViolation on pg_type). One process at a time does it,
+        # under an advisory lock, which also tells a failed connection apart from a failed schema creation.
+        engine = sqlalchemy.create_engine(parsed, poolclass=NullPool, **engine_kwargs)
+        try:
+            lock = engine.connect()
+        except Exception as e:
+            engine.dispose()
+            raise _classify_connect_error(e, url, connect_timeout) from None
+        try:
+            lock.execute(sqlalchemy.text(f"SET lock_timeout = '{max(30, round(connect_timeout))}s'"))
+            lock.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+        except Exception as e:
+            lock.close()
+            engine.dispose()
+            raise StorageUnavailable(f"storage {shown!r}: timed out waiting for another process to create "
+                                     f"Optuna's tables ({_first_line(e, url)})") from None
     try:
-        rdb = RDBStorage(url, engine_kwargs=engine_kwargs)
-    except (ImportError, NoSuchModuleError, ArgumentError) as e:
-        raise ValueError(f"storage {redact(url)!r}: no database driver for it ({e})") from e
-    except Exception as e:  # OperationalError from the driver, or Optuna's StorageInternalError around it
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise StorageUnavailable(f"cannot reach storage {redact(url)!r} within {connect_timeout:g} s: {first}") from e
+        for attempt in range(5):
+            try:
+                rdb = RDBStorage(full, engine_kwargs=engine_kwargs)
+                break
+            except Exception as e:
+                # Without a lock (SQLite, MySQL), two processes creating the tables together may collide; the
+                # loser finds them made on its next try.
+                text = str(e).lower()
+                if attempt == 4 or lock is not None or not ("already exists" in text or "unique" in text):
+                    raise
+                time.sleep(0.1 + 0.2 * random.random())
+    except Exception as e:
+        line = _first_line(e, url)
+        if lock is None and isinstance(e, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+            raise _classify_connect_error(e, url, connect_timeout) from None
+        raise StorageUnavailable(f"storage {shown!r}: cannot create or check Optuna's tables: {line}") from None
+    finally:
+        if lock is not None:  # closing the session releases its advisory lock
+            lock.close()
+            lock.engine.dispose()
     # The cached wrapper re-reads only unfinished and new trials, which keeps proposals fast at 1,000s of trials.
     return optuna.storages.get_storage(rdb)
 
@@ -108,10 +285,6 @@ def open_storage(storage: str | BaseStorage | None = None, run_dir: str | os.Pat
     if isinstance(storage, BaseStorage):
         return storage
     if storage is not None:
-        if not isinstance(storage, str) or "://" not in storage:
-            raise ValueError(f"storage {storage!r} is not a database URL; expected e.g. "
-                             f"'postgresql+psycopg2://user:pass@host:5432/db' or 'sqlite:///run/sanas.db' "
-                             f"(for a local store, pass save_checkpoint=<run directory> instead)")
         return _rdb_storage(storage, connect_timeout)
     if run_dir is None:
         return InMemoryStorage()
@@ -122,7 +295,7 @@ def open_storage(storage: str | BaseStorage | None = None, run_dir: str | os.Pat
                          f"cannot serve (optuna#6084); search it without server_addr, or serve a new directory")
     if server or (os.path.exists(db) and not os.path.exists(journal)):
         # A directory first searched through a server stays SQLite when searched locally later.
-        return _rdb_storage(f"sqlite:///{os.path.abspath(db)}", connect_timeout)
+        return _rdb_storage(f"sqlite:///{os.path.abspath(db)}", connect_timeout, create_folder=True)
     return _journal_storage(journal)
 
 
@@ -138,6 +311,24 @@ def _parse_addr(server_addr: Sequence[Any], default_host: str) -> tuple[str, int
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise ValueError(f"server_addr port must be an integer in [1, 65535], got {port!r}")
     return (host or default_host), port
+
+
+def check_serve_address(server_addr: Sequence[Any]) -> tuple[str, int]:
+    """``(host, port)`` of ``server_addr`` if a server could bind it now; else ``ValueError`` naming the address.
+
+    Checked with a plain socket (bound, then released at once), so a search can refuse a bad ``--server-addr``
+    before it writes anything.
+    """
+    host, port = _parse_addr(server_addr, "127.0.0.1")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+            probe.bind(address)
+    except OSError as e:  # socket.gaierror too
+        raise ValueError(f"cannot serve the study on {host}:{port}: {e.strerror or e}") from None
+    return host, port
 
 
 @dataclass

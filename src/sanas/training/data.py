@@ -22,11 +22,14 @@ import hashlib
 import io
 import os
 import pickle
+import re
 import shutil
+import socket
 import struct
 import sys
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -50,6 +53,7 @@ __all__ = [
     "DatasetError",
     "TrainingData",
     "atomic_write_bytes",
+    "clean_stale_temporaries",
     "default_root",
     "load_dataset",
     "prepare_data",
@@ -413,10 +417,72 @@ def prepare_data(name: str, root: str | Path | None = None, *, download: bool = 
     return split_data(dataset, val_fraction, seed, train_subset, val_subset, reward_on_test).to(device)
 
 
+def _writer_tag() -> str:
+    """Who writes a temporary file: host, PID namespace and pid, so a later run can tell a dead writer's file."""
+    try:
+        ns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        ns = 0
+    return f"{socket.gethostname()}~{ns}~{os.getpid()}"
+
+
+# atomic_write_bytes' temporaries: .<name>.<host>~<pid namespace>~<pid>.<mkstemp's 8 random chars>.tmp (older
+# versions: .<name>.<random>.tmp)
+_ANY_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+#: A temporary file whose writer cannot be identified is stale after this long (a write takes seconds).
+STALE_TEMPORARY_SECONDS = 3600.0
+
+
+def clean_stale_temporaries(*folders: Path) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_write_bytes` left in ``folders`` when killed mid-write.
+
+    A temporary is stale when its writer, on this host and in this PID namespace, no longer runs; one whose
+    writer cannot be checked (another machine, or an older sanas) after ``STALE_TEMPORARY_SECONDS``. Returns
+    what was deleted. Files of live writers, and every other file, are left alone.
+    """
+    here = re.compile(r"^\..+\." + re.escape(_writer_tag().rsplit("~", 1)[0]) + r"~(?P<pid>\d+)\.[a-z0-9_]{8}\.tmp$")
+    removed = []
+    for folder in folders:
+        try:
+            entries = list(Path(folder).iterdir())
+        except OSError:
+            continue
+        for path in entries:
+            if not _ANY_TEMPORARY.match(path.name):
+                continue
+            mine = here.match(path.name)  # written on this host, in this PID namespace
+            try:
+                if mine is not None:
+                    pid = int(mine["pid"])
+                    if pid == os.getpid() or _pid_alive(pid):
+                        continue
+                elif time.time() - path.stat().st_mtime < STALE_TEMPORARY_SECONDS:
+                    continue
+                path.unlink()
+                removed.append(path)
+            except OSError:
+                continue  # gone meanwhile, or not ours to delete
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
 def atomic_write_bytes(path: Path, blob: bytes) -> None:
-    """Write ``blob`` to ``path`` so a crash leaves either the old file or the new one, never half of one."""
+    """Write ``blob`` to ``path`` so a crash leaves either the old file or the new one, never half of one.
+
+    The temporary file's name says who writes it, so :func:`clean_stale_temporaries` can remove it if the
+    writer is killed mid-write.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_writer_tag()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(blob)

@@ -8,7 +8,8 @@
     model.onnx          only when the ``onnx`` package is installed
 
 A run killed at any moment (even ``kill -9``) loses at most the epoch in progress: ``resume=True`` reloads
-the checkpoint and continues with the same RNG states, so the resumed run equals an uninterrupted one.
+the checkpoint and continues with the same RNG states, so the resumed run equals an uninterrupted one. A kill in
+the middle of writing a file leaves a temporary behind; the next run in ``out_dir`` deletes it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import importlib.util
 import io
 import json
 import math
+import struct
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from sanas.spaces import SearchSpace, space_from_config
-from sanas.training.data import TrainingData, atomic_write_bytes
+from sanas.training.data import TrainingData, atomic_write_bytes, clean_stale_temporaries
 from sanas.training.trainer import EpochMetrics, Progress, Recipe, Trainer, _Reporter
 
 __all__ = ["FinalResult", "export_onnx", "load_model", "train_final", "weights_digest"]
@@ -152,6 +154,7 @@ def train_final(tokens: Sequence[int], space: SearchSpace, data: TrainingData, r
         trainer.reestimate_bn(recipe.bn_batches)
     resumed_from = trainer.epoch
     out.mkdir(parents=True, exist_ok=True)
+    clean_stale_temporaries(out)  # left by a run killed while writing its checkpoint
     reporter = _Reporter(progress, "final", math.ceil(recipe.retain_epoch))
     with reporter:
         while trainer.steps_done < trainer.total_steps:
@@ -181,17 +184,65 @@ def train_final(tokens: Sequence[int], space: SearchSpace, data: TrainingData, r
     return FinalResult(out, tokens, list(trainer.metrics), test_loss, test_top1, test_top5, params, resumed_from)
 
 
+def _truncated_tensor(path: Path) -> str | None:
+    """The first tensor of a safetensors file whose bytes run past the end of the file, if its header is whole.
+
+    Reads only the header (an 8-byte length, then JSON), never the tensors.
+    """
+    try:
+        with path.open("rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            if length > 100_000_000:
+                return None
+            header = json.loads(f.read(length))
+        available = path.stat().st_size - 8 - length
+        ends = sorted((v["data_offsets"][1], k) for k, v in header.items() if k != "__metadata__")
+    except (OSError, ValueError, struct.error, KeyError, TypeError, IndexError):
+        return None
+    return next((name for end, name in ends if end > available), None)
+
+
 def load_model(out_dir: str | Path) -> torch.nn.Module:
     """Rebuild the network saved by :func:`train_final` in ``out_dir``, weights loaded, in eval mode.
 
-    The space config and tokens come from ``model.json``; the weights from ``model.safetensors``.
+    The space config and tokens come from ``model.json``; the weights from ``model.safetensors``. A missing,
+    corrupt or truncated file, or weights that do not fit the network (a tensor too many, missing, or of
+    another shape), raise ``ValueError`` (``FileNotFoundError`` for a missing file) naming the file and the
+    tensor.
     """
     out = Path(out_dir)
     for name in (MODEL_JSON, WEIGHTS):
         if not (out / name).is_file():
             raise FileNotFoundError(f"{out / name} is missing: expected a folder written by train_final")
-    info = json.loads((out / MODEL_JSON).read_text())
-    net = space_from_config(info["space"]).token2arch(info["tokens"])
-    net.load_state_dict(load_file(out / WEIGHTS))
+    meta, weights_path = out / MODEL_JSON, out / WEIGHTS
+    try:
+        info = json.loads(meta.read_text())
+        net = space_from_config(info["space"]).token2arch(info["tokens"])
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{meta} is corrupt ({e}); expected the JSON written by train_final") from None
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{meta} does not describe a model (no {e}); expected the JSON written by "
+                         f"train_final") from None
+    try:
+        weights = load_file(weights_path)
+    except Exception as e:  # safetensors' own error type is not public API
+        cut = _truncated_tensor(weights_path)
+        what = f"tensor {cut!r} is cut short: the file is truncated" if cut else str(e).splitlines()[0]
+        raise ValueError(f"{weights_path} cannot be read ({what}); expected the weights written by "
+                         f"train_final") from None
+    expected = net.state_dict()
+    extra, missing = sorted(set(weights) - set(expected)), sorted(set(expected) - set(weights))
+    more = len(extra) + len(missing) - 1
+    also = f" (and {more} more tensor{'s' if more > 1 else ''} that differ)" if more > 0 else ""
+    if extra:
+        raise ValueError(f"{weights_path} holds tensor {extra[0]!r}, which the network of {meta.name} does not "
+                         f"have{also}")
+    if missing:
+        raise ValueError(f"{weights_path} lacks tensor {missing[0]!r} of the network of {meta.name}{also}")
+    for name, tensor in weights.items():
+        if tensor.shape != expected[name].shape:
+            raise ValueError(f"{weights_path}: tensor {name!r} has shape {list(tensor.shape)}, the network of "
+                             f"{meta.name} expects {list(expected[name].shape)}")
+    net.load_state_dict(weights)
     net.sanas_info = info  # model.json: metrics, test accuracy, params (what a fine-tuned child is compared with)
     return net.eval()

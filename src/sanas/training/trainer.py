@@ -266,15 +266,27 @@ CPU_BF16_CHANNELS_LAST_NOTE = (
     "backward in that combination intermittently returns NaN weight gradients")
 
 
-def _avoid_cpu_channels_last_crash(net: nn.Module) -> None:
-    """Run strided convs with fewer than 8 input channels in the default layout on CPU.
+#: Strided convs with fewer input channels than this run contiguous on CPU (see _avoid_cpu_channels_last_crash).
+CPU_CHANNELS_LAST_MIN_STRIDED_IN_CHANNELS = 16
 
-    torch 2.13's oneDNN backward of such a conv (e.g. the 1×1 stride-2 convs of ``FactorizedReduce`` in a
-    4-wide reduction cell) corrupts the heap when its input is channels_last: the process dies with
-    ``free(): invalid size``. These convs are tiny, so leaving them contiguous costs nothing measurable.
+
+def _avoid_cpu_channels_last_crash(net: nn.Module) -> None:
+    """Run strided convs with fewer than 16 input channels in the default layout on CPU.
+
+    The rule: oneDNN's 1×1 backward-weights kernel for a strided conv copies its channels_last input into a
+    workspace with a stride of one input-channel block — 8 channels with AVX2, 16 with AVX-512 — where the
+    workspace holds only the real channel count. With fewer input channels than a block it writes past the
+    workspace: wrong weight gradients, a spinning thread, or a corrupted heap that kills the process later
+    (``free(): invalid size``, SIGSEGV, SIGABRT — the exit 139/134 of a 5-cell, 4-channel DartsSpace at batch 25
+    or 27, whose 8-wide ``FactorizedReduce`` is below the AVX-512 block). Measured with torch 2.13 on AVX2: wrong
+    gradients or a crash for 2–7 input channels at every batch size, exact results from 8 (uxlfoundation/oneDNN
+    #6035). Stride-1 and depthwise convs were exact at every channel count, batch size and map size tried. The
+    threshold is the larger block, whatever this CPU has; these convs are tiny, so running them contiguous costs
+    nothing measurable.
     """
     for m in net.modules():
-        if isinstance(m, nn.Conv2d) and m.in_channels < 8 and max(m.stride) > 1:
+        if isinstance(m, nn.Conv2d) and m.in_channels < CPU_CHANNELS_LAST_MIN_STRIDED_IN_CHANNELS and \
+                max(m.stride) > 1:
             # clone, not .contiguous(): a 1×1 kernel in channels_last strides already counts as contiguous.
             m.weight.data = m.weight.data.clone(memory_format=torch.contiguous_format)
             m.register_forward_pre_hook(lambda _m, args: (args[0].contiguous(), *args[1:]))
