@@ -22,11 +22,16 @@ from rich.console import Console
 
 from sanas.network import GENOTYPES
 from sanas.spaces import SearchSpace, get_space
+from sanas.spaces.inherit import IMPORTANCE
+from sanas.training.trainer import EVALUATIONS, Recipe
 
 __all__ = ["main", "parse_tokens"]
 
 SAMPLERS = ("sa", "random", "evolution", "tpe")
 DATASETS = ("cifar10", "fashion-mnist", "synthetic")
+
+
+RECIPE_DEFAULTS = Recipe()
 
 
 class CLIError(Exception):
@@ -66,8 +71,11 @@ DATA_KEYS = {"dataset": "dataset", "data_root": "root", "val_fraction": "val_fra
              "download": "download"}
 RECIPE_KEYS = {"retain_epoch": "retain_epoch", "batch_size": "batch_size", "learning_rate": "learning_rate",
                "drop_path_prob": "drop_path_prob", "cutout": "cutout", "train_seed": "seed", "device": "device",
-               "compile": "compile", "channels_last": "channels_last"}
-SEARCH_KEYS = ("sampler", "search_steps", "max_params", "init_temperature", "reduce_rate", "seed", "study_name")
+               "compile": "compile", "channels_last": "channels_last", "evaluation": "evaluation",
+               "bn_batches": "bn_batches", "finetune_lr": "finetune_lr", "importance": "importance",
+               "early_stop": "early_stop", "stop_checks": "stop_checks"}
+SEARCH_KEYS = ("sampler", "search_steps", "max_params", "init_temperature", "reduce_rate", "seed", "study_name",
+               "parent", "parent_epochs")
 
 
 def _int_list(text: str) -> list[int]:
@@ -107,9 +115,19 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                        help="PaddleSlim's protocol: reward on the TEST set (biased; prints a warning)")
 
 
+def _epochs(text: str) -> int | float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of epochs") from None
+    return int(value) if value.is_integer() else value
+
+
 def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training recipe (defaults: PaddleSlim's DARTS demo)")
-    group.add_argument("--retain-epoch", type=int, help="epochs per candidate (30); reward = mean of the last two")
+    group.add_argument("--retain-epoch", type=_epochs,
+                       help="epochs per candidate (30; reward = mean of the last two); with --evaluation inherit, "
+                            "fine-tuning epochs (fractions allowed, 0 = BatchNorm re-estimation only)")
     group.add_argument("--batch-size", type=int, help="96")
     group.add_argument("--learning-rate", "--lr", type=float, help="0.025, cosine to 0")
     group.add_argument("--drop-path-prob", type=float, help="0.2 · epoch / epochs")
@@ -118,6 +136,20 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     group.add_argument("--compile", action="store_true", default=None, help="torch.compile the network")
     group.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None)
+    group = parser.add_argument_group("evaluation from a trained parent (--evaluation inherit)")
+    group.add_argument("--evaluation", choices=EVALUATIONS,
+                       help="scratch: train every candidate from scratch (PaddleSlim); inherit: start each from the "
+                            "trained parent's weights, re-estimate BatchNorm, fine-tune --retain-epoch epochs")
+    group.add_argument("--bn-batches", type=int, help=f"BatchNorm re-estimation batches ({RECIPE_DEFAULTS.bn_batches})")
+    group.add_argument("--finetune-lr", type=float, help=f"fine-tuning learning rate, cosine to 0 "
+                                                          f"({RECIPE_DEFAULTS.finetune_lr})")
+    group.add_argument("--importance", choices=IMPORTANCE,
+                       help=f"which channels a narrower cell keeps: bn = largest |BatchNorm γ|, l1 = largest filter "
+                            f"norms ({RECIPE_DEFAULTS.importance})")
+    group.add_argument("--no-early-stop", dest="early_stop", action="store_false", default=None,
+                       help="do not stop candidates that cannot reach the SA acceptance threshold")
+    group.add_argument("--stop-checks", type=int,
+                       help=f"scores taken while fine-tuning, for early stopping ({RECIPE_DEFAULTS.stop_checks})")
 
 
 def add_join_arguments(parser: argparse.ArgumentParser) -> None:
@@ -197,10 +229,11 @@ def _write_report(run_dir: Path, args: argparse.Namespace, console: Console, out
 
 def cmd_search(args: argparse.Namespace, console: Console) -> int:
     from sanas.runs.launcher import launch_workers
-    from sanas.runs.worker import Interrupted, open_search, resolve_config, run_worker
+    from sanas.runs.worker import Interrupted, ensure_parent, load_parent, open_search, resolve_config, run_worker
 
     run_dir = Path(args.run_dir)
     config = _search_config(args)
+    load_parent(config)  # a given parent that cannot serve fails here, before the run directory is touched
     config = resolve_config(run_dir, config)  # refuses a run dir made with another config; else saves it
     console.print(f"search: run directory {run_dir}, {config.search['search_steps']} evaluations, sampler "
                   f"{config.search['sampler']}, budget {config.budget():,} params" if config.budget() else
@@ -213,6 +246,13 @@ def cmd_search(args: argparse.Namespace, console: Console) -> int:
             # Create the study (and check any existing one) before the workers race to do it.
             sa, _ = open_search(config, run_dir, storage=args.storage, study_name=args.study_name)
             sa.close()
+            if config.recipe.get("evaluation") == "inherit" and load_parent(config, run_dir) is None:
+                from sanas.training import prepare_data
+
+                # Train the parent once, here, rather than in every worker.
+                recipe = config.build_recipe(device=args.device)
+                data = prepare_data(**config.data_kwargs(), device=recipe.resolve_device())
+                ensure_parent(config, run_dir, data, args.progress)
 
             def poll() -> None:
                 from sanas.report.search import status_lines
@@ -275,6 +315,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_train(args: argparse.Namespace, console: Console) -> int:
     from sanas.runs.config import RunConfig
+    from sanas.runs.worker import load_parent
     from sanas.training import prepare_data, train_final
 
     run_dir = Path(args.run_dir) if args.run_dir else None
@@ -298,10 +339,21 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
         console.print(f"training the search's best candidate: tokens {tokens}")
     tokens = space.validate(tokens)
     out = Path(args.out) if args.out else (run_dir / "final" if run_dir else Path("final"))
+    parent = None
+    if config.recipe.get("evaluation") == "inherit":
+        if args.retain_epoch is None:
+            raise CLIError("fine-tuning from the parent (--evaluation inherit): give the final model's --retain-epoch "
+                           "(fine-tuning epochs, e.g. a tenth of a training from scratch)")
+        if args.parent:
+            config.search["parent"] = args.parent
+        parent = load_parent(config, run_dir)
+        if parent is None:
+            raise CLIError("fine-tuning from the parent needs --parent DIR (a sanas train folder), or --run-dir of an "
+                           "inherit search that has one")
     recipe = config.build_recipe()
     data = prepare_data(**config.data_kwargs(), device=recipe.resolve_device())
     result = train_final(tokens, space, data, recipe, out, resume=args.resume, progress=args.progress,
-                         onnx=not args.no_onnx)
+                         onnx=not args.no_onnx, parent=parent)
     console.print(f"test top-1 {100 * result.test_top1:.2f} %, top-5 {100 * result.test_top5:.2f} %, "
                   f"{result.params:,} params; model in {out}")
     return 0
@@ -346,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--init-temperature", type=float, help="SA T0 (1.0)")
     g.add_argument("--reduce-rate", type=float, help="SA temperature decay per evaluation (0.85)")
     g.add_argument("--seed", type=int, help="seed of proposals and acceptance draws (0)")
+    g.add_argument("--parent", help="--evaluation inherit: the trained model to compress (a sanas train folder); "
+                                    "without it the init tokens are trained first into RUN/parent")
+    g.add_argument("--parent-epochs", type=int, help="epochs of that parent training when no --parent is given (30)")
     add_join_arguments(p)
     p.add_argument("--workers", type=int, default=1, help="local worker processes (one per GPU when GPUs exist)")
     p.add_argument("--progress", **progress)
@@ -381,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML file (when there is no run directory)")
     p.add_argument("--out", help="output folder (default: RUN/final or ./final)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in the output folder")
+    p.add_argument("--parent", help="with --evaluation inherit: fine-tune from this trained model (a sanas train "
+                                    "folder; default: the search's parent)")
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export")
     p.add_argument("--progress", **progress)
     add_space_arguments(p)

@@ -98,14 +98,14 @@ def test_nan_loss_gives_a_failed_result_and_the_process_carries_on(tiny_data: Tr
 def test_out_of_memory_gives_a_failed_result(tiny_data: TrainingData, monkeypatch: pytest.MonkeyPatch) -> None:
     space = _tiny_space()
 
-    def oom(self: Trainer, reporter: object = None) -> None:
+    def oom(self: Trainer, *args: object) -> None:
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     monkeypatch.setattr(Trainer, "train_epoch", oom)
     result = evaluate_candidate(space.init_tokens(), space, tiny_data, _recipe(), progress="none")
     assert result.status == "failed" and result.reason.startswith("out of memory on cpu: CUDA out of memory")
 
-    def bug(self: Trainer, reporter: object = None) -> None:
+    def bug(self: Trainer, *args: object) -> None:
         raise RuntimeError("shape mismatch")
 
     monkeypatch.setattr(Trainer, "train_epoch", bug)

@@ -20,7 +20,15 @@ from rich.table import Table
 from rich.text import Text
 
 from sanas.runs.config import RunConfig, atomic_write_text
-from sanas.search.chain import FAIL_REASON_KEY, STATUS_KEY, VOID_STATUSES, evaluations, replay_chain, trial_tokens
+from sanas.search.chain import (
+    FAIL_REASON_KEY,
+    STATUS_KEY,
+    STOPPED,
+    VOID_STATUSES,
+    evaluations,
+    replay_chain,
+    trial_tokens,
+)
 from sanas.spaces import SearchSpace
 from sanas.training.data import atomic_write_bytes
 
@@ -41,6 +49,7 @@ class Candidate:
     reason: str = ""
     accepted: bool | None = None  # by the SA chain (None when the sampler is not SA or not evaluated)
     feasible: bool = True
+    stopped: bool = False  # stopped early (inherit evaluation): ``reward`` is partial and the chain rejected it
 
 
 @dataclass
@@ -57,7 +66,13 @@ class SearchReport:
 
     @property
     def complete(self) -> list[Candidate]:
-        return [c for c in self.candidates if c.state == "complete"]
+        """Evaluations that ran to their end (stopped ones are partial: see :attr:`stopped`)."""
+        return [c for c in self.candidates if c.state == "complete" and not c.stopped]
+
+    @property
+    def stopped(self) -> list[Candidate]:
+        """Evaluations stopped early because they could not reach the chain's acceptance threshold."""
+        return [c for c in self.candidates if c.state == "complete" and c.stopped]
 
     @property
     def failed(self) -> list[Candidate]:
@@ -107,7 +122,8 @@ def build_report(trials: Sequence[FrozenTrial], space: SearchSpace, config: RunC
         candidates[t.number] = Candidate(
             trial=t.number, tokens=tokens, state=_state(t), reward=t.value if t.state == TrialState.COMPLETE else None,
             params=params, macs=space.count_macs(tokens), seconds=seconds,
-            reason=str(t.user_attrs.get(FAIL_REASON_KEY, "")), feasible=budget is None or params <= budget)
+            reason=str(t.user_attrs.get(FAIL_REASON_KEY, "")), feasible=budget is None or params <= budget,
+            stopped=t.system_attrs.get(STATUS_KEY) == STOPPED)
     evals = evaluations(trials)
     chain_rows = []
     if search.get("sampler", "sa") == "sa":
@@ -141,8 +157,9 @@ def _pct(value: float, base: float) -> str:
 
 def headline(report: SearchReport) -> list[str]:
     """The report's conclusions as sentences: best vs init, counts, failures."""
-    lines = [f"{len(report.complete)} of {report.search_steps} evaluations finished, {len(report.failed)} failed, "
-             f"{len(report.running)} running; budget "
+    stopped = f" ({len(report.stopped)} of them stopped early)" if report.stopped else ""
+    lines = [f"{len(report.complete) + len(report.stopped)} of {report.search_steps} evaluations finished{stopped}, "
+             f"{len(report.failed)} failed, {len(report.running)} running; budget "
              f"{'none' if report.budget is None else f'{report.budget:,} params'}."]
     best, init = report.best, report.init
     if best is None:
@@ -154,8 +171,14 @@ def headline(report: SearchReport) -> list[str]:
         delta = 100 * (best.reward - init.reward)
         lines.append(f"Init model: reward {init.reward:.4f}, {init.params:,} params. "
                      f"Best vs init: params {_pct(best.params, init.params)}, reward {delta:+.2f} points.")
-        epochs = report.config.get("recipe", {}).get("retain_epoch")
-        if epochs is not None:
+        recipe = report.config.get("recipe", {})
+        epochs = recipe.get("retain_epoch")
+        if recipe.get("evaluation") == "inherit":
+            lines.append(f"Rewards are held-out top-1 of children inherited from the parent, BatchNorm re-estimated "
+                         f"and fine-tuned for {epochs if epochs is not None else '?'} epoch(s): they rank candidates, "
+                         f"they are not final accuracies. Fine-tune the best with `sanas train --inherit` to know "
+                         f"its accuracy.")
+        elif epochs is not None:
             lines.append(f"Rewards are {epochs}-epoch proxy trainings (mean held-out top-1 of the last two epochs): "
                          f"they rank candidates, they are not final accuracies, and short proxies are noisy. "
                          f"Retrain the best with `sanas train` to know its accuracy.")
@@ -171,7 +194,7 @@ def headline(report: SearchReport) -> list[str]:
 
 
 def _row(c: Candidate, report: SearchReport) -> list[str]:
-    state = c.state
+    state = "stopped early" if c.stopped else c.state
     if c.accepted is not None:
         state += ", accepted" if c.accepted else ", rejected"
     if not c.feasible:
@@ -295,7 +318,7 @@ def write_report(report: SearchReport, out_dir: str | Path, top_k: int = 10) -> 
     writer = csv.writer(buf)
     writer.writerow(["trial", "state", "accepted", "reward", "params", "macs", "seconds", "tokens", "reason"])
     for c in report.candidates:
-        writer.writerow([c.trial, c.state, "" if c.accepted is None else c.accepted,
+        writer.writerow([c.trial, "stopped" if c.stopped else c.state, "" if c.accepted is None else c.accepted,
                          "" if c.reward is None else f"{c.reward:.6f}", c.params, c.macs,
                          "" if c.seconds is None else f"{c.seconds:.1f}", " ".join(map(str, c.tokens)), c.reason])
     atomic_write_text(out / "candidates.csv", buf.getvalue())
@@ -306,8 +329,9 @@ def write_report(report: SearchReport, out_dir: str | Path, top_k: int = 10) -> 
 
 def status_lines(report: SearchReport) -> list[str]:
     """A running search in a few lines: progress, best so far, and an ETA from finished candidates' times."""
-    done, failed, running = len(report.complete), len(report.failed), len(report.running)
-    lines = [f"finished {done}/{report.search_steps}, running {running}, failed {failed}"]
+    done, failed, running = len(report.complete) + len(report.stopped), len(report.failed), len(report.running)
+    stopped = f" ({len(report.stopped)} stopped early)" if report.stopped else ""
+    lines = [f"finished {done}/{report.search_steps}{stopped}, running {running}, failed {failed}"]
     best = report.best
     if best is not None:
         lines.append(f"best so far: reward {best.reward:.4f}, {best.params:,} params "

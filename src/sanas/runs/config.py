@@ -58,6 +58,10 @@ SEARCH_DEFAULTS: dict[str, Any] = {
     "study_name": "sanas",
     "heartbeat_interval": 10.0,
     "grace_period": 60.0,
+    # The inherit evaluation: a trained parent (a `sanas train` folder); without one, the search first trains the
+    # init tokens for parent_epochs epochs (from scratch, the [recipe]'s learning rate) into <run dir>/parent.
+    "parent": None,
+    "parent_epochs": 30,
 }
 DATA_DEFAULTS: dict[str, Any] = {
     "dataset": "fashion-mnist",

@@ -28,10 +28,12 @@ from typing import Any
 
 from sanas.runs.config import RunConfig, atomic_write_text
 
-__all__ = ["CANDIDATES_DIR", "RUN_CONFIG_KEY", "Interrupted", "WorkerSummary", "load_study", "open_search",
-           "run_worker"]
+__all__ = ["CANDIDATES_DIR", "PARENT_DIR", "RUN_CONFIG_KEY", "Interrupted", "WorkerSummary", "ensure_parent",
+           "load_parent", "load_study", "open_search", "run_worker", "stop_rule"]
 
 CANDIDATES_DIR = "candidates"
+#: Where an inherit search without --parent trains its parent (the init tokens), inside the run directory.
+PARENT_DIR = "parent"
 #: Study user attribute holding the run config, so workers that only know the storage can join.
 RUN_CONFIG_KEY = "sanas:run_config"
 
@@ -137,6 +139,83 @@ def load_study(run_dir: Path | None = None, storage: str | None = None, server_a
     return study, config
 
 
+def _parent_path(config: RunConfig, run_dir: Path | None) -> Path | None:
+    if config.search.get("parent"):
+        return Path(config.search["parent"])
+    if run_dir is not None and (run_dir / PARENT_DIR / "model.json").exists():
+        return run_dir / PARENT_DIR
+    return None
+
+
+def load_parent(config: RunConfig, run_dir: Path | None = None) -> Any:
+    """The trained parent of an inherit search, checked against the search's space (``None`` for a scratch
+    search, or when the parent is still to be trained into the run directory).
+
+    Raises ``ValueError`` with one line naming the folder when it cannot be read, or naming both sides when it
+    belongs to another space, genotype, class count or input channels.
+    """
+    if config.recipe.get("evaluation", "scratch") != "inherit":
+        return None
+    path = _parent_path(config, run_dir)
+    if path is None:
+        return None
+    from sanas.training import load_model
+
+    try:
+        net = load_model(path)
+    except FileNotFoundError as e:
+        raise ValueError(f"parent {path}: {e}") from None
+    except Exception as e:  # a corrupt file: safetensors, JSON or shapes
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"parent {path} cannot be loaded ({type(e).__name__}: {first}); expected a folder "
+                         f"written by sanas train") from None
+    space = config.build_space()
+    try:
+        space.inherit(net, space.init_tokens())  # the same checks every candidate will meet, once, up front
+    except (ValueError, NotImplementedError) as e:
+        raise ValueError(f"parent {path}: {e}") from None
+    return net
+
+
+def ensure_parent(config: RunConfig, run_dir: Path | None, data: Any, progress: str = "auto") -> Any:
+    """:func:`load_parent`, training the init tokens into ``<run_dir>/parent`` first when no parent is given.
+
+    The parent is trained from scratch for ``search.parent_epochs`` epochs under the ``[recipe]`` table's
+    training settings (resumable: an interrupted parent training continues on the next run)."""
+    net = load_parent(config, run_dir)
+    if net is not None or config.recipe.get("evaluation", "scratch") != "inherit":
+        return net
+    if run_dir is None:
+        raise ValueError("an inherit search without a parent trains one into its run directory; give a parent "
+                         "(search.parent, --parent) or a run directory")
+    from sanas.training import Recipe, train_final
+
+    space = config.build_space()
+    keep = {k: v for k, v in config.build_recipe().to_dict().items()
+            if k not in ("evaluation", "retain_epoch", "bn_batches", "finetune_lr", "importance", "early_stop",
+                         "stop_checks")}
+    recipe = Recipe(**keep, retain_epoch=int(config.search["parent_epochs"]))
+    _say(progress, f"training the parent (init tokens {space.init_tokens()}, {recipe.retain_epoch} epochs from "
+                   f"scratch) into {run_dir / PARENT_DIR}")
+    train_final(space.init_tokens(), space, data, recipe, run_dir / PARENT_DIR, resume=True,
+                progress=progress, onnx=False)  # type: ignore[arg-type]
+    return load_parent(config, run_dir)
+
+
+def stop_rule(sa: Any, recipe: Any) -> Any:
+    """The early-stop rule for ``sa``'s pending candidate, or ``None`` (off, no threshold, too few curves)."""
+    if recipe.evaluation != "inherit" or not recipe.early_stop:
+        return None
+    threshold = sa.acceptance_threshold()
+    if threshold is None:
+        return None
+    from sanas.search.early_stop import finished_curves, learned_margins
+    from sanas.training.trainer import StopRule
+
+    margins = learned_margins(finished_curves(sa.study.get_trials(deepcopy=False)))
+    return None if margins is None else StopRule(threshold, margins)
+
+
 @contextmanager
 def _interruptible() -> Iterator[dict[str, bool]]:
     """SIGINT/SIGTERM raise :class:`KeyboardInterrupt` while a candidate trains, and only set a flag otherwise,
@@ -187,6 +266,7 @@ def run_worker(config: RunConfig | None = None, run_dir: str | os.PathLike[str] 
     interrupted = False
     try:
         data = prepare_data(**config.data_kwargs(), device=recipe.resolve_device())
+        parent = ensure_parent(config, run_path, data, progress)
         with _interruptible() as state:
             while not state["stop"] and (max_candidates is None or evaluated + failed < max_candidates):
                 tokens = sa.next_tokens()
@@ -199,7 +279,9 @@ def run_worker(config: RunConfig | None = None, run_dir: str | os.PathLike[str] 
                     state["training"] = True
                     if state["stop"]:
                         raise KeyboardInterrupt
-                    result = evaluate_candidate(tokens, space, data, recipe, progress=progress)  # type: ignore[arg-type]
+                    rule = stop_rule(sa, recipe)
+                    result = evaluate_candidate(tokens, space, data, recipe, progress=progress,  # type: ignore[arg-type]
+                                                parent=parent, stop_rule=rule)
                 except KeyboardInterrupt:
                     state["training"] = False
                     sa.fail("interrupted: the worker was stopped (SIGINT/SIGTERM) while training this candidate")
@@ -216,10 +298,12 @@ def run_worker(config: RunConfig | None = None, run_dir: str | os.PathLike[str] 
                     atomic_write_text(run_path / CANDIDATES_DIR / f"trial-{number:05d}.json",
                                       json.dumps(record, indent=1) + "\n")
                 if result.ok:
-                    accepted = sa.reward(result.reward)
+                    accepted = sa.reward(result.reward, curve=result.curve or None, stopped=result.stopped)
                     evaluated += 1
+                    verdict = ("stopped early: cannot reach the acceptance threshold "
+                               f"{result.threshold:.4f}" if result.stopped else "accepted" if accepted else "rejected")
                     _say(progress, f"[worker {worker_id}] trial {number}: reward {result.reward:.4f} "
-                                   f"({'accepted' if accepted else 'rejected'}, {result.seconds:.0f} s)")
+                                   f"({verdict}, {result.seconds:.0f} s)")
                 else:
                     sa.fail(result.reason)
                     failed += 1

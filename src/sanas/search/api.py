@@ -39,7 +39,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
-from sanas.search.chain import FAIL_REASON_KEY, STATUS_KEY, TOKENS_KEY, U_KEY, TrialDelta
+from sanas.search.chain import CURVE_KEY, FAIL_REASON_KEY, STATUS_KEY, STOPPED, TOKENS_KEY, U_KEY, TrialDelta
 from sanas.search.samplers import (
     OptunaTokenSampler,
     RandomTokenSampler,
@@ -457,14 +457,33 @@ class SANAS:
                                f"worker ({trial.user_attrs.get(FAIL_REASON_KEY, 'no reason')}); "
                                f"raise heartbeat_interval/grace_period if evaluations stall the process") from e
 
-    def reward(self, score: float) -> bool:
+    def acceptance_threshold(self) -> float | None:
+        """The reward the pending candidate needs for the chain to accept it, were it the next to finish.
+
+        Its acceptance draw ``u`` is fixed when it is proposed, so this is known before it trains:
+        ``current_reward + T·ln u``. ``None`` when everything would be accepted (no reward yet) or the sampler
+        has no acceptance test (random, evolution, Optuna samplers). Early stopping compares against it.
+        """
+        if self._pending is None:
+            raise RuntimeError("acceptance_threshold() needs a pending candidate: call next_archs() first")
+        u = self.sampler.acceptance_draw(self._pending.tokens)
+        return self.sampler.acceptance_threshold(self.study.get_trials(deepcopy=False), u)
+
+    def reward(self, score: float, curve: Sequence[Sequence[float]] | None = None, stopped: bool = False) -> bool:
         """Record the pending candidate's reward; return whether the chain accepted it.
 
         ``score`` must be a finite real number; NaN, inf or non-numbers raise ``ValueError`` and leave the
-        candidate pending (report a crashed candidate with :meth:`fail`).
+        candidate pending (report a crashed candidate with :meth:`fail`). ``curve`` (``[epochs, top-1]`` pairs
+        of an inherited candidate's checks) is stored on the trial; later candidates' early stops learn their
+        margins from it. ``stopped=True`` records a candidate stopped early: ``score`` is its partial reward, it
+        counts as a finished evaluation, and the chain rejects it.
         """
         pending = self._finish_pending("reward()")
         value = _check_score(score)
+        if curve is not None:
+            self.storage.set_trial_user_attr(pending.trial_id, CURVE_KEY, [[float(a), float(b)] for a, b in curve])
+        if stopped:
+            self.storage.set_trial_system_attr(pending.trial_id, STATUS_KEY, STOPPED)
         self._close_pending(TrialState.COMPLETE, value, None)
         self._snapshot = self.study.get_trials(deepcopy=False)
         chain = self.sampler.chain(self._snapshot)

@@ -22,8 +22,10 @@ from datetime import datetime
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
+    "CURVE_KEY",
     "FAIL_REASON_KEY",
     "STATUS_KEY",
+    "STOPPED",
     "TOKENS_KEY",
     "U_KEY",
     "ChainReplayer",
@@ -49,6 +51,10 @@ U_KEY = "sanas:u"
 #: :mod:`sanas.search.api`). Void trials never count as proposed or evaluated.
 STATUS_KEY = "sanas:status"
 VOID_STATUSES = frozenset({"surplus", "collision", "exhausted"})
+#: Status of a COMPLETE trial stopped early (its reward is partial): a finished evaluation, always rejected.
+STOPPED = "stopped"
+#: Trial user attribute: an inherited candidate's ``[epochs, held-out top-1]`` at each check and at the end.
+CURVE_KEY = "curve"
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,7 @@ class Evaluation:
     tokens: tuple[int, ...]
     reward: float
     u: float
+    stopped: bool = False
 
 
 @dataclass(frozen=True)
@@ -124,14 +131,16 @@ def acceptance_draw(seed: int, tokens: Sequence[int]) -> float:
 def _step(state: ChainState, ev: Evaluation, init_temperature: float, reduce_rate: float) -> None:
     k = len(state.steps)
     t = temperature(k, init_temperature, reduce_rate)
-    if state.current_reward is None:
+    if ev.stopped:
+        accepted = False  # stopped early because it could not reach the acceptance threshold: a partial reward
+    elif state.current_reward is None:
         accepted = True  # the first reward is always accepted, as in PaddleSlim
     else:
         delta = ev.reward - state.current_reward
         # ``delta >= 0`` is PaddleSlim's ``reward > current or u <= exp(0) = 1``; it also covers T == 0 (T0 = 0 or
         # underflow after thousands of steps), where exp(delta / T) would divide by zero.
         accepted = delta >= 0 or (t > 0 and ev.u <= math.exp(delta / t))
-    best = state.best_reward is None or ev.reward > state.best_reward
+    best = not ev.stopped and (state.best_reward is None or ev.reward > state.best_reward)
     if accepted:
         state.current_tokens, state.current_reward = ev.tokens, ev.reward
     if best:
@@ -173,8 +182,12 @@ def evaluations(trials: Iterable[FrozenTrial]) -> list[Evaluation]:
     """The COMPLETE trials carrying tokens, as :class:`Evaluation` in completion order."""
     done = [t for t in trials if t.state == TrialState.COMPLETE and TOKENS_KEY in t.user_attrs]
     done.sort(key=_completion_key)
-    return [Evaluation(t.number, trial_tokens(t), float(t.value), float(t.system_attrs.get(U_KEY, 0.0)))
-            for t in done]
+    return [_evaluation(t) for t in done]
+
+
+def _evaluation(t: FrozenTrial) -> Evaluation:
+    return Evaluation(t.number, trial_tokens(t), float(t.value), float(t.system_attrs.get(U_KEY, 0.0)),
+                      t.system_attrs.get(STATUS_KEY) == STOPPED)
 
 
 class TrialDelta:
@@ -246,8 +259,7 @@ class ChainReplayer:
             self._reset()
             new = sorted((t for t in trials if t.state == TrialState.COMPLETE and TOKENS_KEY in t.user_attrs),
                          key=_completion_key)
-        evals = [Evaluation(t.number, trial_tokens(t), float(t.value), float(t.system_attrs.get(U_KEY, 0.0)))
-                 for t in new]
+        evals = [_evaluation(t) for t in new]
         replay_chain(evals, self.init_temperature, self.reduce_rate, state=self._state)
         self._last = _completion_key(new[-1])
         self._evals.extend(evals)

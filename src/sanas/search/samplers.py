@@ -20,6 +20,7 @@ step. If ``max_try_times`` draws find nothing, :class:`SearchExhausted` is raise
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from abc import abstractmethod
@@ -151,6 +152,10 @@ class TokenSampler(BaseSampler):
         """``(init_temperature, reduce_rate)`` of the reported chain; baselines report hill-climbing (T0 = 0)."""
         return 0.0, 1.0
 
+    def acceptance_threshold(self, trials: Sequence[FrozenTrial], u: float) -> float | None:
+        """The reward the next evaluation needs to be accepted; ``None``: no acceptance test (baselines)."""
+        return None
+
     def settings(self) -> dict[str, Any]:
         """The settings that define this search; a study refuses to resume with different ones."""
         return {"sampler": type(self).__name__, "seed": self.seed, "max_try_times": self.max_try_times,
@@ -255,6 +260,17 @@ class SimulatedAnnealingSampler(TokenSampler):
 
     def chain_params(self) -> tuple[float, float]:
         return self.init_temperature, self.reduce_rate
+
+    def acceptance_threshold(self, trials: Sequence[FrozenTrial], u: float) -> float | None:
+        """The smallest reward with which the next evaluation, drawn ``u``, would be accepted: the current
+        reward plus ``T·ln u`` at the next evaluation's temperature (``None`` before any reward: all pass)."""
+        chain = self.chain(trials)
+        if chain.current_reward is None:
+            return None
+        t = self.init_temperature * self.reduce_rate**chain.k
+        if t <= 0:
+            return chain.current_reward
+        return chain.current_reward + t * math.log(u) if u > 0 else -math.inf
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "init_temperature": self.init_temperature, "reduce_rate": self.reduce_rate,

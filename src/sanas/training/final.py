@@ -13,9 +13,11 @@ the checkpoint and continues with the same RNG states, so the resumed run equals
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import io
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ from sanas.spaces import SearchSpace, space_from_config
 from sanas.training.data import TrainingData, atomic_write_bytes
 from sanas.training.trainer import EpochMetrics, Progress, Recipe, Trainer, _Reporter
 
-__all__ = ["FinalResult", "export_onnx", "load_model", "train_final"]
+__all__ = ["FinalResult", "export_onnx", "load_model", "train_final", "weights_digest"]
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "model.safetensors"
@@ -53,9 +55,23 @@ class FinalResult:
     resumed_from_epoch: int
 
 
-def _identity(space: SearchSpace, tokens: list[int], recipe: Recipe, data: TrainingData) -> dict[str, Any]:
+def _identity(space: SearchSpace, tokens: list[int], recipe: Recipe, data: TrainingData,
+              parent: str | None) -> dict[str, Any]:
     settings = {k: v for k, v in recipe.to_dict().items() if k not in _RESUMABLE_CHANGES}
-    return {"space": space.config(), "tokens": tokens, "recipe": settings, "split": data.split}
+    out = {"space": space.config(), "tokens": tokens, "recipe": settings, "split": data.split}
+    if parent is not None:
+        out["parent"] = parent
+    return out
+
+
+def weights_digest(net: torch.nn.Module) -> str:
+    """SHA-256 of a network's state dict (names, shapes, values): which parent a fine-tuned model came from."""
+    h = hashlib.sha256()
+    for name, t in net.state_dict().items():
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().to("cpu").contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
@@ -81,12 +97,17 @@ def export_onnx(net: torch.nn.Module, in_channels: int, path: str | Path) -> str
 
 def train_final(tokens: Sequence[int], space: SearchSpace, data: TrainingData, recipe: Recipe,
                 out_dir: str | Path, resume: bool = False, progress: Progress = "auto", onnx: bool = True,
-                on_epoch: Callable[[EpochMetrics], None] | None = None) -> FinalResult:
+                on_epoch: Callable[[EpochMetrics], None] | None = None,
+                parent: torch.nn.Module | str | Path | None = None) -> FinalResult:
     """Train ``tokens`` for ``recipe.retain_epoch`` epochs, checkpointing to ``out_dir`` after every epoch.
 
-    With ``resume=True`` an existing checkpoint is continued (it must be for the same space, tokens, recipe
-    and data split); without it an existing checkpoint is an error rather than silently overwritten.
-    The test set is evaluated once, at the end. ``on_epoch`` is called after each checkpoint.
+    With ``recipe.evaluation == "inherit"`` the model starts from the trained ``parent`` (a network or a
+    ``sanas train`` folder): the child is cut or widened from it, its BatchNorm statistics re-estimated, then
+    it is fine-tuned for ``retain_epoch`` epochs at ``recipe.finetune_lr`` (cosine to 0) — a short schedule
+    instead of training from scratch. With ``resume=True`` an existing checkpoint is continued (it must be for
+    the same space, tokens, recipe, data split and parent); without it an existing checkpoint is an error rather
+    than silently overwritten. The test set is evaluated once, at the end. ``on_epoch`` is called after each
+    checkpoint.
 
     >>> from sanas import get_space
     >>> from sanas.training import prepare_data
@@ -102,8 +123,16 @@ def train_final(tokens: Sequence[int], space: SearchSpace, data: TrainingData, r
     tokens = space.validate(tokens)
     out = Path(out_dir)
     checkpoint = out / CHECKPOINT
-    trainer = Trainer(space, tokens, data, recipe)
-    identity = _identity(space, tokens, recipe, trainer.data)
+    parent_id = None
+    if recipe.evaluation == "inherit":
+        if parent is None:
+            raise ValueError("fine-tuning from a parent (evaluation='inherit') needs parent=: a trained network or "
+                             "a sanas train folder")
+        if not isinstance(parent, torch.nn.Module):
+            parent = load_model(parent)
+        parent_id = weights_digest(parent)
+    trainer = Trainer(space, tokens, data, recipe, parent=parent if parent_id else None)
+    identity = _identity(space, tokens, recipe, trainer.data, parent_id)
     if checkpoint.exists():
         if not resume:
             raise FileExistsError(f"{checkpoint} exists: pass resume=True to continue that run, or choose another "
@@ -119,11 +148,13 @@ def train_final(tokens: Sequence[int], space: SearchSpace, data: TrainingData, r
             raise ValueError(f"checkpoint {checkpoint} belongs to a different run (differs in: {', '.join(diff)}); "
                              f"use another out_dir")
         trainer.load_state_dict(state)
+    elif trainer.inherited:
+        trainer.reestimate_bn(recipe.bn_batches)
     resumed_from = trainer.epoch
     out.mkdir(parents=True, exist_ok=True)
-    reporter = _Reporter(progress, "final", recipe.retain_epoch)
+    reporter = _Reporter(progress, "final", math.ceil(recipe.retain_epoch))
     with reporter:
-        while trainer.epoch < recipe.retain_epoch:
+        while trainer.steps_done < trainer.total_steps:
             m = trainer.run_epoch(reporter)
             state = trainer.state_dict()
             state["identity"] = json.dumps(identity)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -22,12 +23,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from sanas.spaces import SearchSpace
+from sanas.spaces.inherit import IMPORTANCE
 from sanas.training.augment import Augment, normalize
 from sanas.training.data import TrainingData
 
-__all__ = ["CandidateResult", "EpochMetrics", "Recipe", "Trainer", "TrainingFailed", "evaluate_candidate"]
+__all__ = ["EVALUATIONS", "CandidateResult", "EpochMetrics", "Recipe", "StopRule", "Trainer", "TrainingFailed",
+           "check_points", "evaluate_candidate"]
 
 Progress = Literal["auto", "bar", "lines", "none"]
+#: How a candidate is evaluated: trained from scratch (PaddleSlim's protocol) or inherited from a trained parent.
+EVALUATIONS = ("scratch", "inherit")
 
 
 class TrainingFailed(RuntimeError):
@@ -55,7 +60,7 @@ class Recipe:
     """
 
     batch_size: int = 96
-    retain_epoch: int = 30
+    retain_epoch: int | float = 30
     learning_rate: float = 0.025
     momentum: float = 0.9
     weight_decay: float = 3e-4
@@ -69,11 +74,33 @@ class Recipe:
     channels_last: bool = True
     compile: bool = False
     eval_batch_size: int = 256
+    evaluation: str = "scratch"
+    bn_batches: int = 20
+    finetune_lr: float = 0.01
+    importance: str = "bn"
+    early_stop: bool = True
+    stop_checks: int = 2
 
     def __post_init__(self) -> None:
-        if isinstance(self.retain_epoch, bool) or not isinstance(self.retain_epoch, int) or self.retain_epoch < 2:
-            raise ValueError(f"retain_epoch is {self.retain_epoch!r}, expected an integer >= 2 (the reward "
-                             f"averages the last two epochs)")
+        if self.evaluation not in EVALUATIONS:
+            raise ValueError(f"evaluation is {self.evaluation!r}, expected one of {', '.join(EVALUATIONS)}")
+        if self.evaluation == "scratch":
+            if (isinstance(self.retain_epoch, bool) or not isinstance(self.retain_epoch, int)
+                    or self.retain_epoch < 2):
+                raise ValueError(f"retain_epoch is {self.retain_epoch!r}, expected an integer >= 2 (the reward "
+                                 f"averages the last two epochs)")
+        elif (isinstance(self.retain_epoch, bool) or not isinstance(self.retain_epoch, int | float)
+              or not math.isfinite(self.retain_epoch) or self.retain_epoch < 0):
+            raise ValueError(f"retain_epoch is {self.retain_epoch!r}, expected a number of fine-tuning epochs >= 0 "
+                             f"(fractions allowed; 0 = BatchNorm re-estimation only)")
+        if isinstance(self.bn_batches, bool) or not isinstance(self.bn_batches, int) or self.bn_batches < 0:
+            raise ValueError(f"bn_batches is {self.bn_batches!r}, expected an integer >= 0")
+        if isinstance(self.stop_checks, bool) or not isinstance(self.stop_checks, int) or self.stop_checks < 1:
+            raise ValueError(f"stop_checks is {self.stop_checks!r}, expected an integer >= 1")
+        if not self.finetune_lr > 0:
+            raise ValueError(f"finetune_lr is {self.finetune_lr!r}, expected a positive number")
+        if self.importance not in IMPORTANCE:
+            raise ValueError(f"importance is {self.importance!r}, expected one of {', '.join(IMPORTANCE)}")
         for name in ("batch_size", "eval_batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 2:
@@ -100,8 +127,9 @@ class Recipe:
         return device
 
     def total_steps(self, train_size: int) -> int:
-        """Optimizer steps in the whole run for ``train_size`` training images."""
-        return self.steps_per_epoch(train_size) * self.retain_epoch
+        """Optimizer steps in the whole run for ``train_size`` training images (a fractional ``retain_epoch``
+        rounds to the nearest step)."""
+        return round(self.steps_per_epoch(train_size) * self.retain_epoch)
 
     def steps_per_epoch(self, train_size: int) -> int:
         # A last partial batch of one image is dropped: BatchNorm (and the aux head) cannot train on it.
@@ -148,6 +176,14 @@ class CandidateResult:
     macs: int = 0
     seconds: float = 0.0
     device: str = ""
+    #: Inherit evaluation: ``[epochs fine-tuned, held-out top-1]`` at every check and at the end.
+    curve: list[list[float]] = field(default_factory=list)
+    #: Training epochs spent (fractional when fine-tuning); BatchNorm re-estimation batches run.
+    epochs: float = 0.0
+    bn_batches: int = 0
+    #: Stopped early by a :class:`StopRule` (``reward`` is then the partial reward at the stop).
+    stopped: bool = False
+    threshold: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -244,7 +280,8 @@ class Trainer:
     0
     """
 
-    def __init__(self, space: SearchSpace, tokens: Sequence[int], data: TrainingData, recipe: Recipe) -> None:
+    def __init__(self, space: SearchSpace, tokens: Sequence[int], data: TrainingData, recipe: Recipe,
+                 parent: nn.Module | None = None) -> None:
         self.tokens = space.validate(tokens)
         self.recipe = recipe
         self.device = recipe.resolve_device()
@@ -262,20 +299,35 @@ class Trainer:
             channels_last = False
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         torch.manual_seed(recipe.seed)  # same seed, same initial weights, whatever the device
-        net = space.token2arch(self.tokens)
+        self.inherited = recipe.evaluation == "inherit"
+        if self.inherited:
+            if parent is None:
+                raise ValueError("the inherit evaluation needs a trained parent network (parent=...)")
+            net = space.inherit(parent, self.tokens, recipe.importance)
+            if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+                raise ValueError(f"the {type(net).__name__} network has no BatchNorm layer: the inherit evaluation "
+                                 f"re-estimates BatchNorm statistics; use the scratch evaluation")
+        else:
+            net = space.token2arch(self.tokens)
         self._check_fits(net)
         self.net: nn.Module = net.to(self.device, memory_format=self.memory_format)
         if channels_last and self.device.type == "cpu":
             _avoid_cpu_channels_last_crash(self.net)
         self.model: nn.Module = torch.compile(self.net) if recipe.compile else self.net
-        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=recipe.learning_rate, momentum=recipe.momentum,
+        lr = recipe.finetune_lr if self.inherited else recipe.learning_rate
+        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=lr, momentum=recipe.momentum,
                                          weight_decay=recipe.weight_decay)
         self.train_images, self.train_labels = self.data.train()
         self.steps_per_epoch = recipe.steps_per_epoch(len(self.train_labels))
         if self.steps_per_epoch == 0:
             raise ValueError(f"{len(self.train_labels)} training images cannot fill one batch; need at least 2")
+        #: Optimizer steps of the whole run (a fractional ``retain_epoch`` ends inside an epoch), and done so far.
+        self.total_steps = recipe.total_steps(len(self.train_labels))
+        self.steps_done = 0
+        self._order: torch.Tensor | None = None
+        self._position = 0
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.optimizer, T_max=self.steps_per_epoch * recipe.retain_epoch, eta_min=0.0)
+            self.optimizer, T_max=max(1, self.total_steps), eta_min=0.0)
         # One generator drives shuffling and augmentation, on the device so no host round trips are needed.
         self.generator = torch.Generator(self.device).manual_seed(recipe.seed)
         ds = self.data.dataset
@@ -301,24 +353,75 @@ class Trainer:
     def _autocast(self) -> Any:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
-    def train_epoch(self, reporter: _Reporter | None = None) -> tuple[float, float]:
-        """Train one epoch; returns (mean loss, top-1). Raises :class:`TrainingFailed` on a non-finite loss."""
+    def drop_path_prob(self) -> float:
+        """Drop-path probability of the current epoch: DARTS' ramp from scratch; none while fine-tuning."""
+        if self.inherited:
+            return 0.0
+        return self.recipe.drop_path_prob * self.epoch / self.recipe.retain_epoch
+
+    def _next_batch(self) -> torch.Tensor:
+        """Indices of the next training batch; a new seeded shuffle starts every ``steps_per_epoch`` batches."""
+        if self._order is None or self._position >= self.steps_per_epoch:
+            self._order = torch.randperm(len(self.train_labels), generator=self.generator, device=self.device)
+            self._position = 0
+        b = self.recipe.batch_size
+        idx = self._order[self._position * b:(self._position + 1) * b]
+        self._position += 1
+        return idx
+
+    @torch.no_grad()
+    def reestimate_bn(self, batches: int) -> None:
+        """Recompute every BatchNorm's running statistics from ``batches`` training batches (no augmentation,
+        train-mode forward, no gradients), as a cumulative average over all of them.
+
+        A child cut from a parent inherits statistics of channels that no longer sum the same inputs; scored
+        with them it is near chance and the ranking of children says nothing (EagleEye's *adaptive BN*). The
+        batches are drawn from the trainer's own seeded generator.
+        """
+        bns = [m for m in self.net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average: every batch counts the same
+        self.net.train()
+        if hasattr(self.net, "set_drop_path_prob"):
+            self.net.set_drop_path_prob(0.0)
+        ds = self.data.dataset
+        n, b = len(self.train_labels), self.recipe.batch_size
+        order = torch.randperm(n, generator=self.generator, device=self.device)
+        position = 0
+        for _ in range(batches):
+            if position + 2 > n:
+                order, position = torch.randperm(n, generator=self.generator, device=self.device), 0
+            idx = order[position:position + b]
+            position += b
+            x = normalize(self.train_images[idx], ds.mean, ds.std).contiguous(memory_format=self.memory_format)
+            with self._autocast():
+                self.model(x)
+        for m, momentum in zip(bns, momenta, strict=True):
+            m.momentum = momentum
+
+    def train_epoch(self, reporter: _Reporter | None = None, steps: int | None = None) -> tuple[float, float]:
+        """Train one epoch, or ``steps`` batches; returns (mean loss, top-1).
+
+        Without ``steps``: one epoch, or what is left of the run if that is less. Raises
+        :class:`TrainingFailed` on a non-finite loss.
+        """
         r = self.recipe
         self.net.train()
-        p = r.drop_path_prob * self.epoch / r.retain_epoch
         if hasattr(self.net, "set_drop_path_prob"):
-            self.net.set_drop_path_prob(p)
-        n = len(self.train_labels)
-        order = torch.randperm(n, generator=self.generator, device=self.device)
+            self.net.set_drop_path_prob(self.drop_path_prob())
+        if steps is None:
+            steps = min(self.steps_per_epoch, self.total_steps - self.steps_done)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         seen = 0
         if reporter is not None:
-            reporter.start_epoch(self.epoch, self.steps_per_epoch)
+            reporter.start_epoch(self.epoch, steps)
         # Checking for NaN needs a device sync; on CUDA do it every few batches, on CPU it is free.
         check_every = 1 if self.device.type == "cpu" else 20
-        for step in range(self.steps_per_epoch):
-            idx = order[step * r.batch_size:(step + 1) * r.batch_size]
+        for step in range(steps):
+            idx = self._next_batch()
             x = self.augment(self.train_images[idx], self.generator, channels_last=self.channels_last)
             y = self.train_labels[idx]
             with self._autocast():
@@ -336,14 +439,15 @@ class Trainer:
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
-            if (step + 1) % check_every == 0 or step + 1 == self.steps_per_epoch:
+            self.steps_done += 1
+            if (step + 1) % check_every == 0 or step + 1 == steps:
                 mean_loss = float(loss_sum) / seen
                 if not math.isfinite(mean_loss):
                     raise TrainingFailed(f"non-finite training loss ({mean_loss}) at epoch {self.epoch + 1}, "
                                          f"step {step + 1}; lr {self.optimizer.param_groups[0]['lr']:.4g}")
                 if reporter is not None:
                     reporter.advance(step + 1, mean_loss)
-        return float(loss_sum) / seen, float(correct) / seen
+        return float(loss_sum) / max(seen, 1), float(correct) / max(seen, 1)
 
     @torch.inference_mode()
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, float]:
@@ -369,12 +473,13 @@ class Trainer:
         n = max(len(labels), 1)
         return float(loss_sum) / n, float(top1) / n, float(topk) / n
 
-    def run_epoch(self, reporter: _Reporter | None = None) -> EpochMetrics:
-        """Train one epoch, then evaluate on the reward split; records and returns the metrics."""
+    def run_epoch(self, reporter: _Reporter | None = None, steps: int | None = None) -> EpochMetrics:
+        """Train one epoch (or ``steps`` batches), then evaluate on the reward split; records and returns the
+        metrics."""
         start = time.perf_counter()
         lr = self.optimizer.param_groups[0]["lr"]
-        drop = self.recipe.drop_path_prob * self.epoch / self.recipe.retain_epoch
-        train_loss, train_top1 = self.train_epoch(reporter)
+        drop = self.drop_path_prob()
+        train_loss, train_top1 = self.train_epoch(reporter, steps)
         val_loss, val_top1, val_top5 = self.evaluate(*self.data.val())
         if not math.isfinite(val_loss):
             raise TrainingFailed(f"non-finite validation loss ({val_loss}) after epoch {self.epoch + 1}")
@@ -397,8 +502,8 @@ class Trainer:
         rng: dict[str, Any] = {"torch": torch.get_rng_state(), "data": self.generator.get_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        return {"epoch": self.epoch, "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "rng": rng,
+        return {"epoch": self.epoch, "steps_done": self.steps_done, "model": self.net.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "rng": rng,
                 "metrics": [m.to_dict() for m in self.metrics]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -410,6 +515,8 @@ class Trainer:
         if self.device.type == "cuda" and "cuda" in state["rng"]:
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         self.epoch = int(state["epoch"])
+        self.steps_done = int(state.get("steps_done", self.epoch * self.steps_per_epoch))
+        self._order = None  # checkpoints are taken at epoch ends: the next batch starts a new shuffle
         self.metrics = [EpochMetrics(**m) for m in state["metrics"]]
 
 
@@ -420,11 +527,80 @@ def _is_oom(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
-def evaluate_candidate(tokens: Sequence[int], space: SearchSpace, data: TrainingData, recipe: Recipe | None = None,
-                       progress: Progress = "auto") -> CandidateResult:
-    """Train ``space.token2arch(tokens)`` for ``recipe.retain_epoch`` epochs and return its reward.
+@dataclass(frozen=True)
+class StopRule:
+    """When to stop a fine-tuned candidate early (the inherit evaluation's checks, see :func:`check_points`).
 
-    ``reward = mean(val_top1[-2:])`` on ``data``'s held-out split. A candidate that cannot be trained —
+    At check ``i`` the candidate stops if its held-out top-1 plus ``margins[i]`` — the most any finished
+    candidate gained from that check to its end — stays below ``threshold``, the reward it needs to be accepted.
+
+    >>> StopRule(0.80, (0.05, 0.02)).should_stop(0, 0.70), StopRule(0.80, (0.05, 0.02)).should_stop(1, 0.79)
+    (True, False)
+    """
+
+    threshold: float
+    margins: tuple[float, ...]
+
+    def should_stop(self, check: int, val_top1: float) -> bool:
+        return check < len(self.margins) and val_top1 + self.margins[check] < self.threshold
+
+
+def check_points(total_steps: int, checks: int) -> list[int]:
+    """Optimizer steps after which an inherited candidate is scored before its end: ``checks`` evenly spaced
+    points from 0 (right after BatchNorm re-estimation); none when there is no fine-tuning.
+
+    >>> check_points(100, 2), check_points(3, 4), check_points(0, 2)
+    ([0, 50], [0, 1, 2], [])
+    """
+    if total_steps <= 0:
+        return []
+    return sorted({(total_steps * i) // checks for i in range(checks)})
+
+
+def _load_parent(parent: nn.Module | str | os.PathLike[str]) -> nn.Module:
+    if isinstance(parent, nn.Module):
+        return parent
+    from sanas.training.final import load_model  # final builds on this module
+
+    return load_model(parent)
+
+
+def _finetune(trainer: Trainer, result: CandidateResult, reporter: _Reporter, stop: StopRule | None) -> None:
+    """The inherit evaluation: BatchNorm re-estimation, then fine-tuning with checks; fills ``result``."""
+    r = trainer.recipe
+    trainer.reestimate_bn(r.bn_batches)
+    result.bn_batches = r.bn_batches
+    images, labels = trainer.data.val()
+
+    def score() -> float:
+        top1 = trainer.evaluate(images, labels)[1]
+        result.curve.append([trainer.steps_done / trainer.steps_per_epoch, top1])
+        return top1
+
+    for i, at in enumerate(check_points(trainer.total_steps, r.stop_checks)):
+        if at > trainer.steps_done:
+            trainer.run_epoch(reporter, steps=at - trainer.steps_done)
+        top1 = score()
+        if stop is not None and stop.should_stop(i, top1):
+            result.status, result.reward, result.stopped = "ok", top1, True
+            return
+    while trainer.steps_done < trainer.total_steps:
+        trainer.run_epoch(reporter)
+    result.status, result.reward = "ok", score()
+
+
+def evaluate_candidate(tokens: Sequence[int], space: SearchSpace, data: TrainingData, recipe: Recipe | None = None,
+                       progress: Progress = "auto", parent: nn.Module | str | os.PathLike[str] | None = None,
+                       stop_rule: StopRule | None = None) -> CandidateResult:
+    """Evaluate ``tokens`` under ``recipe.evaluation`` and return the reward.
+
+    ``"scratch"`` (PaddleSlim's protocol): train ``space.token2arch(tokens)`` for ``recipe.retain_epoch``
+    epochs; ``reward = mean(val_top1[-2:])`` on ``data``'s held-out split. ``"inherit"``: the child of the
+    trained ``parent`` (a network, or a folder written by ``sanas train``), BatchNorm re-estimated on
+    ``recipe.bn_batches`` training batches, fine-tuned for ``recipe.retain_epoch`` epochs (fractions allowed, 0 =
+    none) at ``recipe.finetune_lr``; reward = held-out top-1 at the end. With a ``stop_rule``, it is scored at
+    ``recipe.stop_checks`` points on the way and stops as soon as the rule says it cannot be accepted
+    (``stopped=True``, reward = the top-1 at the stop). A candidate that cannot be trained —
     non-finite loss, out of memory, too large for the device — gives ``status="failed"`` with a ``reason``
     instead of raising; invalid tokens or settings still raise ``ValueError``.
 
@@ -439,17 +615,26 @@ def evaluate_candidate(tokens: Sequence[int], space: SearchSpace, data: Training
     """
     recipe = recipe or Recipe()
     tokens = space.validate(tokens)
+    if recipe.evaluation == "inherit":
+        if parent is None:
+            raise ValueError("the inherit evaluation needs parent=: a trained network or a sanas train folder")
+        parent = _load_parent(parent)
     start = time.perf_counter()
     result = CandidateResult(tokens, "failed", None, params=space.count_params(tokens),
-                             macs=space.count_macs(tokens), device=str(recipe.resolve_device()))
+                             macs=space.count_macs(tokens), device=str(recipe.resolve_device()),
+                             threshold=None if stop_rule is None else stop_rule.threshold)
     trainer: Trainer | None = None
-    reporter = _Reporter(progress, f"candidate {tokens}" if len(tokens) <= 8 else "candidate", recipe.retain_epoch)
+    reporter = _Reporter(progress, f"candidate {tokens}" if len(tokens) <= 8 else "candidate",
+                         math.ceil(recipe.retain_epoch))
     try:
-        trainer = Trainer(space, tokens, data, recipe)
+        trainer = Trainer(space, tokens, data, recipe, parent=parent)  # type: ignore[arg-type]
         with reporter:
-            for _ in range(recipe.retain_epoch):
-                trainer.run_epoch(reporter)
-        result.status, result.reward = "ok", trainer.reward()
+            if trainer.inherited:
+                _finetune(trainer, result, reporter, stop_rule)
+            else:
+                for _ in range(recipe.retain_epoch):
+                    trainer.run_epoch(reporter)
+                result.status, result.reward = "ok", trainer.reward()
     except TrainingFailed as e:
         result.reason = e.reason
     except (RuntimeError, MemoryError) as e:
@@ -459,6 +644,7 @@ def evaluate_candidate(tokens: Sequence[int], space: SearchSpace, data: Training
     finally:
         if trainer is not None:
             result.metrics = list(trainer.metrics)
+            result.epochs = trainer.steps_done / trainer.steps_per_epoch
         # Drop the network and optimizer before the next candidate, so a failed one leaves no memory behind.
         trainer = None
         gc.collect()
