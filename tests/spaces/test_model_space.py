@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
@@ -17,13 +18,15 @@ from _cnn_models import (
     OnlyLinear,
     ResNet,
     randomise,
+    trained_resnet,
 )
 from torch.utils.flop_counter import FlopCounterMode
 
 from sanas import SANAS, get_space, inherit, space_from_config
 from sanas.cli import main
 from sanas.spaces.model import ModelSpace, load_entry_point
-from sanas.training import Recipe, evaluate_candidate, prepare_data
+from sanas.training import Recipe, evaluate_candidate, load_model, prepare_data
+from sanas.training.trainer import StopRule
 
 HERE = Path(__file__).parent
 X = torch.randn(4, 1, 32, 32, generator=torch.Generator().manual_seed(1))
@@ -238,3 +241,64 @@ def test_cli_bad_model_exits_2_and_writes_nothing(tmp_path, monkeypatch, capsys)
         err = capsys.readouterr().err.strip()
         assert err.startswith("sanas search: error: model entry point") and "\n" not in err
     assert not run_dir.exists()
+
+
+def test_inherit_evaluation_with_early_stop(resnet):
+    net, space = resnet
+    assert space.trained_parent() is net
+    data = prepare_data("synthetic", train_size=96, test_size=16, channels=1)
+    recipe = Recipe(evaluation="inherit", retain_epoch=1, batch_size=16, cutout=0, device="cpu", bn_batches=2,
+                    stop_checks=2)
+    tokens = [3] * 9
+    full = evaluate_candidate(tokens, space, data, recipe, progress="none", parent=space.trained_parent())
+    assert full.status == "ok" and not full.stopped and full.epochs == pytest.approx(1.0)
+    assert [c[0] for c in full.curve] == [0.0, pytest.approx(0.5, abs=0.1), pytest.approx(1.0)]
+    stopped = evaluate_candidate(tokens, space, data, recipe, progress="none", parent=net,
+                                 stop_rule=StopRule(threshold=2.0, margins=(0.0, 0.0)))
+    assert stopped.stopped and stopped.epochs == 0.0 and stopped.reward == full.curve[0][1]
+
+
+INHERIT_SEARCH = """
+[space]
+name = "ModelSpace"
+model = "_cnn_models:trained_resnet"
+
+[data]
+dataset = "synthetic"
+channels = 1
+train_size = 160
+test_size = 40
+
+[recipe]
+evaluation = "inherit"
+retain_epoch = 0.5
+batch_size = 16
+cutout = 0
+device = "cpu"
+bn_batches = 2
+
+[search]
+search_steps = 4
+max_params = "0.7x"
+"""
+
+
+@pytest.mark.slow
+def test_inherit_search_from_the_cli_compresses_the_model_itself(tmp_path, monkeypatch):
+    monkeypatch.chdir(HERE)  # the entry point's module is importable from the working directory
+    (tmp_path / "search.toml").write_text(INHERIT_SEARCH)
+    run = tmp_path / "run"
+    assert main(["search", "--config", str(tmp_path / "search.toml"), "--run-dir", str(run), "--progress", "none",
+                 "--no-report"]) == 0
+    assert not (run / "parent").exists()  # the model is the parent: nothing trained from scratch
+    records = [json.loads(p.read_text()) for p in (run / "candidates").glob("trial-*.json")]
+    assert len(records) == 4 and all(r["status"] == "ok" and r["bn_batches"] == 2 for r in records)
+    budget = int(0.7 * sum(p.numel() for p in trained_resnet().parameters()))
+    assert all(r["params"] <= budget for r in records if r["tokens"] != records[0]["tokens"])
+    final = tmp_path / "final"
+    assert main(["train", "--run-dir", str(run), "--retain-epoch", "1", "--out", str(final), "--no-onnx",
+                 "--progress", "none"]) == 0
+    info = json.loads((final / "model.json").read_text())
+    assert info["recipe"]["evaluation"] == "inherit" and info["space"]["model"] == "_cnn_models:trained_resnet"
+    net = load_model(final)
+    assert sum(p.numel() for p in net.parameters()) == info["params"] <= budget

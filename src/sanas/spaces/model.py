@@ -40,6 +40,7 @@ __all__ = ["GRANULARITIES", "ModelSpace", "load_entry_point", "weights_digest"]
 
 #: Token granularities: one token per channel group, or one per stage of repeating groups.
 GRANULARITIES = ("group", "stage")
+_TRACES: dict[tuple[Any, ...], ChannelGraph] = {}  # (weights digest, example shape, device) -> its channel groups
 
 
 def load_entry_point(spec: str) -> nn.Module:
@@ -177,11 +178,18 @@ class ModelSpace(SearchSpace):
         if num_classes is not None and num_classes != self.num_classes:
             raise ValueError(f"num_classes is {num_classes} but {type(self.model).__name__} outputs "
                              f"{self.num_classes} values per example")
-        self.graph: ChannelGraph = trace_channels(self.model, self.example_input)
+        # Every process of a search rebuilds the space from its config, often several times: trace a model once.
+        key = (self.digest, tuple(self.example_input.shape), str(device))
+        cached = _TRACES.get(key)
+        self.graph: ChannelGraph = cached or trace_channels(self.model, self.example_input)
         self._graphs: dict[tuple[int, ...], ChannelGraph] = {self.input_size: self.graph}
         self._tokens = self._make_tokens()
         self._init = [choices.index(self.graph.groups[groups[0]].width) for groups, choices in self._tokens]
         self._check_children()
+        if cached is None:
+            _TRACES[key] = self.graph
+            while len(_TRACES) > 8:
+                _TRACES.pop(next(iter(_TRACES)))
 
     # --- construction ---------------------------------------------------------------------------------------
     def _output_width(self) -> int:
@@ -344,6 +352,10 @@ class ModelSpace(SearchSpace):
                               dict(enumerate(child_widths)), importance)
         child.load_state_dict(state)
         return tag_network(child, self, self.validate(tokens))
+
+    def trained_parent(self) -> nn.Module:
+        """The model itself: the parent of an inherit search over this space that names no other."""
+        return self.model
 
     def export(self, net: nn.Module, path: str | os.PathLike[str]) -> None:
         """Save a child as a ``torch.export`` program: ``torch.export.load(path).module()`` runs it without sanas
