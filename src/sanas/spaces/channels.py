@@ -74,14 +74,15 @@ class ChannelGroup:
     """A set of channels that must be kept or dropped together, everywhere it appears.
 
     ``width`` is the trained width; ``producers`` the layers whose outputs are these channels (several when a
-    residual ``add`` couples them); ``kind`` what those layers are and ``resolution`` the first one's output size
+    residual ``add`` couples them); ``kind`` what those layers are and ``resolutions`` the feature-map sizes the
+    channels appear at
     (what :class:`~sanas.spaces.model.ModelSpace` uses to tie repeating groups into stages).
     """
 
     width: int
     producers: list[str]
     kind: tuple[str, ...]
-    resolution: tuple[int, ...]
+    resolutions: tuple[tuple[int, ...], ...]
 
     @property
     def name(self) -> str:
@@ -99,7 +100,7 @@ class _Groups:
         self.frozen: list[str | None] = []
         self.producers: list[list[str]] = []
         self.kinds: list[set[str]] = []
-        self.resolution: list[tuple[int, ...]] = []
+        self.resolutions: list[set[tuple[int, ...]]] = []
 
     def new(self, width: int, producer: str, kind: str, resolution: tuple[int, ...]) -> int:
         self.parent.append(len(self.parent))
@@ -107,7 +108,7 @@ class _Groups:
         self.frozen.append(None)
         self.producers.append([producer])
         self.kinds.append({kind})
-        self.resolution.append(resolution)
+        self.resolutions.append({resolution})
         return len(self.parent) - 1
 
     def find(self, g: int) -> int:
@@ -135,6 +136,7 @@ class _Groups:
         self.frozen[ra] = self.frozen[ra] or self.frozen[rb]
         self.producers[ra] += self.producers[rb]
         self.kinds[ra] |= self.kinds[rb]
+        self.resolutions[ra] |= self.resolutions[rb]
 
 
 # --- the graph walk ---------------------------------------------------------------------------------------------
@@ -269,7 +271,11 @@ class _Walk:
     def run(self) -> None:
         for node in self.graph.nodes:
             if node.op == "call_function":
-                self.env[node] = self.call(node)
+                self.env[node] = out = self.call(node)
+                shape = _shape(node)
+                if isinstance(out, _Label) and out.dim == 1 and shape is not None and len(shape) > 2:
+                    for g in out.groups():
+                        self.groups.resolutions[self.groups.find(g)].add(shape[2:])
             elif node.op == "output":
                 self.freeze(list(node.args), "reaches the model's output")
         for name, fqn in self.tensor_of.items():
@@ -813,7 +819,7 @@ def trace_channels(model: nn.Module, example_input: torch.Tensor) -> ChannelGrap
     batch = int(example_input.shape[0])
     graph = ChannelGraph(
         groups=[ChannelGroup(groups.width[r], groups.producers[r], tuple(sorted(groups.kinds[r])),
-                             groups.resolution[r]) for r in searchable],
+                             tuple(sorted(groups.resolutions[r]))) for r in searchable],
         frozen=[(ChannelGroup(groups.width[r], groups.producers[r], (), ()).name, groups.width[r],
                  groups.frozen[r] or "") for r in roots if r not in index],
         layout=layout, batch=batch, _params=params, _macs=macs, _const_params=const_params)

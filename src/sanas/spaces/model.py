@@ -136,7 +136,7 @@ class ModelSpace(SearchSpace):
         min_ratio, max_ratio, ratio_step: the width ratios (default 0.25, 0.375, ..., 1.0; a max above 1 also
             lets groups grow, function-preservingly, in :meth:`inherit`).
         granularity: ``"group"`` (one token per group) or ``"stage"``: groups with the same trained width,
-            feature-map size and kind of producing layers (e.g. the inner convs of one ResNet stage) share a token.
+            feature-map sizes and kind of producing layers (e.g. the inner convs of one ResNet stage) share a token.
         model_digest: the model's :func:`weights_digest`, checked when given (a saved config names the model
             it was made with).
 
@@ -229,7 +229,7 @@ class ModelSpace(SearchSpace):
             choices = self._choices(g.width)
             if len(choices) < 2:
                 continue  # one width only: nothing to search
-            key = (g.width, g.resolution, len(g.producers) > 1, g.kind) if self.granularity == "stage" else k
+            key = (g.width, g.resolutions, len(g.producers) > 1, g.kind) if self.granularity == "stage" else k
             if key in index:
                 tokens[index[key]][0].append(k)
             else:
