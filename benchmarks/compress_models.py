@@ -43,14 +43,14 @@ from typing import Any
 import optuna
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from sanas import SANAS
 from sanas.runs.worker import stop_rule
 from sanas.spaces import ModelSpace, SearchSpace
-from sanas.training import Recipe, evaluate_candidate, prepare_data
+from sanas.training import Recipe, evaluate_candidate, prepare_data, train_final
 from sanas.training.data import TrainingData, atomic_write_bytes
 from sanas.training.trainer import Trainer
 from width_table import git_commit
@@ -209,30 +209,25 @@ def finetune(space: SearchSpace, tokens: list[int], parent: nn.Module, data: Tra
 
 
 def train_parent(name: str, data: TrainingData, args: argparse.Namespace, work: Path) -> tuple[nn.Module, dict]:
-    """The parent: the network trained from scratch (seed 0), saved so every run compresses the same one."""
-    path, info_path = work / "parent.safetensors", work / "parent.json"
+    """The parent: the network trained from scratch (seed 0), checkpointed every epoch, saved so every run
+    compresses the same one."""
+    info_path = work / "parent.json"
+    torch.manual_seed(0)  # the same untrained network in every process (its digest is part of the checkpoint)
     net = MODELS[name]()
-    if path.exists() and info_path.exists():
-        net.load_state_dict(load_file(path))
-        return net.eval(), json.loads(info_path.read_text())
-    space = ModelSpace(net, example_input=[1, 32, 32])
-    recipe = Recipe(retain_epoch=args.parent_epochs, batch_size=args.batch_size, learning_rate=args.parent_lr,
-                    cutout=0, drop_path_prob=0.0, aux_weight=0.0, seed=0, device="cpu")
-    t0 = time.perf_counter()
-    trainer = Trainer(space, space.init_tokens(), data, recipe)
-    for _ in range(recipe.retain_epoch):
-        m = trainer.run_epoch()
-        print(f"  parent {name} epoch {m.epoch + 1}/{recipe.retain_epoch}: val top-1 {100 * m.val_top1:.2f}%",
-              flush=True)
-    test_top1 = trainer.evaluate(*trainer.data.test())[1]
-    state = {k: v.detach().contiguous() for k, v in trainer.net.state_dict().items()}
-    atomic_write_bytes(path, save(state))
-    info = {"epochs": recipe.retain_epoch, "lr": recipe.learning_rate, "params": params(net), "macs": macs(net),
-            "val_curve": [m.val_top1 for m in trainer.metrics], "test_top1": test_top1,
-            "seconds": round(time.perf_counter() - t0, 1)}
-    atomic_write_bytes(info_path, (json.dumps(info, indent=1) + "\n").encode())
-    net.load_state_dict(state)
-    return net.eval(), info
+    if not info_path.exists():
+        space = ModelSpace(net, example_input=[1, 32, 32])
+        recipe = Recipe(retain_epoch=args.parent_epochs, batch_size=args.batch_size, learning_rate=args.parent_lr,
+                        cutout=0, drop_path_prob=0.0, aux_weight=0.0, seed=0, device="cpu")
+        t0 = time.perf_counter()
+        result = train_final(space.init_tokens(), space, data, recipe, work / "parent", resume=True, onnx=False,
+                             progress="none", on_epoch=lambda m: print(
+                                 f"  parent {name} epoch {m.epoch + 1}: val top-1 {100 * m.val_top1:.2f}%", flush=True))
+        info = {"epochs": recipe.retain_epoch, "lr": recipe.learning_rate, "params": params(net), "macs": macs(net),
+                "val_curve": [m.val_top1 for m in result.metrics], "test_top1": result.test_top1,
+                "seconds": round(time.perf_counter() - t0, 1)}
+        atomic_write_bytes(info_path, (json.dumps(info, indent=1) + "\n").encode())
+    net.load_state_dict(load_file(work / "parent" / "model.safetensors"))
+    return net.eval(), json.loads(info_path.read_text())
 
 
 def tp_prune(parent: nn.Module, budget: int, global_pruning: bool) -> tuple[nn.Module, float]:
@@ -465,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--finetune-epochs", type=float, default=0.25)
     p.add_argument("--finetune-lr", type=float, default=0.01)
     p.add_argument("--stop-checks", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work-dir", type=Path, default=WORK_DIR)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
