@@ -75,7 +75,7 @@ def parse_server_addr(text: str) -> tuple[str, int]:
 
 # --- options shared by several commands ----------------------------------------------------------------------
 SPACE_KEYS = ("layers", "filter_num", "init_channels", "stem_multiplier", "genotype", "in_channels", "num_classes",
-              "auxiliary")
+              "auxiliary", "model")
 DATA_KEYS = {"dataset": "dataset", "data_root": "root", "val_fraction": "val_fraction", "data_seed": "seed",
              "train_subset": "train_subset", "val_subset": "val_subset", "reward_on_test": "reward_on_test",
              "download": "download"}
@@ -107,6 +107,8 @@ def add_space_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--num-classes", type=int, help="classes (default: 10, or the dataset's)")
     group.add_argument("--no-auxiliary", dest="auxiliary", action="store_false", default=None,
                        help="build no auxiliary head")
+    group.add_argument("--model", metavar="MODULE:FUNCTION",
+                       help="ModelSpace: entry point returning your trained model (e.g. mymodels:trained_resnet)")
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -174,6 +176,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     space = {k: getattr(args, k) for k in SPACE_KEYS if getattr(args, k, None) is not None}
     if getattr(args, "space", None):
         space["name"] = args.space
+    elif space.get("model"):
+        space["name"] = "ModelSpace"
     data = {v: getattr(args, k) for k, v in DATA_KEYS.items() if getattr(args, k, None) is not None}
     recipe = {v: getattr(args, k) for k, v in RECIPE_KEYS.items() if getattr(args, k, None) is not None}
     search = {k: getattr(args, k) for k in SEARCH_KEYS if getattr(args, k, None) is not None}
@@ -182,7 +186,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def space_from_args(args: argparse.Namespace) -> SearchSpace:
     config = {n: getattr(args, n) for n in SPACE_KEYS if getattr(args, n, None) is not None}
-    return get_space(args.space or "DartsSpace", **config)
+    return get_space(args.space or ("ModelSpace" if config.get("model") else "DartsSpace"), **config)
 
 
 # --- commands ------------------------------------------------------------------------------------------------

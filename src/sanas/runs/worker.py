@@ -170,7 +170,8 @@ def _parent_path(config: RunConfig, run_dir: Path | None) -> Path | None:
 
 def load_parent(config: RunConfig, run_dir: Path | None = None) -> Any:
     """The trained parent of an inherit search, checked against the search's space (``None`` for a scratch
-    search, or when the parent is still to be trained into the run directory).
+    search, or when the parent is still to be trained into the run directory). Without a parent folder, a space
+    made from a trained model (ModelSpace) gives that model.
 
     Raises ``ValueError`` with one line naming the folder when it cannot be read, or naming both sides when it
     belongs to another space, genotype, class count or input channels.
@@ -179,7 +180,7 @@ def load_parent(config: RunConfig, run_dir: Path | None = None) -> Any:
         return None
     path = _parent_path(config, run_dir)
     if path is None:
-        return None
+        return config.build_space().trained_parent()  # a ModelSpace's own trained model; else still to train
     from sanas.training import load_model
 
     try:

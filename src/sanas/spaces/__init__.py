@@ -4,6 +4,10 @@ from sanas.spaces.base import SPACES, SearchSpace, get_space, register_space, sp
 from sanas.spaces.cnn import PlainCNN, PlainCNNSpace
 from sanas.spaces.darts import DEFAULT_FILTER_NUM, DartsSpace
 from sanas.spaces.inherit import inherit
+from sanas.spaces.mobilenet import MobileNetV1Space, MobileNetV2Space
+from sanas.spaces.model import ModelSpace
+from sanas.spaces.resnet import ResNetSpace
 
-__all__ = ["DEFAULT_FILTER_NUM", "SPACES", "DartsSpace", "PlainCNN", "PlainCNNSpace", "SearchSpace", "get_space",
-           "inherit", "register_space", "space_from_config"]
+__all__ = ["DEFAULT_FILTER_NUM", "SPACES", "DartsSpace", "MobileNetV1Space", "MobileNetV2Space", "ModelSpace",
+           "PlainCNN", "PlainCNNSpace", "ResNetSpace", "SearchSpace", "get_space", "inherit", "register_space",
+           "space_from_config"]

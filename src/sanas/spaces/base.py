@@ -57,6 +57,11 @@ class SearchSpace(ABC):
         raise NotImplementedError(f"{self.name or type(self).__name__} cannot build a child from a trained parent "
                                   f"(no weight inheritance for this space); use the scratch evaluation")
 
+    def trained_parent(self) -> nn.Module | None:
+        """The trained network this space was made from, when it holds one (:class:`~sanas.spaces.ModelSpace`):
+        the parent of an inherit search that names no other. ``None`` for spaces that describe architectures."""
+        return None
+
     def validate(self, tokens: object) -> list[int]:
         """Return ``tokens`` as a list of ints, or raise ``ValueError`` saying what is wrong and where.
 

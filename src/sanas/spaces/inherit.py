@@ -7,7 +7,8 @@ appears in its network's state dict (a :data:`Layout`); :func:`inherit_state` th
 
 * **Narrower group** — keep the parent's ``C'`` most important channels (:func:`channel_importance`: ``"bn"``,
   each BatchNorm's ``|γ|`` over its mean, summed over the group's BatchNorms; or ``"l1"``, the same with the
-  L1 norms of the convs' output filters), in the parent's order, everywhere the group appears.
+  L1 norms of the convs' (and linear layers') output filters; a group without BatchNorm falls back to
+  ``"l1"``), in the parent's order, everywhere the group appears.
 * **Wider group** — Net2Net (Chen et al. 2016): keep every parent channel and add replicas of the most
   important ones; a layer that *reads* the group (a 1×1 conv, the classifier) gives each replica a share of the
   original input weight, the shares of one channel summing to one. Replicas compute the same activations, so
@@ -36,11 +37,15 @@ IMPORTANCE = ("bn", "l1")
 @dataclass(frozen=True)
 class Segment:
     """A run of one tensor dimension: channel group ``group`` (``half`` 0/1: only the first or second half of
-    its channels, as a FactorizedReduce conv produces), or ``size`` channels that no search changes."""
+    its channels, as a FactorizedReduce conv produces), or ``size`` channels that no search changes.
+
+    ``repeat``: each of the group's channels fills that many consecutive positions (a C×H×W map flattened for a
+    linear layer reads every channel H·W times)."""
 
     group: int | None = None
     half: int | None = None
     size: int = 0
+    repeat: int = 1
 
 
 @dataclass(frozen=True)
@@ -142,8 +147,9 @@ def channel_importance(state: Mapping[str, torch.Tensor], layout: Layout, widths
                 offset += seg.size
                 continue
             lo, hi = _half_bounds(widths[seg.group], seg.half)
-            scores[seg.group][lo:hi] += values[offset:offset + hi - lo]
-            offset += hi - lo
+            n = (hi - lo) * seg.repeat
+            scores[seg.group][lo:hi] += values[offset:offset + n].view(hi - lo, seg.repeat).mean(1)
+            offset += n
     return scores
 
 
@@ -160,9 +166,10 @@ def _dim_index(spec: DimSpec, parent_widths: Mapping[int, int], child_widths: Ma
             continue
         p_lo, p_hi = _half_bounds(parent_widths[seg.group], seg.half)
         c_lo, c_hi = _half_bounds(child_widths[seg.group], seg.half)
-        parts.append(maps[seg.group][c_lo:c_hi] - p_lo + offset)
-        scale.append(shares[seg.group][c_lo:c_hi])
-        offset += p_hi - p_lo
+        r = seg.repeat
+        parts.append(((maps[seg.group][c_lo:c_hi] - p_lo)[:, None] * r + torch.arange(r)).flatten() + offset)
+        scale.append(shares[seg.group][c_lo:c_hi].repeat_interleave(r))
+        offset += (p_hi - p_lo) * r
     return torch.cat(parts), (torch.cat(scale) if spec.reads else None)
 
 
@@ -181,8 +188,12 @@ def inherit_state(parent: nn.Module, child: nn.Module, layout: Layout, parent_wi
                          f"child: {missing or 'none'}; only in the parent: {extra or 'none'})")
     bn_weights = [f"{n}.weight" for n, m in parent.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
                   and m.affine]
-    conv_weights = [f"{n}.weight" for n, m in parent.named_modules() if isinstance(m, nn.Conv2d)]
+    conv_weights = [f"{n}.weight" for n, m in parent.named_modules()
+                    if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear)]
     scores = channel_importance(parent_state, layout, parent_widths, importance, bn_weights, conv_weights)
+    if importance == "bn":  # a group no BatchNorm normalises (e.g. a hidden linear layer's) is ranked by "l1"
+        l1 = channel_importance(parent_state, layout, parent_widths, "l1", bn_weights, conv_weights)
+        scores = {g: s if s.any() else l1[g] for g, s in scores.items()}
     halved = _halved_groups(layout)
     generator = torch.Generator().manual_seed(seed)
     maps, shares = {}, {}

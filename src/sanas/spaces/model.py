@@ -1,0 +1,373 @@
+"""ModelSpace: width search over any trained CNN a user brings.
+
+Hand sanas a trained ``nn.Module`` and an example input; it finds the channel groups that must shrink together
+(:mod:`sanas.spaces.channels`: residual adds, concatenations, depthwise convs, a flatten before a linear layer)
+and searches one width per group — or per stage, where groups repeat — as ratios of the model's own widths::
+
+    space = get_space("ModelSpace", model=trained_net, example_input=torch.zeros(1, 3, 32, 32))
+    sa = SANAS(space, max_params=int(0.7 * space.count_params(space.init_tokens())), save_checkpoint=None)
+    child = space.inherit(trained_net, sa.next_tokens())    # the trained weights, most important channels kept
+
+From the CLI and TOML the model comes from a Python entry point, ``module:function`` (or ``path/file.py:function``),
+a function taking no arguments that returns the trained model::
+
+    [space]
+    name = "ModelSpace"
+    model = "mymodels:trained_resnet20"
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import math
+import numbers
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sanas.spaces.base import SearchSpace, positive_int, register_space, tag_network
+from sanas.spaces.channels import ChannelGraph, export_program, trace_channels
+from sanas.spaces.inherit import IMPORTANCE, inherit_state
+
+__all__ = ["GRANULARITIES", "ModelSpace", "load_entry_point", "weights_digest"]
+
+#: Token granularities: one token per channel group, or one per stage of repeating groups.
+GRANULARITIES = ("group", "stage")
+_TRACES: dict[tuple[Any, ...], ChannelGraph] = {}  # (weights digest, example shape, device) -> its channel groups
+
+
+def load_entry_point(spec: str) -> nn.Module:
+    """Call the entry point ``"module:function"`` (or ``"path/to/file.py:function"``) and return its model.
+
+    A module name is imported with the working directory on the path, as ``python -m`` would.
+    """
+    if not isinstance(spec, str):
+        raise ValueError(f"model entry point is {spec!r}, expected a string 'module:function'")
+    module_name, sep, func_name = spec.rpartition(":")
+    if not sep or not module_name or not func_name.isidentifier():
+        raise ValueError(f"model entry point {spec!r} is not 'module:function' (e.g. 'mymodels:trained_resnet')")
+    try:
+        if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
+            path = Path(module_name)
+            if not path.is_file():
+                raise FileNotFoundError(f"no file {path}")
+            loader = importlib.util.spec_from_file_location(f"sanas_entry_{path.stem}", path)
+            assert loader is not None and loader.loader is not None
+            module = importlib.util.module_from_spec(loader)
+            loader.loader.exec_module(module)
+        else:
+            added = os.getcwd() not in sys.path
+            if added:
+                sys.path.insert(0, os.getcwd())
+            try:
+                module = importlib.import_module(module_name)
+            finally:
+                if added:
+                    sys.path.remove(os.getcwd())
+    except Exception as e:
+        raise ValueError(f"cannot load {module_name!r} for model entry point {spec!r}: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    function = getattr(module, func_name, None)
+    if not callable(function):
+        raise ValueError(f"model entry point {spec!r}: {module_name} has no function {func_name!r}")
+    model = function()
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model entry point {spec!r} returned {type(model).__name__}, expected a torch.nn.Module")
+    return model
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 (first 16 hex digits) of a model's parameter and buffer names, shapes and values."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def _ratios(min_ratio: float, max_ratio: float, ratio_step: float) -> list[float]:
+    for what, value in (("min_ratio", min_ratio), ("max_ratio", max_ratio), ("ratio_step", ratio_step)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+            raise ValueError(f"{what} is {value!r}, expected a positive number")
+    if min_ratio > max_ratio:
+        raise ValueError(f"min_ratio {min_ratio} is above max_ratio {max_ratio}")
+    count = math.floor((max_ratio - min_ratio) / ratio_step + 1e-9) + 1
+    return [round(min_ratio + i * ratio_step, 10) for i in range(count)]
+
+
+def _example(example_input: object, in_channels: int | None, input_size: Sequence[int]) -> torch.Tensor:
+    if isinstance(example_input, torch.Tensor):
+        if example_input.dim() < 2:
+            raise ValueError(f"example_input has shape {tuple(example_input.shape)}, expected a batch (N, C, ...)")
+        return example_input.detach()
+    if example_input is None:
+        if in_channels is None:
+            raise ValueError("give example_input (a tensor or its shape, e.g. [3, 32, 32]) or in_channels")
+        shape = [positive_int("in_channels", in_channels), *(positive_int("input_size entry", s) for s in input_size)]
+    else:
+        if isinstance(example_input, str | bytes) or not isinstance(example_input, Sequence):
+            raise ValueError(f"example_input is {example_input!r}, expected a tensor or a shape like [3, 32, 32]")
+        shape = [positive_int("example_input dimension", s) for s in example_input]
+    return torch.zeros(2, *shape)
+
+
+@register_space
+class ModelSpace(SearchSpace):
+    """Channel widths of any trained network: one token per coupled channel group, or per stage.
+
+    Token ``i`` picks the width of its group(s) among ``round(r × trained width)`` for the ratios ``r`` from
+    ``min_ratio`` to ``max_ratio`` in steps of ``ratio_step`` (duplicates removed; at least one channel). The
+    init tokens are the trained widths. Groups whose channels reach the output (the classes), or go through
+    anything the tracer cannot follow, are never searched (:attr:`frozen` says why).
+
+    Args:
+        model: the trained network, or an entry point ``"module:function"`` returning it.
+        example_input: a tensor the model accepts, or its shape without the batch (``[3, 32, 32]``).
+        input_size, in_channels: the example's spatial size and channels when ``example_input`` is not given.
+        num_classes: checked against the model's output when given.
+        min_ratio, max_ratio, ratio_step: the width ratios (default 0.25, 0.375, ..., 1.0; a max above 1 also
+            lets groups grow, function-preservingly, in :meth:`inherit`).
+        granularity: ``"group"`` (one token per group) or ``"stage"``: groups with the same trained width,
+            feature-map sizes and kind of producing layers (e.g. the inner convs of one ResNet stage) share a token.
+        model_digest: the model's :func:`weights_digest`, checked when given (a saved config names the model
+            it was made with).
+
+    >>> net = nn.Sequential(nn.Conv2d(1, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 32, 3),
+    ...                     nn.BatchNorm2d(32), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+    >>> space = ModelSpace(net, example_input=[1, 28, 28], ratio_step=0.25)
+    >>> space.range_table(), space.init_tokens(), space.widths([0, 1])
+    ([4, 4], [3, 3], [4, 16])
+    >>> space.count_params([0, 1]) == sum(p.numel() for p in space.token2arch([0, 1]).parameters())
+    True
+    """
+
+    def __init__(self, model: nn.Module | str | None = None, example_input: torch.Tensor | Sequence[int] | None = None,
+                 *, input_size: Sequence[int] = (32, 32), in_channels: int | None = None,
+                 num_classes: int | None = None, min_ratio: float = 0.25, max_ratio: float = 1.0,
+                 ratio_step: float = 0.125, granularity: str = "group", model_digest: str | None = None) -> None:
+        if model is None:
+            raise ValueError("ModelSpace needs model= (the trained network, or a 'module:function' entry point); "
+                             "a space made from a model object cannot be rebuilt from its saved config alone")
+        self.entry_point = model if isinstance(model, str) else None
+        self.model = load_entry_point(model) if isinstance(model, str) else model
+        if not isinstance(self.model, nn.Module):
+            raise ValueError(f"model is a {type(self.model).__name__}, expected a torch.nn.Module or 'module:function'")
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"granularity is {granularity!r}, expected one of {', '.join(GRANULARITIES)}")
+        self.granularity = granularity
+        self.ratio_settings = (min_ratio, max_ratio, ratio_step)
+        self.ratios = _ratios(min_ratio, max_ratio, ratio_step)
+        device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
+        self.example_input = _example(example_input, in_channels, input_size).to(device)
+        self.in_channels = int(self.example_input.shape[1])
+        if in_channels is not None and in_channels != self.in_channels:
+            raise ValueError(f"in_channels is {in_channels} but the example input has {self.in_channels} channels")
+        self.digest = weights_digest(self.model)
+        if model_digest is not None and model_digest != self.digest:
+            raise ValueError(f"the model from {self.entry_point or 'model='} is not the one this space was made with "
+                             f"(weights digest {self.digest}, expected {model_digest}); pass the same trained model")
+        self.num_classes = self._output_width()
+        if num_classes is not None and num_classes != self.num_classes:
+            raise ValueError(f"num_classes is {num_classes} but {type(self.model).__name__} outputs "
+                             f"{self.num_classes} values per example")
+        # Every process of a search rebuilds the space from its config, often several times: trace a model once.
+        key = (self.digest, tuple(self.example_input.shape), str(device))
+        cached = _TRACES.get(key)
+        self.graph: ChannelGraph = cached or trace_channels(self.model, self.example_input)
+        self._graphs: dict[tuple[int, ...], ChannelGraph] = {self.input_size: self.graph}
+        self._tokens = self._make_tokens()
+        self._init = [choices.index(self.graph.groups[groups[0]].width) for groups, choices in self._tokens]
+        self._check_children()
+        if cached is None:
+            _TRACES[key] = self.graph
+            while len(_TRACES) > 8:
+                _TRACES.pop(next(iter(_TRACES)))
+
+    # --- construction ---------------------------------------------------------------------------------------
+    def _output_width(self) -> int:
+        was_training = self.model.training
+        try:
+            with torch.no_grad():
+                out = self.model.eval()(self.example_input)
+        except Exception as e:
+            raise ValueError(f"{type(self.model).__name__} fails on an example input of shape "
+                             f"{tuple(self.example_input.shape)}: {type(e).__name__}: {str(e).splitlines()[0]}; "
+                             f"give example_input (or in_channels and input_size) it accepts") from None
+        finally:
+            self.model.train(was_training)
+        out = out[0] if isinstance(out, tuple | list) else out
+        if not isinstance(out, torch.Tensor) or out.dim() < 2:
+            raise ValueError(f"{type(self.model).__name__} returns {type(out).__name__}, expected logits (N, classes)")
+        return int(out.shape[-1])
+
+    def _choices(self, width: int) -> list[int]:
+        return sorted({max(1, math.floor(r * width + 0.5)) for r in self.ratios})
+
+    def _make_tokens(self) -> list[tuple[list[int], list[int]]]:
+        groups = self.graph.groups
+        if not groups:
+            reasons = "; ".join(f"{name} ({width} ch) {why}" for name, width, why in self.graph.frozen[:4])
+            raise ValueError(f"{type(self.model).__name__} has no channel group sanas can search ({reasons}); a "
+                             f"searchable group is the output of a Conv/Linear layer that reaches the next Conv/Linear "
+                             f"only through BatchNorm, activations, pooling, add, cat or flatten")
+        for k, g in enumerate(groups):
+            if g.width not in self._choices(g.width):
+                raise ValueError(f"group {k} ({g.name}, {g.width} channels): no ratio in {self.ratios} gives its "
+                                 f"trained width {g.width}; choose min_ratio, max_ratio and ratio_step so that 1.0 "
+                                 f"is one of the ratios")
+        tokens: list[tuple[list[int], list[int]]] = []
+        index: dict[Any, int] = {}
+        for k, g in enumerate(groups):
+            choices = self._choices(g.width)
+            if len(choices) < 2:
+                continue  # one width only: nothing to search
+            key = (g.width, g.resolutions, len(g.producers) > 1, g.kind) if self.granularity == "stage" else k
+            if key in index:
+                tokens[index[key]][0].append(k)
+            else:
+                index[key] = len(tokens)
+                tokens.append(([k], choices))
+        if not tokens:
+            raise ValueError(f"{type(self.model).__name__}: no channel group has two widths among the ratios "
+                             f"{self.ratios}; lower min_ratio")
+        return tokens
+
+    def _check_children(self) -> None:
+        """The narrowest child must run: a forward that hard-codes a width (``x.view(-1, 256)``) would not."""
+        narrowest = [choices[0] for _, choices in self._tokens]
+        if self._runs(self.widths_of(narrowest)):
+            return
+        for groups, choices in self._tokens:
+            widths = self.graph.widths
+            for k in groups:
+                widths[k] = choices[0]
+            error = self._runs(widths, report=True)
+            if error:
+                g = self.graph.groups[groups[0]]
+                raise ValueError(f"{type(self.model).__name__} breaks when group {g.name} ({g.width} channels) "
+                                 f"shrinks to {choices[0]}: {error}; its forward probably hard-codes this width "
+                                 f"(e.g. x.view(-1, 256)): derive shapes from the tensor (x.flatten(1))")
+        raise ValueError(f"{type(self.model).__name__} breaks when all its groups shrink together; its forward "
+                         f"probably hard-codes a width (e.g. x.view(-1, 256)): derive shapes from the tensor")
+
+    def _runs(self, widths: list[int], report: bool = False) -> str | bool:
+        child = self.graph.shrink(self.model, widths).eval()
+        try:
+            with torch.no_grad():
+                child(self.example_input)
+        except Exception as e:
+            return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}" if report else False
+        return "" if report else True
+
+    # --- tokens ---------------------------------------------------------------------------------------------
+    @property
+    def input_size(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.example_input.shape[2:])
+
+    @property
+    def frozen(self) -> list[tuple[str, int, str]]:
+        """``(group, width, reason)`` of every channel group that keeps its trained width."""
+        return list(self.graph.frozen)
+
+    def token_groups(self) -> list[list[str]]:
+        """The channel groups each token sets (by the layer that produces them)."""
+        return [[self.graph.groups[k].name for k in groups] for groups, _ in self._tokens]
+
+    def token_widths(self) -> list[list[int]]:
+        """The width choices of each token (PaddleSlim's per-position ``filter_num``)."""
+        return [list(choices) for _, choices in self._tokens]
+
+    def init_tokens(self) -> list[int]:
+        return list(self._init)
+
+    def range_table(self) -> list[int]:
+        return [len(choices) for _, choices in self._tokens]
+
+    def widths_of(self, token_values: Sequence[int]) -> list[int]:
+        """Per-group widths given one width per token."""
+        widths = self.graph.widths
+        for (groups, _), w in zip(self._tokens, token_values, strict=True):
+            for k in groups:
+                widths[k] = w
+        return widths
+
+    def widths(self, tokens: Sequence[int]) -> list[int]:
+        """The width of every token's group(s)."""
+        return [choices[t] for (_, choices), t in zip(self._tokens, self.validate(tokens), strict=True)]
+
+    def group_widths(self, tokens: Sequence[int]) -> list[int]:
+        """The width of every channel group (searched or not tied to a token) for ``tokens``."""
+        return self.widths_of(self.widths(tokens))
+
+    # --- counts ---------------------------------------------------------------------------------------------
+    def count_params(self, tokens: Sequence[int]) -> int:
+        return self.graph.count_params(self.group_widths(tokens))
+
+    def count_macs(self, tokens: Sequence[int], input_size: Sequence[int] | None = None) -> int:
+        """MACs for one example; ``input_size`` other than the example's traces the model again (once per size)."""
+        widths = self.group_widths(tokens)
+        size = self.input_size if input_size is None else tuple(int(s) for s in input_size)
+        if size not in self._graphs:
+            example = torch.zeros(1, *self.example_input.shape[1:2], *size, device=self.example_input.device)
+            graph = trace_channels(self.model, example)
+            if graph.widths != self.graph.widths:
+                raise ValueError(f"{type(self.model).__name__} has other channel groups at input size {size}")
+            self._graphs[size] = graph
+        return self._graphs[size].count_macs(widths)
+
+    # --- networks -------------------------------------------------------------------------------------------
+    def token2arch(self, tokens: Sequence[int]) -> nn.Module:
+        """The model at ``tokens``' widths, every layer freshly initialised (the scratch evaluation)."""
+        child = self.graph.shrink(self.model, self.group_widths(tokens))
+        for m in child.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+        return tag_network(child, self, self.validate(tokens))
+
+    def inherit(self, parent: nn.Module, tokens: Sequence[int], importance: str = "bn") -> nn.Module:
+        """The model at ``tokens``' widths with the trained ``parent``'s weights: each group keeps its most
+        important channels (``importance``: ``"bn"`` or ``"l1"``, see :mod:`sanas.spaces.inherit`), or replicates
+        them function-preservingly where a ratio above 1 widens it.
+
+        ``parent`` is the space's model or a network built from this space (``token2arch``/``inherit``).
+        """
+        if importance not in IMPORTANCE:
+            raise ValueError(f"importance is {importance!r}, expected one of {', '.join(IMPORTANCE)}")
+        theirs = getattr(parent, "sanas_space", None)
+        if theirs is not None and theirs is not self and theirs.fingerprint() != self.fingerprint():
+            raise ValueError(f"the parent was built by another space ({theirs!r}), not this ModelSpace")
+        parent_tokens = getattr(parent, "sanas_tokens", None) if theirs is not None else None
+        parent_widths = self.group_widths(parent_tokens) if parent_tokens is not None else self.graph.widths
+        child_widths = self.group_widths(tokens)
+        child = self.graph.shrink(self.model, child_widths)
+        state = inherit_state(parent, child, self.graph.layout, dict(enumerate(parent_widths)),
+                              dict(enumerate(child_widths)), importance)
+        child.load_state_dict(state)
+        return tag_network(child, self, self.validate(tokens))
+
+    def trained_parent(self) -> nn.Module:
+        """The model itself: the parent of an inherit search over this space that names no other."""
+        return self.model
+
+    def export(self, net: nn.Module, path: str | os.PathLike[str]) -> None:
+        """Save a child as a ``torch.export`` program: ``torch.export.load(path).module()`` runs it without sanas
+        or the model's code (see :func:`~sanas.spaces.channels.export_program`)."""
+        export_program(net, self.example_input, path)
+
+    def config(self) -> dict[str, Any]:
+        min_ratio, max_ratio, ratio_step = self.ratio_settings
+        return {"name": self.name, "model": self.entry_point, "example_input": list(self.example_input.shape[1:]),
+                "min_ratio": min_ratio, "max_ratio": max_ratio, "ratio_step": ratio_step,
+                "granularity": self.granularity, "model_digest": self.digest, "in_channels": self.in_channels,
+                "num_classes": self.num_classes}
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ModelSpace:
+        return self  # a space is an immutable description; networks that carry it must not copy the model with it
