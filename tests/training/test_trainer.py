@@ -187,3 +187,24 @@ def test_four_wide_reduction_cell_trains_channels_last_on_cpu(tmp_path: Path) ->
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode, done.stderr[-2000:])
+
+
+@pytest.mark.parametrize("batch", [25, 27])
+def test_strided_convs_with_few_input_channels_get_exact_gradients_in_channels_last(batch: int) -> None:
+    """torch 2.13's oneDNN 1x1 strided backward-weights kernel, channels_last on CPU, gives wrong weight gradients
+    (or corrupts the heap) below one input-channel block (8 with AVX2, 16 with AVX-512): on an AVX2 machine,
+    5-7 input channels at these batch sizes. The trainer runs such convs contiguous."""
+    from torch import nn
+
+    from sanas.training.trainer import CPU_CHANNELS_LAST_MIN_STRIDED_IN_CHANNELS, _avoid_cpu_channels_last_crash
+
+    torch.manual_seed(0)
+    for cin in range(2, CPU_CHANNELS_LAST_MIN_STRIDED_IN_CHANNELS + 2):
+        conv = nn.Conv2d(cin, 8, 1, stride=2, bias=False)
+        x = torch.randn(batch, cin, 16, 16)
+        conv(x).square().sum().backward()
+        net = nn.Sequential(nn.Conv2d(cin, 8, 1, stride=2, bias=False)).to(memory_format=torch.channels_last)
+        net[0].weight.data.copy_(conv.weight.data)
+        _avoid_cpu_channels_last_crash(net)
+        net(x.to(memory_format=torch.channels_last)).square().sum().backward()
+        assert torch.allclose(net[0].weight.grad, conv.weight.grad, rtol=1e-4, atol=1e-3), cin
