@@ -28,3 +28,18 @@ def test_render_mentions_totals():
     console.print(render_summary(model_summary(space, DARTS_SA_TOKENS), title="x"))
     text = console.export_text()
     assert "3,344,396" in text and "-11.2 %" in text and "reduction" in text
+
+
+def test_the_headline_of_an_inherit_search_whose_parent_is_over_its_budget() -> None:
+    """A compression search's init tokens are the parent's widths, over the budget: the headline says so and still
+    explains what the inherited rewards are and how to fine-tune the best (it used to name a flag that does not
+    exist, and only when the init had been evaluated)."""
+    from sanas.report.search import Candidate, SearchReport, headline
+
+    best = Candidate(trial=3, tokens=[1, 2], state="complete", reward=0.8, params=900, macs=1, seconds=1.0)
+    report = SearchReport(config={"recipe": {"evaluation": "inherit", "retain_epoch": 0.25}}, budget=900,
+                          init_tokens=[2, 2], init_params=1000, candidates=[best], search_steps=1)
+    text = " ".join(headline(report))
+    assert "The init tokens (1,000 params) are over the budget" in text
+    assert "fine-tuned for 0.25 epoch(s)" in text and "sanas train --run-dir RUN --retain-epoch N" in text
+    assert "--inherit" not in text

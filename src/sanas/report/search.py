@@ -173,19 +173,22 @@ def headline(report: SearchReport) -> list[str]:
         delta = 100 * (best.reward - init.reward)
         lines.append(f"Init model: reward {init.reward:.4f}, {init.params:,} params. "
                      f"Best vs init: params {_pct(best.params, init.params)}, reward {delta:+.2f} points.")
-        recipe = report.config.get("recipe", {})
-        epochs = recipe.get("retain_epoch")
-        if recipe.get("evaluation") == "inherit":
-            lines.append(f"Rewards are held-out top-1 of children inherited from the parent, BatchNorm re-estimated "
-                         f"and fine-tuned for {epochs if epochs is not None else '?'} epoch(s): they rank candidates, "
-                         f"they are not final accuracies. Fine-tune the best with `sanas train --inherit` to know "
-                         f"its accuracy.")
-        elif epochs is not None:
-            lines.append(f"Rewards are {epochs}-epoch proxy trainings (mean held-out top-1 of the last two epochs): "
-                         f"they rank candidates, they are not final accuracies, and short proxies are noisy. "
-                         f"Retrain the best with `sanas train` to know its accuracy.")
+    elif report.budget is not None and report.init_params > report.budget:
+        lines.append(f"The init tokens ({report.init_params:,} params) are over the budget, so they were not "
+                     f"evaluated and there is no baseline reward.")
     else:
         lines.append("The init tokens have no finished evaluation, so there is no baseline reward.")
+    recipe = report.config.get("recipe", {})
+    epochs = recipe.get("retain_epoch")
+    if recipe.get("evaluation") == "inherit":
+        lines.append(f"Rewards are held-out top-1 of children inherited from the parent, BatchNorm re-estimated and "
+                     f"fine-tuned for {epochs if epochs is not None else '?'} epoch(s): they rank candidates, they "
+                     f"are not final accuracies. `sanas train --run-dir RUN --retain-epoch N` fine-tunes the best "
+                     f"from the parent and compares it with the parent.")
+    elif epochs is not None:
+        lines.append(f"Rewards are {epochs}-epoch proxy trainings (mean held-out top-1 of the last two epochs): "
+                     f"they rank candidates, they are not final accuracies, and short proxies are noisy. "
+                     f"Retrain the best with `sanas train` to know its accuracy.")
     if report.failed:
         reasons: dict[str, int] = {}
         for c in report.failed:
