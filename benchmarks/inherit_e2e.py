@@ -168,6 +168,18 @@ def run_seed(seed: int, args: argparse.Namespace, data: Any) -> dict[str, Any]:
                       "bn_batches": recipe.bn_batches if name == "B" else 0,
                       "seconds": round(time.perf_counter() - t0, 1)}
         save()
+    for epochs in args.extra_final_epochs:  # sensitivity: B's chosen child fine-tuned longer (its own rows)
+        extra = state.setdefault("final_B_extra", {})
+        if str(epochs) in extra:
+            continue
+        tokens = state["search_B"]["best_tokens"]
+        t0 = time.perf_counter()
+        recipe = inherit_recipe(args, epochs, args.final_lr, seed)
+        r = train_final(tokens, sp, data, recipe, work / f"final-B-{epochs:g}", resume=True, progress="lines",
+                        onnx=False, parent=parent)
+        extra[str(epochs)] = {"tokens": tokens, "params": r.params, "test_top1": r.test_top1, "epochs": epochs,
+                              "bn_batches": recipe.bn_batches, "seconds": round(time.perf_counter() - t0, 1)}
+        save()
     state["steps_per_epoch"] = steps
     save()
     return state
@@ -236,6 +248,21 @@ def summarise(args: argparse.Namespace) -> int:
         lines.append(f"| {label} | {_ms(acc[n], 100)} | {statistics.mean(params[n]):,.0f} | "
                      f"{_ms([x['search_epochs'] for x in c])} | {_ms([x['final_epochs'] for x in c])} | "
                      f"{_ms([x['total_epochs'] for x in c])} | {_ms([x['seconds'] / 60 for x in c], digits=1)} |")
+    extras = sorted({e for s in states for e in s.get("final_B_extra", {})}, key=float)
+    for e in extras:
+        if not all(e in s.get("final_B_extra", {}) for s in states):
+            continue
+        finals = [s["final_B_extra"][e] for s in states]
+        steps = [s["steps_per_epoch"] for s in states]
+        total = [c["search_epochs"] + float(e) + (sum(r["bn_batches"] for r in s["search_B"]["log"])
+                                                   + f["bn_batches"]) / (3 * st)
+                 for c, s, f, st in zip(costs["B"], states, finals, steps, strict=True)]
+        share = [t / a["total_epochs"] for t, a in zip(total, costs["A"], strict=True)]
+        lines.append(f"| B, the same child fine-tuned {e} epochs (sensitivity) | "
+                     f"{_ms([f['test_top1'] for f in finals], 100)} | "
+                     f"{statistics.mean(f['params'] for f in finals):,.0f} | "
+                     f"{_ms([x['search_epochs'] for x in costs['B']])} | {float(e):.2f} ± 0.00 | {_ms(total)} "
+                     f"({_ms(share, 100, 1)} % of A's) | – |")
     lines += ["", f"B's total epochs are {_ms(ratio, 100, 1)} % of A's (target ≤ 10 %). "
               f"Test top-1, B − A: {_ms([b - a for a, b in zip(acc['A'], acc['B'], strict=True)], 100)} points; "
               f"B − parent: {_ms([b - p for p, b in zip(acc['parent'], acc['B'], strict=True)], 100)} points.", "",
@@ -285,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stop-checks", type=int, default=2)
     p.add_argument("--final-finetune-epochs", type=float, default=1)
     p.add_argument("--final-lr", type=float, default=0.05)
+    p.add_argument("--extra-final-epochs", type=float, nargs="*", default=[3.0],
+                   help="sensitivity rows: B's chosen child also fine-tuned this many epochs")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--jobs", type=int, default=3, help="seeds run as this many parallel processes")
     p.add_argument("--work-dir", type=Path, default=WORK_DIR)
