@@ -6,6 +6,7 @@ import random
 
 import pytest
 import torch
+from _cnn_models import randomise
 from torch import nn
 
 from sanas import get_space, inherit
@@ -18,19 +19,6 @@ FILTERS = [4, 6, 8, 12, 16, 24, 32]
 
 def darts(genotype: str, layers: int = 5, **extra):
     return get_space("DartsSpace", layers=layers, filter_num=FILTERS, init_channels=8, genotype=genotype, **extra)
-
-
-def randomise(net: nn.Module, seed: int = 0) -> nn.Module:
-    """Make every BatchNorm non-trivial (random γ, β and running statistics), as in a trained network."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.copy_(0.5 + torch.rand(m.num_features, generator=g))
-                m.bias.copy_(0.2 * torch.randn(m.num_features, generator=g))
-                m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=g))
-    return net.eval()
 
 
 def outputs(net: nn.Module, in_channels: int = 3, seed: int = 1) -> torch.Tensor:

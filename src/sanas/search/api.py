@@ -490,12 +490,11 @@ class SANAS:
     def _skip_pending(self, at_exit: bool = False) -> None:
         pending = self._pending
         assert pending is not None
-        when = "the script ended" if at_exit else "next_archs() was called"
-        self._say("skip", f"sanas: {when} while trial {pending.number} (tokens {pending.tokens}) was pending, "
+        why = "the script ended" if at_exit else "next_archs() was called again"
+        self._say("skip", f"sanas: {why} while trial {pending.number} (tokens {pending.tokens}) was pending, "
                           f"without reward(): it is recorded as skipped (not evaluated, not counted in "
                           f"search_steps, not moving the chain) and will not be proposed again; later skips are "
                           f"not announced")
-        why = "the script ended" if at_exit else "next_archs() was called again"
         self._close_pending(TrialState.FAIL, None, f"skipped: {why} without reward() (the user's loop skipped the "
                                                    f"candidate, e.g. over its own budget)", status=SKIPPED)
         log.info("trial %d: skipped", pending.number)
