@@ -27,10 +27,10 @@ CHILD = """
 import sys, time
 launched = float(sys.argv[3])
 from sanas.search import SANAS
-from sanas.search import api
+from sanas.search import lease
 if sys.argv[2] == "hide":  # as if on another machine: no process to look at, only the heartbeat
-    real = api._owner
-    api._owner = lambda: {**real(), "ns": "another-machine"}
+    real = lease.owner_identity
+    lease.owner_identity = lambda: {**real(), "ns": "another-machine"}
 made = time.time()
 sa = SANAS("DartsSpace", search_steps=1, max_params=3_770_000, save_checkpoint=sys.argv[1], study_name="bench",
            heartbeat_interval=10, grace_period=float(sys.argv[4]))

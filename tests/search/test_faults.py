@@ -15,8 +15,10 @@ from _worker import BUDGET, objective
 from optuna.trial import TrialState
 
 from sanas.search import SANAS
-from sanas.search.api import OWNER_KEY, _owner, _owner_gone
 from sanas.search.chain import CRASHED, FAIL_REASON_KEY, RETRY_OF_KEY, STATUS_KEY, released, trial_tokens
+from sanas.search.lease import OWNER_KEY
+from sanas.search.lease import owner_gone as _owner_gone
+from sanas.search.lease import owner_identity as _owner
 
 WORKER = str(Path(__file__).with_name("_worker.py"))
 
@@ -79,7 +81,7 @@ def test_a_stale_candidate_is_proposed_again(tmp_path, study_name) -> None:
               "grace_period": 1.0, "poll_interval": 0.05}
     hung = SANAS(TinySpace(n=6, r=8), **common)
     tokens = hung.next_tokens()
-    hung._pending.stop.set()  # its heartbeat stops: hung (same process, so only the heartbeat can tell)
+    hung.ledger.lease.stop.set()  # its heartbeat stops: hung (same process, so only the heartbeat can tell)
     other = SANAS(TinySpace(n=6, r=8), **common)
     assert other.next_tokens() == tokens  # after the grace period, the same candidate again
     first = other.study.get_trials()[0]

@@ -188,7 +188,7 @@ def test_a_dead_workers_trial_is_failed_after_the_grace_period_and_replaced(tmp_
               "grace_period": 1.0, "poll_interval": 0.05}
     dead = small(**common)
     dead.next_tokens()
-    dead._pending.stop.set()  # the heartbeat stops, as when the process is killed
+    dead.ledger.lease.stop.set()  # the heartbeat stops, as when the process is killed
     alive = small(**common)
     start = time.monotonic()
     history = loop(alive)

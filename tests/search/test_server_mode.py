@@ -19,8 +19,8 @@ from optuna.trial import TrialState
 
 from sanas import get_space
 from sanas.search import SANAS, StorageUnavailable, evaluations, replay_chain
-from sanas.search.api import _is_loopback
 from sanas.search.chain import SKIPPED, STATUS_KEY, VOID_STATUSES, trial_tokens
+from sanas.search.storage import is_loopback as _is_loopback
 from sanas.search.storage import open_storage
 
 TUTORIAL = str(Path(__file__).with_name("_tutorial.py"))

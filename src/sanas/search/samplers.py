@@ -61,6 +61,7 @@ __all__ = [
     "TokenSampler",
     "make_sampler",
     "param_name",
+    "resolve_sampler",
     "token_distributions",
 ]
 
@@ -457,3 +458,36 @@ def make_sampler(name: str, range_table: Sequence[int], init_tokens: Sequence[in
     if name == "sa":
         common.update(init_temperature=init_temperature, reduce_rate=reduce_rate)
     return SAMPLERS[name](range_table, **common)
+
+
+def resolve_sampler(sampler: str | TokenSampler | BaseSampler | None, range_table: Sequence[int],
+                    init_tokens: Sequence[int] | None = None, constraint: Callable[[list[int]], bool] | None = None,
+                    seed: int = 0, max_try_times: int = 300, init_temperature: float | str | None = None,
+                    reduce_rate: float = DEFAULT_REDUCE_RATE) -> TokenSampler:
+    """What ``SANAS(sampler=...)`` accepts, as a :class:`TokenSampler`: a registered name (``None``: the
+    default), a :class:`TokenSampler` (given ``constraint`` is attached to it), or any Optuna sampler (wrapped).
+
+    >>> type(resolve_sampler(None, [3, 3])).__name__, type(resolve_sampler(RandomSampler(), [3])).__name__
+    ('SimulatedAnnealingSampler', 'OptunaTokenSampler')
+    """
+    init_temperature = check_init_temperature(DEFAULT_INIT_TEMPERATURE if init_temperature is None
+                                              else init_temperature)
+    reduce_rate = check_reduce_rate(reduce_rate)
+    if isinstance(sampler, TokenSampler):
+        if constraint is not None and sampler.constraint is not None:
+            raise ValueError("give the constraint to the sampler or to SANAS, not both")
+        if list(sampler.range_table) != list(range_table):
+            raise ValueError(f"sampler range_table {sampler.range_table} does not match the space's "
+                             f"{list(range_table)}")
+        if constraint is not None:
+            sampler.constraint = constraint
+        return sampler
+    common: dict[str, Any] = {"init_tokens": init_tokens, "constraint": constraint, "seed": seed,
+                              "max_try_times": max_try_times}
+    if isinstance(sampler, BaseSampler):
+        return OptunaTokenSampler(sampler, range_table, **common)
+    name = DEFAULT_SAMPLER if sampler is None else sampler
+    if not isinstance(name, str) or name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}, a TokenSampler "
+                         f"or an Optuna sampler")
+    return make_sampler(name, range_table, **common, init_temperature=init_temperature, reduce_rate=reduce_rate)

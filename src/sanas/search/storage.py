@@ -18,6 +18,7 @@ Three ways, one Optuna storage interface, so the search code does not care which
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import random
@@ -35,7 +36,7 @@ import optuna
 from optuna.storages import BaseStorage, InMemoryStorage, RDBStorage
 
 __all__ = ["GrpcServer", "StorageUnavailable", "check_serve_address", "connect_server", "existing_store",
-           "open_storage", "parse_storage_url", "redact", "start_server"]
+           "is_loopback", "open_storage", "parse_storage_url", "redact", "start_server"]
 
 log = logging.getLogger("sanas.search")
 
@@ -342,6 +343,23 @@ class GrpcServer:
     def stop(self, grace: float | None = None) -> None:
         """Stop serving; calls in flight get ``grace`` seconds to finish."""
         self.server.stop(grace).wait()
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) only ever means this machine.
+
+    >>> is_loopback("127.0.0.1"), is_loopback("::1"), is_loopback("0.0.0.0")
+    (True, True, False)
+    """
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
 
 
 def start_server(storage: BaseStorage, server_addr: Sequence[Any]) -> GrpcServer:
