@@ -21,18 +21,21 @@ from typing import Any
 from rich.console import Console
 
 from sanas.network import GENOTYPES
-from sanas.search.chain import DEFAULT_INIT_TEMPERATURE, DEFAULT_REDUCE_RATE, check_init_temperature
-from sanas.search.samplers import DEFAULT_SAMPLER, SAMPLERS
-from sanas.spaces import SearchSpace, get_space
+from sanas.runs.config import DATA_DEFAULTS, SEARCH_DEFAULTS, defaults_of
+from sanas.search.chain import PADDLESLIM_INIT_TEMPERATURE, check_init_temperature
+from sanas.search.samplers import SAMPLERS
+from sanas.search.storage import DEFAULT_CONNECT_TIMEOUT
+from sanas.spaces import DEFAULT_SPACE, DartsSpace, SearchSpace, get_space
 from sanas.spaces.inherit import IMPORTANCE
+from sanas.training.data import DATASETS, DatasetError
 from sanas.training.trainer import DEFAULT_EPOCHS, EVALUATIONS, Recipe
 
 __all__ = ["main", "parse_tokens"]
 
-DATASETS = ("cifar10", "fashion-mnist", "synthetic")
-
-
+# Help strings quote the defaults from where they are defined, never a copy.
 RECIPE_DEFAULTS = Recipe()
+DARTS_DEFAULTS = defaults_of(DartsSpace, "layers", "init_channels", "stem_multiplier", "genotype", "in_channels",
+                             "num_classes")
 
 
 class CLIError(Exception):
@@ -97,14 +100,19 @@ def _int_list(text: str) -> list[int]:
 
 def add_space_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("search space")
-    group.add_argument("--space", default=None, help="registered space name (default: DartsSpace)")
-    group.add_argument("--layers", type=int, help="number of cells (DartsSpace default: 20)")
+    group.add_argument("--space", default=None, help=f"registered space name (default: {DEFAULT_SPACE})")
+    group.add_argument("--layers", type=int, help=f"number of cells (DartsSpace default: {DARTS_DEFAULTS['layers']})")
     group.add_argument("--filter-num", type=_int_list, help='width choices, e.g. "4,8,12,16,24,32,48,64"')
-    group.add_argument("--init-channels", type=int, help="DARTS' C: init widths C, 2C, 4C (default: 36)")
-    group.add_argument("--stem-multiplier", type=int, help="stem width = multiplier × init channels (default: 3)")
-    group.add_argument("--genotype", choices=sorted(GENOTYPES), help="cell genotype (default: PADDLESLIM_DARTS_V2)")
-    group.add_argument("--in-channels", type=int, help="image channels (default: 3, or the dataset's)")
-    group.add_argument("--num-classes", type=int, help="classes (default: 10, or the dataset's)")
+    group.add_argument("--init-channels", type=int,
+                       help=f"DARTS' C: init widths C, 2C, 4C (default: {DARTS_DEFAULTS['init_channels']})")
+    group.add_argument("--stem-multiplier", type=int,
+                       help=f"stem width = multiplier × init channels (default: {DARTS_DEFAULTS['stem_multiplier']})")
+    group.add_argument("--genotype", choices=sorted(GENOTYPES),
+                       help=f"cell genotype (default: {DARTS_DEFAULTS['genotype']})")
+    group.add_argument("--in-channels", type=int,
+                       help=f"image channels (default: the dataset's; {DARTS_DEFAULTS['in_channels']} without one)")
+    group.add_argument("--num-classes", type=int,
+                       help=f"classes (default: the dataset's; {DARTS_DEFAULTS['num_classes']} without one)")
     group.add_argument("--no-auxiliary", dest="auxiliary", action="store_false", default=None,
                        help="build no auxiliary head")
     group.add_argument("--model", metavar="MODULE:FUNCTION",
@@ -113,12 +121,13 @@ def add_space_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset", choices=DATASETS, help="default: fashion-mnist")
+    group.add_argument("--dataset", choices=list(DATASETS), help=f"default: {DATA_DEFAULTS['dataset']}")
     group.add_argument("--data-root", help="dataset folder (fashion-mnist default: the Debian package's)")
     group.add_argument("--train-subset", type=int, help="class-balanced subset of the training split (CPU proxies)")
     group.add_argument("--val-subset", type=int, help="class-balanced subset of the held-out split")
-    group.add_argument("--val-fraction", type=float, help="held-out fraction of each class for the reward (0.1)")
-    group.add_argument("--data-seed", type=int, help="seed of the held-out split (0)")
+    group.add_argument("--val-fraction", type=float,
+                       help=f"held-out fraction of each class for the reward ({DATA_DEFAULTS['val_fraction']})")
+    group.add_argument("--data-seed", type=int, help=f"seed of the held-out split ({DATA_DEFAULTS['seed']})")
     group.add_argument("--download", action="store_true", default=None,
                        help="cifar10: fetch the official archive (checksum-verified) into --data-root")
     group.add_argument("--reward-on-test", action="store_true", default=None,
@@ -139,11 +148,12 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"epochs per candidate ({DEFAULT_EPOCHS['scratch']}; reward = mean of the last two); with "
                             f"--evaluation inherit, fine-tuning epochs ({DEFAULT_EPOCHS['inherit']}; fractions "
                             f"allowed, 0 = BatchNorm re-estimation only)")
-    group.add_argument("--batch-size", type=int, help="96")
-    group.add_argument("--learning-rate", "--lr", type=float, help="0.025, cosine to 0")
-    group.add_argument("--drop-path-prob", type=float, help="0.2 · epoch / epochs")
-    group.add_argument("--cutout", type=int, help="cutout size (16; 0 = off)")
-    group.add_argument("--train-seed", type=int, help="seed of initialisation, shuffling and augmentation (0)")
+    group.add_argument("--batch-size", type=int, help=f"{RECIPE_DEFAULTS.batch_size}")
+    group.add_argument("--learning-rate", "--lr", type=float, help=f"{RECIPE_DEFAULTS.learning_rate}, cosine to 0")
+    group.add_argument("--drop-path-prob", type=float, help=f"{RECIPE_DEFAULTS.drop_path_prob} · epoch / epochs")
+    group.add_argument("--cutout", type=int, help=f"cutout size ({RECIPE_DEFAULTS.cutout}; 0 = off)")
+    group.add_argument("--train-seed", type=int,
+                       help=f"seed of initialisation, shuffling and augmentation ({RECIPE_DEFAULTS.seed})")
     group.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     group.add_argument("--compile", action="store_true", default=None, help="torch.compile the network")
     group.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None)
@@ -168,7 +178,7 @@ def add_join_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--storage", help="database URL shared by many machines, e.g. postgresql://user:pw@host/db")
     group.add_argument("--server-addr", type=parse_server_addr, metavar="HOST:PORT",
                        help="a sanas server (PaddleSlim's server_addr)")
-    group.add_argument("--study-name", help="study inside the storage (default: sanas)")
+    group.add_argument("--study-name", help=f"study inside the storage (default: {SEARCH_DEFAULTS['study_name']})")
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -186,7 +196,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def space_from_args(args: argparse.Namespace) -> SearchSpace:
     config = {n: getattr(args, n) for n in SPACE_KEYS if getattr(args, n, None) is not None}
-    return get_space(args.space or ("ModelSpace" if config.get("model") else "DartsSpace"), **config)
+    return get_space(args.space or ("ModelSpace" if config.get("model") else DEFAULT_SPACE), **config)
 
 
 # --- commands ------------------------------------------------------------------------------------------------
@@ -301,21 +311,13 @@ def cmd_search(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, console: Console) -> int:
-    from sanas.runs.worker import Interrupted, run_worker
+    from sanas.runs.worker import worker_main
 
-    run_dir = Path(args.run_dir) if args.run_dir else None
-    if run_dir is None and args.storage is None and args.server_addr is None:
+    if not args.run_dir and args.storage is None and args.server_addr is None:
         raise CLIError("give the search's run directory, --storage URL or --server-addr")
-    try:
-        summary = run_worker(None, run_dir, storage=args.storage, server_addr=args.server_addr, is_server=False,
-                             study_name=args.study_name, worker_id=args.worker_id, device=args.device,
-                             threads=args.threads, progress=args.progress, connect_timeout=args.connect_timeout)
-    except (Interrupted, KeyboardInterrupt):
-        print("sanas worker: interrupted; the pending candidate is recorded as failed", file=sys.stderr)
-        return 130
-    console.print(f"worker {args.worker_id}: {summary.evaluated} evaluated, {summary.failed} failed; "
-                  f"best reward {summary.info.get('best_reward')}")
-    return 0
+    return worker_main(args.run_dir or None, storage=args.storage, server_addr=args.server_addr,
+                       study_name=args.study_name, worker_id=args.worker_id, device=args.device,
+                       threads=args.threads, progress=args.progress, connect_timeout=args.connect_timeout)
 
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
@@ -418,25 +420,29 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Search per-cell widths with simulated annealing under a parameter budget. "
                                    "Settings come from defaults, then --config TOML, then flags.")
     p.add_argument("--config", help="TOML file with [space], [data], [recipe], [search] tables")
-    p.add_argument("--run-dir", default="runs/search", help="run directory (default: runs/search)")
+    p.add_argument("--run-dir", default="runs/search", help="run directory (default: %(default)s)")
     add_space_arguments(p)
     add_data_arguments(p)
     add_recipe_arguments(p)
     g = p.add_argument_group("search")
     g.add_argument("--sampler", choices=list(SAMPLERS),
-                   help=f"{', '.join(SAMPLERS)} (default: {DEFAULT_SAMPLER}; evolution = regularized evolution, "
-                        f"tpe = Optuna's TPE)")
-    g.add_argument("--search-steps", type=int, help="finished evaluations over all workers (300)")
-    g.add_argument("--max-params", help="budget: count (3770000, 3.77M) or ratio of the init model (1.0x, default)")
+                   help=f"{', '.join(SAMPLERS)} (default: {SEARCH_DEFAULTS['sampler']}; evolution = regularized "
+                        f"evolution, tpe = Optuna's TPE)")
+    g.add_argument("--search-steps", type=int,
+                   help=f"finished evaluations over all workers ({SEARCH_DEFAULTS['search_steps']})")
+    g.add_argument("--max-params", help=f"budget: count (3770000, 3.77M) or ratio of the init model "
+                                        f"(default: {SEARCH_DEFAULTS['max_params']})")
     g.add_argument("--init-temperature", type=_init_temperature, metavar="auto|T0",
                    help=f"SA temperature: auto (scale-free, from the reward differences seen) or a fixed T0 "
-                        f"(PaddleSlim's: 1.0) (default: {DEFAULT_INIT_TEMPERATURE})")
+                        f"(PaddleSlim's: {PADDLESLIM_INIT_TEMPERATURE}) "
+                        f"(default: {SEARCH_DEFAULTS['init_temperature']})")
     g.add_argument("--reduce-rate", type=float,
-                   help=f"SA temperature decay per evaluation (default: {DEFAULT_REDUCE_RATE})")
-    g.add_argument("--seed", type=int, help="seed of proposals and acceptance draws (0)")
+                   help=f"SA temperature decay per evaluation (default: {SEARCH_DEFAULTS['reduce_rate']})")
+    g.add_argument("--seed", type=int, help=f"seed of proposals and acceptance draws ({SEARCH_DEFAULTS['seed']})")
     g.add_argument("--parent", help="--evaluation inherit: the trained model to compress (a sanas train folder); "
                                     "without it the init tokens are trained first into RUN/parent")
-    g.add_argument("--parent-epochs", type=int, help="epochs of that parent training when no --parent is given (30)")
+    g.add_argument("--parent-epochs", type=int, help=f"epochs of that parent training when no --parent is given "
+                                                     f"({SEARCH_DEFAULTS['parent_epochs']})")
     add_join_arguments(p)
     p.add_argument("--workers", type=int, default=1, help="local worker processes (one per GPU when GPUs exist)")
     p.add_argument("--progress", **progress)
@@ -449,9 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worker-id", type=int, default=0)
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--connect-timeout", type=float, default=30.0,
-                   help="seconds to wait for the storage or the server to answer (30); start workers before their "
-                        "server with a longer one")
+    p.add_argument("--connect-timeout", type=float, default=DEFAULT_CONNECT_TIMEOUT,
+                   help=f"seconds to wait for the storage or the server to answer ({DEFAULT_CONNECT_TIMEOUT:g}); start "
+                        f"workers before their server with a longer one")
     p.add_argument("--progress", **progress)
     p.set_defaults(run=cmd_worker)
 
@@ -463,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="top candidates, best vs init, plots (written to RUN/report)")
     p.add_argument("run_dir", nargs="?")
     add_join_arguments(p)
-    p.add_argument("--top", type=int, default=10, help="rows of the top-k table (10)")
+    p.add_argument("--top", type=int, default=10, help="rows of the top-k table (%(default)s)")
     p.add_argument("--out", help="report folder (default: RUN/report)")
     p.set_defaults(run=cmd_report)
 
@@ -514,11 +520,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"sanas {args.command}: error: {message}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:
-        if type(exc).__name__ in ("DatasetError", "StorageUnavailable"):
-            print(f"sanas {args.command}: error: {exc}", file=sys.stderr)
-            return 2
-        raise
+    except DatasetError as exc:  # missing or corrupt data files: the message names the path
+        print(f"sanas {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

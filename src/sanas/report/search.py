@@ -19,10 +19,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from sanas.runs.config import RunConfig, atomic_write_text
+from sanas.runs.config import SEARCH_DEFAULTS, RunConfig, atomic_write_text
 from sanas.search.chain import (
-    DEFAULT_INIT_TEMPERATURE,
-    DEFAULT_REDUCE_RATE,
     FAIL_REASON_KEY,
     STATUS_KEY,
     STOPPED,
@@ -31,6 +29,7 @@ from sanas.search.chain import (
     replay_chain,
     trial_tokens,
 )
+from sanas.search.samplers import SAMPLERS, SimulatedAnnealingSampler
 from sanas.spaces import SearchSpace
 from sanas.training.data import atomic_write_bytes
 
@@ -113,7 +112,7 @@ def _state(trial: FrozenTrial) -> str:
 def build_report(trials: Sequence[FrozenTrial], space: SearchSpace, config: RunConfig) -> SearchReport:
     """Summarise a study's trials (from ``study.get_trials()``) for ``space`` under ``config``."""
     budget = config.budget(space)
-    search = config.search
+    search = {**SEARCH_DEFAULTS, **config.search}  # a run saved by an older sanas may lack newer settings
     real = [t for t in trials if t.system_attrs.get(STATUS_KEY) not in VOID_STATUSES and trial_tokens(t) is not None]
     candidates: dict[int, Candidate] = {}
     for t in real:
@@ -128,9 +127,8 @@ def build_report(trials: Sequence[FrozenTrial], space: SearchSpace, config: RunC
             stopped=t.system_attrs.get(STATUS_KEY) == STOPPED)
     evals = evaluations(trials)
     chain_rows = []
-    if search.get("sampler", "sa") == "sa":
-        t0 = search.get("init_temperature", DEFAULT_INIT_TEMPERATURE)
-        state = replay_chain(evals, t0, float(search.get("reduce_rate", DEFAULT_REDUCE_RATE)))
+    if SAMPLERS.get(search["sampler"]) is SimulatedAnnealingSampler:
+        state = replay_chain(evals, search["init_temperature"], float(search["reduce_rate"]))
         current = best = -math.inf
         for step in state.steps:
             if step.accepted:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import json
 import math
 import numbers
@@ -40,48 +41,53 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sanas.search.api import SANAS
 from sanas.search.budget import parse_budget
-from sanas.search.chain import (
-    DEFAULT_INIT_TEMPERATURE,
-    DEFAULT_REDUCE_RATE,
-    PADDLESLIM_INIT_TEMPERATURE,
-    check_init_temperature,
-    check_reduce_rate,
-)
+from sanas.search.chain import PADDLESLIM_INIT_TEMPERATURE, check_init_temperature, check_reduce_rate
 from sanas.search.samplers import DEFAULT_SAMPLER, SAMPLERS
-from sanas.spaces import SearchSpace, get_space
+from sanas.spaces import DEFAULT_SPACE, SearchSpace, get_space
 from sanas.training.data import atomic_write_bytes
 
 __all__ = ["CONFIG_FILE", "SEARCH_DEFAULTS", "RunConfig", "atomic_write_text", "load_toml", "parse_budget"]
 
 CONFIG_FILE = "config.json"
 
-#: Settings of the [search] table and their defaults (PaddleSlim's where it has one).
+
+
+def defaults_of(function: Any, *names: str) -> dict[str, Any]:
+    """The defaults of ``function``'s parameters ``names``: settings take their defaults from what they configure.
+
+    >>> defaults_of(SANAS, "search_steps", "reduce_rate")
+    {'search_steps': 300, 'reduce_rate': 0.85}
+    """
+    params = inspect.signature(function).parameters
+    return {name: params[name].default for name in names}
+
+
+#: Settings of the [search] table and their defaults: SANAS's own (PaddleSlim's where it has one), and the
+#: few that only a run has.
 SEARCH_DEFAULTS: dict[str, Any] = {
-    "sampler": DEFAULT_SAMPLER,
-    "search_steps": 300,
-    "max_params": "1.0x",
-    "init_temperature": DEFAULT_INIT_TEMPERATURE,
-    "reduce_rate": DEFAULT_REDUCE_RATE,
-    "seed": 0,
-    "max_try_times": 300,
-    "study_name": "sanas",
-    "heartbeat_interval": 10.0,
-    "grace_period": 60.0,
+    "sampler": DEFAULT_SAMPLER,  # SANAS(sampler=None) means this one
+    **defaults_of(SANAS, "search_steps"),
+    "max_params": "1.0x",  # a run always has a budget: by default, no larger than the init network
+    **defaults_of(SANAS, "init_temperature", "reduce_rate", "seed", "max_try_times", "study_name",
+                  "heartbeat_interval", "grace_period"),
     # The inherit evaluation: a trained parent (a `sanas train` folder); without one, the search first trains the
     # init tokens for parent_epochs epochs (from scratch, the [recipe]'s learning rate) into <run dir>/parent.
     "parent": None,
     "parent_epochs": 30,
 }
-DATA_DEFAULTS: dict[str, Any] = {
-    "dataset": "fashion-mnist",
-    "root": None,
-    "val_fraction": 0.1,
-    "seed": 0,
-    "train_subset": None,
-    "val_subset": None,
-    "reward_on_test": False,
-}
+
+
+def _data_defaults() -> dict[str, Any]:
+    from sanas.training.data import DEFAULT_DATASET, prepare_data
+
+    return {"dataset": DEFAULT_DATASET, **defaults_of(prepare_data, "root", "val_fraction", "seed", "train_subset",
+                                                      "val_subset", "reward_on_test")}
+
+
+#: Settings of the [data] table and their defaults (``prepare_data``'s).
+DATA_DEFAULTS: dict[str, Any] = _data_defaults()
 SECTIONS = ("space", "data", "recipe", "search")
 # Settings that may differ between the processes of one search (where they run, not what they compute).
 LOCAL_RECIPE_KEYS = ("device", "compile")
@@ -114,7 +120,7 @@ def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
 class RunConfig:
     """The effective configuration of one search (see the module docstring for the TOML form)."""
 
-    space: dict[str, Any] = field(default_factory=lambda: {"name": "DartsSpace"})
+    space: dict[str, Any] = field(default_factory=lambda: {"name": DEFAULT_SPACE})
     data: dict[str, Any] = field(default_factory=dict)
     recipe: dict[str, Any] = field(default_factory=dict)
     search: dict[str, Any] = field(default_factory=dict)
@@ -123,7 +129,7 @@ class RunConfig:
     def from_sources(cls, file: str | os.PathLike[str] | None = None,
                      overrides: Mapping[str, Mapping[str, Any]] | None = None) -> RunConfig:
         """Defaults, then the TOML ``file``, then ``overrides`` (``{"search": {"search_steps": 20}, ...}``)."""
-        merged: dict[str, dict[str, Any]] = {"space": {"name": "DartsSpace"}, "data": dict(DATA_DEFAULTS),
+        merged: dict[str, dict[str, Any]] = {"space": {"name": DEFAULT_SPACE}, "data": dict(DATA_DEFAULTS),
                                              "recipe": {}, "search": dict(SEARCH_DEFAULTS)}
         for source in ([load_toml(file)] if file is not None else []) + [dict(overrides or {})]:
             for section, values in source.items():
@@ -149,12 +155,9 @@ class RunConfig:
     # --- what the settings build ------------------------------------------------------------------------------
     def dataset_shape(self) -> tuple[int, int]:
         """(in_channels, num_classes) of the configured dataset."""
-        name = self.data["dataset"]
-        if name == "fashion-mnist":
-            return 1, 10
-        if name == "synthetic":
-            return int(self.data.get("channels", 3)), int(self.data.get("num_classes", 10))
-        return 3, 10
+        from sanas.training.data import dataset_shape
+
+        return dataset_shape(self.data["dataset"], self.data.get("channels"))
 
     def build_space(self) -> SearchSpace:
         """The search space; ``in_channels``/``num_classes`` follow the dataset unless set explicitly."""
@@ -162,7 +165,7 @@ class RunConfig:
         in_channels, num_classes = self.dataset_shape()
         settings.setdefault("in_channels", in_channels)
         settings.setdefault("num_classes", num_classes)
-        return get_space(self.space.get("name", "DartsSpace"), **settings)
+        return get_space(self.space.get("name", DEFAULT_SPACE), **settings)
 
     def build_recipe(self, **local: Any) -> Any:
         from sanas.training import Recipe
@@ -192,11 +195,7 @@ class RunConfig:
             for key, value in getattr(self, section).items():
                 if isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isfinite(value):
                     raise ValueError(f"{section}.{key} is {value!r}, expected a finite number")
-        from sanas.training.data import DATASETS
-
-        if self.data.get("dataset") not in DATASETS:
-            raise ValueError(f"unknown dataset {self.data.get('dataset')!r}; expected one of {', '.join(DATASETS)}")
-        space = self.build_space()
+        space = self.build_space()  # an unknown dataset fails here, naming the registered ones
         budget = self.budget(space)
         if budget is not None:
             # The all-smallest tokens: every sanas space orders its choices from narrow to wide.

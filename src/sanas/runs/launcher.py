@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +14,11 @@ from pathlib import Path
 __all__ = ["LOGS_DIR", "launch_workers"]
 
 LOGS_DIR = "logs"
+# Each worker process runs sanas.runs.worker.worker_main with its keyword arguments, as JSON in the environment
+# (not argv: a storage URL may hold a password, and any user can read another's command line).
+_ARGS_VAR = "SANAS_WORKER_ARGS"
+_ENTRY = (f"import json, os, sys; from sanas.runs.worker import worker_main; "
+          f"sys.exit(worker_main(**json.loads(os.environ.pop({_ARGS_VAR!r}))))")
 
 
 def _gpu_count() -> int:
@@ -27,7 +33,8 @@ def _gpu_count() -> int:
 def launch_workers(run_dir: Path, workers: int, *, storage: str | None = None, study_name: str | None = None,
                    device: str | None = None, poll: float = 5.0,
                    on_poll: Callable[[], None] | None = None) -> int:
-    """Start ``workers`` ``sanas worker`` processes on ``run_dir``'s search and wait for them.
+    """Start ``workers`` worker processes (:func:`~sanas.runs.worker.worker_main`) on ``run_dir``'s search and
+    wait for them.
 
     With GPUs, worker ``k`` sees only GPU ``k mod n_gpus``; on CPU the cores are split between workers.
     Each worker logs to ``<run_dir>/logs/worker-K.log``. SIGINT/SIGTERM are passed on to every worker (each
@@ -41,18 +48,15 @@ def launch_workers(run_dir: Path, workers: int, *, storage: str | None = None, s
     procs: list[subprocess.Popen[bytes]] = []
     files = []
     for k in range(workers):
-        cmd = [sys.executable, "-m", "sanas.cli", "worker", str(run_dir), "--worker-id", str(k), "--progress", "lines"]
-        if storage:
-            cmd += ["--storage", storage]
-        if study_name:
-            cmd += ["--study-name", study_name]
-        if device:
-            cmd += ["--device", device]
+        kwargs: dict[str, object] = {"run_dir": str(run_dir), "worker_id": k, "progress": "lines",
+                                     "storage": storage, "study_name": study_name, "device": device}
         env = dict(os.environ)
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(k % gpus)
         else:
-            cmd += ["--threads", str(threads)]
+            kwargs["threads"] = threads
+        env[_ARGS_VAR] = json.dumps(kwargs)
+        cmd = [sys.executable, "-c", _ENTRY]
         log = open(logs / f"worker-{k}.log", "ab")  # noqa: SIM115 - closed below, after the process ends
         files.append(log)
         procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env))

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sanas.runs.config import CONFIG_FILE, RunConfig, atomic_write_text
+from sanas.runs.config import CONFIG_FILE, SEARCH_DEFAULTS, RunConfig, atomic_write_text
+from sanas.search.storage import DEFAULT_CONNECT_TIMEOUT
 
 __all__ = ["CANDIDATES_DIR", "PARENT_DIR", "RUN_CONFIG_KEY", "Interrupted", "WorkerSummary", "ensure_parent",
            "load_parent", "load_study", "open_search", "run_worker", "stop_rule"]
@@ -84,7 +85,7 @@ def preflight(storage: str | None = None, server_addr: Sequence[Any] | None = No
 
 def open_search(config: RunConfig | None, run_dir: Path | None, *, storage: str | None = None,
                 server_addr: Sequence[Any] | None = None, is_server: bool = True, study_name: str | None = None,
-                connect_timeout: float = 30.0) -> tuple[Any, RunConfig]:
+                connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> tuple[Any, RunConfig]:
     """Open (or create) the search's study and return ``(SANAS, config)``.
 
     With only ``storage``/``server_addr`` (a worker on another machine), the config is read from the study.
@@ -92,7 +93,7 @@ def open_search(config: RunConfig | None, run_dir: Path | None, *, storage: str 
     from sanas.search import SANAS
 
     if config is None:
-        config = load_study(None, storage, server_addr, study_name, connect_timeout)[1]
+        config = load_study(run_dir, storage, server_addr, study_name, connect_timeout)[1]
         if run_dir is not None:
             config = resolve_config(run_dir, config, save=False)
     assert config is not None
@@ -116,7 +117,8 @@ def open_search(config: RunConfig | None, run_dir: Path | None, *, storage: str 
 
 
 def load_study(run_dir: Path | None = None, storage: str | None = None, server_addr: Sequence[Any] | None = None,
-               study_name: str | None = None, connect_timeout: float = 30.0) -> tuple[Any, RunConfig]:
+               study_name: str | None = None,
+               connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> tuple[Any, RunConfig]:
     """An existing search's study and run config, read without joining it (status, reports, remote workers).
 
     The study is looked up in ``server_addr``, else ``storage``, else ``run_dir``'s own store; the config comes
@@ -128,7 +130,7 @@ def load_study(run_dir: Path | None = None, storage: str | None = None, server_a
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = RunConfig.load(run_dir) if run_dir is not None and (run_dir / "config.json").exists() else None
-    name = study_name or (config.search["study_name"] if config else "sanas")
+    name = study_name or (config.search["study_name"] if config else SEARCH_DEFAULTS["study_name"])
     if server_addr is not None:
         store = connect_server(server_addr, connect_timeout)
     elif storage is not None:
@@ -264,7 +266,7 @@ def run_worker(config: RunConfig | None = None, run_dir: str | os.PathLike[str] 
                storage: str | None = None, server_addr: Sequence[Any] | None = None, is_server: bool = True,
                study_name: str | None = None, worker_id: int = 0, device: str | None = None,
                threads: int | None = None, progress: str = "auto", max_candidates: int | None = None,
-               connect_timeout: float = 30.0) -> WorkerSummary:
+               connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> WorkerSummary:
     """Work on a search until its study holds ``search_steps`` finished evaluations.
 
     ``config`` (new search) or ``run_dir`` (existing one) or ``storage``/``server_addr`` (join from anywhere)
@@ -356,6 +358,33 @@ def run_worker(config: RunConfig | None = None, run_dir: str | os.PathLike[str] 
     if interrupted:
         raise Interrupted(f"worker {worker_id} stopped; rerun the same command to resume")
     return WorkerSummary(evaluated, failed, interrupted, info)
+
+
+def worker_main(run_dir: str | os.PathLike[str] | None = None, *, storage: str | None = None,
+                server_addr: Sequence[Any] | None = None, study_name: str | None = None, worker_id: int = 0,
+                device: str | None = None, threads: int | None = None, progress: str = "lines",
+                connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> int:
+    """A worker process's whole life (``sanas worker``, and each of ``sanas search --workers N``): join the search,
+    work until it is done, print one summary line; returns the exit status (130 when interrupted).
+
+    A user error (bad setting, unreachable storage, missing data) is one line on stderr and status 2.
+    """
+    from sanas.training.data import DatasetError
+
+    try:
+        summary = run_worker(None, Path(run_dir) if run_dir is not None else None, storage=storage,
+                             server_addr=server_addr, is_server=False, study_name=study_name, worker_id=worker_id,
+                             device=device, threads=threads, progress=progress, connect_timeout=connect_timeout)
+    except (Interrupted, KeyboardInterrupt):
+        print(f"sanas worker {worker_id}: interrupted; the pending candidate is recorded as failed", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, KeyError, ConnectionError, DatasetError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"sanas worker {worker_id}: error: {message}", file=sys.stderr)
+        return 2
+    print(f"worker {worker_id}: {summary.evaluated} evaluated, {summary.failed} failed; "
+          f"best reward {summary.info.get('best_reward')}", flush=True)
+    return 0
 
 
 def _say(progress: str, line: str) -> None:

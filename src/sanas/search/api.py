@@ -50,9 +50,19 @@ from sanas.search.chain import (
     STOPPED,
     TOKENS_KEY,
 )
-from sanas.search.lease import CLOSING_KEY, HEARTBEAT_KEY, OWNER_KEY, Lease, Ledger
-from sanas.search.samplers import SAMPLERS, TokenSampler, resolve_sampler
+from sanas.search.lease import (
+    CLOSING_KEY,
+    DEFAULT_GRACE_PERIOD,
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_POLL_INTERVAL,
+    HEARTBEAT_KEY,
+    OWNER_KEY,
+    Lease,
+    Ledger,
+)
+from sanas.search.samplers import DEFAULT_MAX_TRY_TIMES, SAMPLERS, TokenSampler, resolve_sampler
 from sanas.search.storage import (
+    DEFAULT_CONNECT_TIMEOUT,
     GrpcServer,
     StorageUnavailable,
     connect_server,
@@ -64,10 +74,15 @@ from sanas.search.storage import (
 from sanas.spaces import SearchSpace, get_space
 from sanas.spaces.base import CellWidthSpace
 
-__all__ = ["CLOSING_KEY", "HEARTBEAT_KEY", "OWNER_KEY", "SAMPLERS", "SANAS", "SEARCH_KEY"]
+__all__ = ["CLOSING_KEY", "DEFAULT_SEARCH_STEPS", "DEFAULT_STUDY_NAME", "HEARTBEAT_KEY", "OWNER_KEY", "SAMPLERS",
+           "SANAS", "SEARCH_KEY", "open_study"]
 
 log = logging.getLogger("sanas.search")
 
+#: Finished evaluations a search ends with when none is given (PaddleSlim's demo).
+DEFAULT_SEARCH_STEPS = 300
+#: The study inside a store when none is named.
+DEFAULT_STUDY_NAME = "sanas"
 #: Study user attribute: the search's identity (space fingerprint and config, sampler settings, budget).
 SEARCH_KEY = "sanas:search"
 
@@ -94,7 +109,8 @@ class SANAS:
         init_temperature: ``"auto"`` (default): the scale-free temperature, derived from the reward differences
             the chain has seen (:mod:`sanas.search.chain`), the same for rewards as fractions, percent or negated
             losses. A number is a fixed T0, ``T = T0 · reduce_rate**k``; ``1.0`` is PaddleSlim's, exactly.
-        reduce_rate: temperature decay per finished evaluation (0.85).
+        reduce_rate: temperature decay per finished evaluation (default: PaddleSlim's,
+            :data:`~sanas.search.chain.DEFAULT_REDUCE_RATE`).
         search_steps: finished evaluations the study ends with, counted over all workers.
         init_tokens: the first candidate and the chain's start (default: the space's own).
         save_checkpoint: run directory holding the study store (``None``: in memory, nothing saved). A study of
@@ -134,15 +150,16 @@ class SANAS:
 
     def __init__(self, configs: Any, server_addr: Sequence[Any] | None = None,
                  init_temperature: float | str | None = DEFAULT_INIT_TEMPERATURE,
-                 reduce_rate: float = DEFAULT_REDUCE_RATE, search_steps: int = 300,
+                 reduce_rate: float = DEFAULT_REDUCE_RATE, search_steps: int = DEFAULT_SEARCH_STEPS,
                  init_tokens: Sequence[int] | None = None,
                  save_checkpoint: str | os.PathLike[str] | None = "nas_checkpoint",
                  load_checkpoint: str | os.PathLike[str] | None = None, is_server: bool = True,
-                 storage: str | BaseStorage | None = None, study_name: str = "sanas",
+                 storage: str | BaseStorage | None = None, study_name: str = DEFAULT_STUDY_NAME,
                  constraint: Callable[[list[int]], bool] | None = None, max_params: int | float | str | None = None,
-                 sampler: str | BaseSampler | None = None, seed: int = 0, max_try_times: int = 300,
-                 heartbeat_interval: float = 10.0, grace_period: float = 60.0, connect_timeout: float = 30.0,
-                 poll_interval: float = 0.5) -> None:
+                 sampler: str | BaseSampler | None = None, seed: int = 0,
+                 max_try_times: int = DEFAULT_MAX_TRY_TIMES, heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
+                 grace_period: float = DEFAULT_GRACE_PERIOD, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+                 poll_interval: float = DEFAULT_POLL_INTERVAL) -> None:
         if isinstance(search_steps, bool) or not isinstance(search_steps, int) or search_steps < 1:
             raise ValueError(f"search_steps must be a positive integer, got {search_steps!r}")
         if not 0 < heartbeat_interval < grace_period:

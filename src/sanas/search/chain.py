@@ -130,15 +130,18 @@ def check_init_temperature(value: object) -> float | str:
             value = float(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
         raise ValueError(f"init_temperature is {value!r}, expected 'auto' (scale-free, the default) or a finite "
-                         f"number >= 0 (a fixed T0; PaddleSlim's is 1.0)")
+                         f"number >= 0 (a fixed T0; PaddleSlim's is {PADDLESLIM_INIT_TEMPERATURE})")
     return float(value)
 
 
 def check_reduce_rate(value: object) -> float:
     """A finite number in (0, 1]; anything else raises ``ValueError`` naming it."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value <= 1:
-        raise ValueError(f"reduce_rate is {value!r}, expected a number in (0, 1] (PaddleSlim's is 0.85)")
+        raise ValueError(f"reduce_rate is {value!r}, expected a number in (0, 1] "
+                         f"(PaddleSlim's is {DEFAULT_REDUCE_RATE})")
     return float(value)
+
+
 #: Status of a FAIL trial whose evaluation was cut short by its worker's death, a kill or an interrupt: no verdict
 #: on the architecture, so its tokens are proposed once more (see :func:`released`).
 CRASHED = "crashed"
@@ -395,7 +398,6 @@ class ChainReplayer:
 
     def _reset(self) -> None:
         self._last: tuple[datetime, int] | None = None
-        self._evals: list[Evaluation] = []
         self._state = ChainState()
 
     def replay(self, trials: Sequence[FrozenTrial]) -> ChainState:
@@ -412,10 +414,4 @@ class ChainReplayer:
         evals = [_evaluation(t) for t in new]
         replay_chain(evals, self.init_temperature, self.reduce_rate, state=self._state)
         self._last = _completion_key(new[-1])
-        self._evals.extend(evals)
         return self._state
-
-    @property
-    def evaluations(self) -> list[Evaluation]:
-        """The evaluations replayed by the last :meth:`replay`, in completion order."""
-        return list(self._evals)

@@ -67,6 +67,11 @@ HEARTBEAT_KEY = "sanas:heartbeat"
 CLOSING_KEY = "sanas:server_closing"
 #: Trial system attribute: the claiming worker as ``{"host", "ns", "pid", "start"}`` (see :func:`owner_identity`).
 OWNER_KEY = "sanas:owner"
+#: Seconds between heartbeats of a held candidate, and of silence after which another worker fails it.
+DEFAULT_HEARTBEAT_INTERVAL = 10.0
+DEFAULT_GRACE_PERIOD = 60.0
+#: Seconds between reads of the study while other workers' trials fill the remaining steps.
+DEFAULT_POLL_INTERVAL = 0.5
 #: Trial system attribute of the marker trial that tells every worker the sampler found nothing new.
 EXHAUSTED = "exhausted"
 
@@ -134,7 +139,8 @@ class Ledger:
     """
 
     def __init__(self, storage: BaseStorage, study: optuna.Study, sampler: TokenSampler, search_steps: int, *,
-                 heartbeat_interval: float = 10.0, grace_period: float = 60.0, poll_interval: float = 0.5,
+                 heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
+                 grace_period: float = DEFAULT_GRACE_PERIOD, poll_interval: float = DEFAULT_POLL_INTERVAL,
                  role: str = "local") -> None:
         self.storage, self.study, self.sampler = storage, study, sampler
         self.search_steps = search_steps

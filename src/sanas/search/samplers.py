@@ -51,6 +51,7 @@ from sanas.search.chain import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_TRY_TIMES",
     "DEFAULT_SAMPLER",
     "SAMPLERS",
     "OptunaTokenSampler",
@@ -66,6 +67,8 @@ __all__ = [
 ]
 
 Tokens = tuple[int, ...]
+#: Draws per proposal before a sampler declares the search exhausted (PaddleSlim's ``max_try_times``).
+DEFAULT_MAX_TRY_TIMES = 300
 
 
 class SearchExhausted(RuntimeError):
@@ -86,13 +89,9 @@ def token_distributions(range_table: Sequence[int]) -> dict[str, IntDistribution
     return {param_name(i): IntDistribution(0, int(r) - 1) for i, r in enumerate(range_table)}
 
 
-def claimed_tokens(trials: Sequence[FrozenTrial]) -> set[Tokens]:
-    """Every token vector proposed in the study: running, finished or failed, but not void (surplus/collision)."""
-    return ClaimIndex().claimed(trials)
-
-
 class ClaimIndex:
-    """:func:`claimed_tokens`, kept incrementally: a finished trial never changes, so each is read once.
+    """Every token vector proposed in a study — running, finished or failed, but not void (surplus/collision) nor
+    given back by a crash — kept incrementally: a finished trial never changes, so each is read once.
 
     Rebuilding the set from 1,000 trials costs milliseconds per proposal in Python; this looks only at trials
     that changed (see :class:`~sanas.search.chain.TrialDelta`). One index serves one study.
@@ -134,7 +133,7 @@ class TokenSampler(BaseSampler):
 
     def __init__(self, range_table: Sequence[int], init_tokens: Sequence[int] | None = None,
                  constraint: Callable[[list[int]], bool] | None = None, seed: int = 0,
-                 max_try_times: int = 300) -> None:
+                 max_try_times: int = DEFAULT_MAX_TRY_TIMES) -> None:
         self.range_table = [int(r) for r in range_table]
         if not self.range_table or min(self.range_table) < 1:
             raise ValueError(f"range_table must be a non-empty list of positive ints, got {list(range_table)}")
@@ -265,7 +264,8 @@ class SimulatedAnnealingSampler(TokenSampler):
     """
 
     def __init__(self, range_table: Sequence[int], init_tokens: Sequence[int] | None = None,
-                 constraint: Callable[[list[int]], bool] | None = None, seed: int = 0, max_try_times: int = 300,
+                 constraint: Callable[[list[int]], bool] | None = None, seed: int = 0,
+                 max_try_times: int = DEFAULT_MAX_TRY_TIMES,
                  init_temperature: float | str = DEFAULT_INIT_TEMPERATURE, reduce_rate: float = DEFAULT_REDUCE_RATE,
                  widen_when_stuck: bool = True) -> None:
         self.init_temperature = check_init_temperature(init_temperature)
@@ -356,7 +356,8 @@ class RegularizedEvolutionSampler(TokenSampler):
     """
 
     def __init__(self, range_table: Sequence[int], init_tokens: Sequence[int] | None = None,
-                 constraint: Callable[[list[int]], bool] | None = None, seed: int = 0, max_try_times: int = 300,
+                 constraint: Callable[[list[int]], bool] | None = None, seed: int = 0,
+                 max_try_times: int = DEFAULT_MAX_TRY_TIMES,
                  population_size: int = 20, tournament_size: int = 5) -> None:
         if population_size < 1 or not 1 <= tournament_size <= population_size:
             raise ValueError(f"need population_size >= tournament_size >= 1, got {population_size}, "
@@ -398,7 +399,7 @@ class OptunaTokenSampler(TokenSampler):
 
     def __init__(self, sampler: BaseSampler, range_table: Sequence[int], init_tokens: Sequence[int] | None = None,
                  constraint: Callable[[list[int]], bool] | None = None, seed: int = 0,
-                 max_try_times: int = 300) -> None:
+                 max_try_times: int = DEFAULT_MAX_TRY_TIMES) -> None:
         self.wrapped = sampler
         super().__init__(range_table, init_tokens, constraint, seed, max_try_times)
 
@@ -443,7 +444,8 @@ DEFAULT_SAMPLER = "sa"
 
 
 def make_sampler(name: str, range_table: Sequence[int], init_tokens: Sequence[int] | None = None,
-                 constraint: Callable[[list[int]], bool] | None = None, seed: int = 0, max_try_times: int = 300,
+                 constraint: Callable[[list[int]], bool] | None = None, seed: int = 0,
+                 max_try_times: int = DEFAULT_MAX_TRY_TIMES,
                  init_temperature: float | str = DEFAULT_INIT_TEMPERATURE,
                  reduce_rate: float = DEFAULT_REDUCE_RATE) -> TokenSampler:
     """The sampler registered as ``name`` (see :data:`SAMPLERS`); the temperature settings go to SA only.
@@ -462,7 +464,8 @@ def make_sampler(name: str, range_table: Sequence[int], init_tokens: Sequence[in
 
 def resolve_sampler(sampler: str | TokenSampler | BaseSampler | None, range_table: Sequence[int],
                     init_tokens: Sequence[int] | None = None, constraint: Callable[[list[int]], bool] | None = None,
-                    seed: int = 0, max_try_times: int = 300, init_temperature: float | str | None = None,
+                    seed: int = 0, max_try_times: int = DEFAULT_MAX_TRY_TIMES,
+                    init_temperature: float | str | None = None,
                     reduce_rate: float = DEFAULT_REDUCE_RATE) -> TokenSampler:
     """What ``SANAS(sampler=...)`` accepts, as a :class:`TokenSampler`: a registered name (``None``: the
     default), a :class:`TokenSampler` (given ``constraint`` is attached to it), or any Optuna sampler (wrapped).

@@ -35,10 +35,13 @@ from typing import Any
 import optuna
 from optuna.storages import BaseStorage, InMemoryStorage, RDBStorage
 
-__all__ = ["GrpcServer", "StorageUnavailable", "check_serve_address", "connect_server", "existing_store",
-           "is_loopback", "open_storage", "parse_storage_url", "redact", "start_server"]
+__all__ = ["DEFAULT_CONNECT_TIMEOUT", "GrpcServer", "StorageUnavailable", "check_serve_address", "connect_server",
+           "existing_store", "is_loopback", "open_storage", "parse_storage_url", "redact", "start_server"]
 
 log = logging.getLogger("sanas.search")
+
+#: Seconds to wait for a database or a sanas server to answer.
+DEFAULT_CONNECT_TIMEOUT = 30.0
 
 JOURNAL_FILE = "sanas.journal"
 SQLITE_FILE = "sanas.db"
@@ -274,7 +277,7 @@ def _journal_storage(path: str) -> BaseStorage:
 
 
 def open_storage(storage: str | BaseStorage | None = None, run_dir: str | os.PathLike[str] | None = None,
-                 server: bool = False, connect_timeout: float = 30.0) -> BaseStorage:
+                 server: bool = False, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> BaseStorage:
     """The storage for a search: ``storage`` if given, else a store inside ``run_dir``, else in memory.
 
     ``server=True`` picks SQLite for the run directory, because the gRPC proxy cannot front a journal store.
@@ -388,7 +391,7 @@ def start_server(storage: BaseStorage, server_addr: Sequence[Any]) -> GrpcServer
     return GrpcServer(server, host, port)
 
 
-def connect_server(server_addr: Sequence[Any], connect_timeout: float = 30.0) -> BaseStorage:
+def connect_server(server_addr: Sequence[Any], connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> BaseStorage:
     """A client storage talking to the sanas server at ``server_addr``; fails after ``connect_timeout`` seconds."""
     from optuna.storages import GrpcStorageProxy
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["SPACES", "CellWidthSpace", "SearchSpace", "get_space", "positive_int", "register_space",
+__all__ = ["DEFAULT_SPACE", "SPACES", "CellWidthSpace", "SearchSpace", "get_space", "positive_int", "register_space",
            "space_from_config", "tag_network"]
 
 
@@ -145,6 +145,8 @@ class CellWidthSpace(SearchSpace):
 
 
 SPACES: dict[str, Callable[..., SearchSpace]] = {}
+#: The space of a search (config, CLI) that names none: PaddleSlim's demo.
+DEFAULT_SPACE = "DartsSpace"
 
 
 def register_space(cls: type[SearchSpace]) -> type[SearchSpace]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import hashlib
+import inspect
 import io
 import os
 import pickle
@@ -49,11 +50,14 @@ __all__ = [
     "CIFAR10_MD5",
     "CIFAR10_URL",
     "DATASETS",
+    "DEFAULT_DATASET",
     "Dataset",
     "DatasetError",
+    "DatasetSpec",
     "TrainingData",
     "atomic_write_bytes",
     "clean_stale_temporaries",
+    "dataset_shape",
     "default_root",
     "load_dataset",
     "prepare_data",
@@ -69,7 +73,6 @@ CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
 FASHION_MNIST_MEAN = (0.21899983,)
 FASHION_MNIST_STD = (0.33181137,)
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
-DATASETS = ("cifar10", "fashion-mnist", "synthetic")
 
 
 class DatasetError(RuntimeError):
@@ -254,6 +257,41 @@ def _synthetic(train_size: int, test_size: int, channels: int, seed: int, num_cl
     return Dataset("synthetic", *train, *test, mean, std, num_classes, source=f"synthetic(seed={seed})")
 
 
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What is known of a registered dataset before it is loaded (the CLI's choices, the config's space shape)."""
+
+    in_channels: int | None  # None: the ``channels`` setting (synthetic)
+    num_classes: int
+    description: str
+
+
+#: The datasets :func:`load_dataset` knows — the one registry behind ``prepare_data(name)``, the config's
+#: ``[data] dataset`` and ``--dataset``. To add one: an entry here and a branch in :func:`load_dataset`.
+DATASETS: dict[str, DatasetSpec] = {
+    "cifar10": DatasetSpec(3, 10, "CIFAR-10, the cifar-10-batches-py pickles (--download fetches them)"),
+    "fashion-mnist": DatasetSpec(1, 10, "Fashion-MNIST from Debian's dataset-fashion-mnist, padded to 32×32"),
+    "synthetic": DatasetSpec(None, 10, "random class prototypes plus noise, for tests and smoke runs"),
+}
+#: The dataset of a search that names none.
+DEFAULT_DATASET = "fashion-mnist"
+
+
+def dataset_shape(name: str, channels: int | None = None) -> tuple[int, int]:
+    """``(in_channels, num_classes)`` of registered dataset ``name``, without loading it.
+
+    >>> dataset_shape("fashion-mnist"), dataset_shape("synthetic", channels=1)
+    ((1, 10), (1, 10))
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}, expected one of {', '.join(DATASETS)}")
+    spec = DATASETS[name]
+    if spec.in_channels is None:
+        default = inspect.signature(load_dataset).parameters["channels"].default
+        return int(default if channels is None else channels), spec.num_classes
+    return spec.in_channels, spec.num_classes
+
+
 def default_root(name: str) -> Path:
     """Where ``name`` is looked for when no root is given (``$SANAS_DATA`` overrides the CIFAR-10 one)."""
     if name == "fashion-mnist":
@@ -271,10 +309,10 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Fal
     >>> load_dataset("synthetic", train_size=50, test_size=10, channels=1).test_images.shape
     torch.Size([10, 1, 32, 32])
     """
-    if name == "synthetic":
-        return _synthetic(train_size, test_size, channels, seed)
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}, expected one of {', '.join(DATASETS)}")
+    if name == "synthetic":
+        return _synthetic(train_size, test_size, channels, seed)
     path = Path(root).expanduser() if root is not None else default_root(name)
     if name == "cifar10":
         return _load_cifar10(path, download)
