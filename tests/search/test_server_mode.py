@@ -20,8 +20,7 @@ from optuna.trial import TrialState
 from sanas import get_space
 from sanas.search import SANAS, StorageUnavailable, evaluations, replay_chain
 from sanas.search.chain import SKIPPED, STATUS_KEY, VOID_STATUSES, trial_tokens
-from sanas.search.storage import is_loopback as _is_loopback
-from sanas.search.storage import open_storage
+from sanas.search.storage import is_loopback, open_storage
 
 TUTORIAL = str(Path(__file__).with_name("_tutorial.py"))
 
@@ -89,8 +88,8 @@ def test_a_non_loopback_bind_says_once_what_it_exposes(tmp_path, study_name, cap
 
 
 def test_loopback_detection() -> None:
-    assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("localhost")
-    assert not _is_loopback("0.0.0.0") and not _is_loopback("::") and not _is_loopback("no-such-host.invalid")
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("::") and not is_loopback("no-such-host.invalid")
 
 
 def _run_tutorial(tmp_path: Path, run: int) -> None:

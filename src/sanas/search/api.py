@@ -67,7 +67,6 @@ from sanas.search.storage import (
     StorageUnavailable,
     connect_server,
     existing_store,
-    is_loopback,
     open_storage,
     start_server,
 )
@@ -205,11 +204,6 @@ class SANAS:
         if role == "server":
             self.storage.set_study_system_attr(self.study._study_id, CLOSING_KEY, None)
             self._server = start_server(self.storage, server_addr)  # type: ignore[arg-type]
-            if not is_loopback(self._server.host):
-                print(f"sanas: serving the study on {self._server.host}:{self._server.port}, which is not a loopback "
-                      f"address: the port is unauthenticated and unencrypted, and anyone who can reach it can read "
-                      f"and change the whole study (every candidate, reward and setting). Serve 127.0.0.1, or "
-                      f"only on a network you trust.", file=sys.stderr, flush=True)
             # A script that ends without close() (PaddleSlim's tutorial) closes at interpreter exit. The gRPC
             # server answers from a thread pool that concurrent.futures shuts down at exit *before* atexit
             # callbacks run; closing from threading's exit hooks (run in reverse order, so before the pool's)

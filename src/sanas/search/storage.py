@@ -25,6 +25,7 @@ import random
 import re
 import socket
 import sqlite3
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -388,6 +389,11 @@ def start_server(storage: BaseStorage, server_addr: Sequence[Any]) -> GrpcServer
         raise OSError(f"cannot serve the study on {host}:{port}: the address is in use or not local")
     server.start()
     log.info("serving the study on %s:%d", host, port)
+    if not is_loopback(host):
+        print(f"sanas: serving the study on {host}:{port}, which is not a loopback address: the port is "
+              f"unauthenticated and unencrypted, and anyone who can reach it can read and change the whole study "
+              f"(every candidate, reward and setting). Serve 127.0.0.1, or only on a network you trust.",
+              file=sys.stderr, flush=True)
     return GrpcServer(server, host, port)
 
 
