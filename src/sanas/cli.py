@@ -154,7 +154,7 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--cutout", type=int, help=f"cutout size ({RECIPE_DEFAULTS.cutout}; 0 = off)")
     group.add_argument("--train-seed", type=int,
                        help=f"seed of initialisation, shuffling and augmentation ({RECIPE_DEFAULTS.seed})")
-    group.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
+    group.add_argument("--device", help=f"{RECIPE_DEFAULTS.device} (default), cpu, cuda, cuda:1, ...")
     group.add_argument("--compile", action="store_true", default=None, help="torch.compile the network")
     group.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None)
     group = parser.add_argument_group("evaluation from a trained parent (--evaluation inherit)")
@@ -414,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sanas", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    progress = {"choices": ("auto", "bar", "lines", "none"), "default": "auto", "help": "progress output (auto)"}
+    progress = {"choices": ("auto", "bar", "lines", "none"), "default": "auto", "help": "progress output (%(default)s)"}
 
     p = sub.add_parser("search", help="run (or resume) a search, then write its report",
                        description="Search per-cell widths with simulated annealing under a parameter budget. "
@@ -453,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", nargs="?", help="the search's run directory (or use --storage / --server-addr)")
     add_join_arguments(p)
     p.add_argument("--worker-id", type=int, default=0)
-    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", help=f"{RECIPE_DEFAULTS.device} (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--connect-timeout", type=float, default=DEFAULT_CONNECT_TIMEOUT,
                    help=f"seconds to wait for the storage or the server to answer ({DEFAULT_CONNECT_TIMEOUT:g}); start "
