@@ -51,6 +51,7 @@ __all__ = [
     "CIFAR10_URL",
     "DATASETS",
     "DEFAULT_DATASET",
+    "DEFAULT_VAL_FRACTION",
     "Dataset",
     "DatasetError",
     "DatasetSpec",
@@ -275,6 +276,8 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 #: The dataset of a search that names none.
 DEFAULT_DATASET = "fashion-mnist"
+#: The held-out fraction of each class that rewards are computed on.
+DEFAULT_VAL_FRACTION = 0.1
 
 
 def dataset_shape(name: str, channels: int | None = None) -> tuple[int, int]:
@@ -393,8 +396,8 @@ def _spread(total: int, num_classes: int) -> list[int]:
     return [total // num_classes + (1 if c < total % num_classes else 0) for c in range(num_classes)]
 
 
-def split_data(dataset: Dataset, val_fraction: float = 0.1, seed: int = 0, train_subset: int | None = None,
-               val_subset: int | None = None, reward_on_test: bool = False) -> TrainingData:
+def split_data(dataset: Dataset, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0,
+               train_subset: int | None = None, val_subset: int | None = None, reward_on_test: bool = False) -> TrainingData:
     """Split ``dataset``'s training set into a training part and a class-balanced held-out part.
 
     ``val_fraction`` of every class is held out (seeded). ``train_subset`` / ``val_subset`` then keep a
@@ -441,7 +444,8 @@ def split_data(dataset: Dataset, val_fraction: float = 0.1, seed: int = 0, train
     return TrainingData(dataset, train_idx, val_idx, reward_on_test, record)
 
 
-def prepare_data(name: str, root: str | Path | None = None, *, download: bool = False, val_fraction: float = 0.1,
+def prepare_data(name: str, root: str | Path | None = None, *, download: bool = False,
+                 val_fraction: float = DEFAULT_VAL_FRACTION,
                  seed: int = 0, train_subset: int | None = None, val_subset: int | None = None,
                  reward_on_test: bool = False, device: torch.device | str = "cpu",
                  **synthetic: Any) -> TrainingData:
