@@ -397,7 +397,8 @@ def _spread(total: int, num_classes: int) -> list[int]:
 
 
 def split_data(dataset: Dataset, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0,
-               train_subset: int | None = None, val_subset: int | None = None, reward_on_test: bool = False) -> TrainingData:
+               train_subset: int | None = None, val_subset: int | None = None,
+               reward_on_test: bool = False) -> TrainingData:
     """Split ``dataset``'s training set into a training part and a class-balanced held-out part.
 
     ``val_fraction`` of every class is held out (seeded). ``train_subset`` / ``val_subset`` then keep a
