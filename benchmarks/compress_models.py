@@ -58,7 +58,6 @@ from width_table import git_commit
 HERE = Path(__file__).resolve().parent
 WORK_DIR = HERE / "results" / "compress_models"
 OUT_MD = HERE / "data" / "compress_models.md"
-OUT_JSON = HERE / "data" / "compress_models.json"
 METHODS = {"tp_uniform": "(a1) Torch-Pruning, uniform ratio", "tp_global": "(a2) Torch-Pruning, global ranking",
            "sanas": "(b) sanas: SA, inherited candidates"}
 
@@ -362,7 +361,8 @@ def summarise(args: argparse.Namespace) -> int:
     data_note = (f"Fashion-MNIST: {args.train_subset:,} training images (class-balanced subset), {args.val_subset:,} "
                  f"held out from the training set for rewards (split seed 0), test = the 10,000 test images.")
     steps = Recipe(batch_size=args.batch_size).steps_per_epoch(args.train_subset)
-    lines = ["# Compress a trained CNN to ≤ 0.7× its parameters (benchmarks/compress_models.py)", "", data_note,
+    lines = [f"# Compress a trained CNN to ≤ {args.budget_ratio}× its parameters (benchmarks/compress_models.py)", "",
+             data_note,
              f"Parents trained {args.parent_epochs} epochs from scratch (lr {args.parent_lr}, batch "
              f"{args.batch_size}, seed 0); budget ≤ {args.budget_ratio} × the parent's parameters. Every compressed "
              f"network is fine-tuned the same way: BatchNorm re-estimated on {args.bn_batches} batches, "
@@ -425,7 +425,7 @@ def summarise(args: argparse.Namespace) -> int:
         return 1
     text = "\n".join(lines)
     print(text)
-    atomic_write_bytes(OUT_MD, text.encode())
+    atomic_write_bytes(Path(f"{args.out}.md"), text.encode())
     try:
         tp_version = importlib.metadata.version("torch-pruning")
     except importlib.metadata.PackageNotFoundError:
@@ -435,7 +435,7 @@ def summarise(args: argparse.Namespace) -> int:
                   "torch": torch.__version__, "torch_pruning": tp_version, "python": platform.python_version(),
                   "threads": torch.get_num_threads(), "generated": time.strftime("%Y-%m-%d", time.gmtime()),
                   "models": payload}
-    atomic_write_bytes(OUT_JSON, (json.dumps(provenance, indent=1) + "\n").encode())
+    atomic_write_bytes(Path(f"{args.out}.json"), (json.dumps(provenance, indent=1) + "\n").encode())
     return 0
 
 
@@ -462,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stop-checks", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work-dir", type=Path, default=WORK_DIR)
+    p.add_argument("--out", type=Path, default=OUT_MD.with_suffix(""),
+                   help="results as OUT.md and OUT.json (default: benchmarks/data/compress_models)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if not args.summary:
