@@ -48,10 +48,11 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from sanas import SANAS
+from sanas.atomic import atomic_write_bytes
 from sanas.runs.worker import stop_rule
 from sanas.spaces import ModelSpace, SearchSpace
 from sanas.training import Recipe, evaluate_candidate, prepare_data, train_final
-from sanas.training.data import TrainingData, atomic_write_bytes
+from sanas.training.data import TrainingData
 from sanas.training.trainer import Trainer
 from width_table import git_commit
 

@@ -39,10 +39,10 @@ import optuna
 import torch
 
 from sanas import SANAS
+from sanas.atomic import atomic_write_bytes
 from sanas.runs.worker import stop_rule
 from sanas.spaces import DartsSpace
 from sanas.training import Recipe, evaluate_candidate, load_model, prepare_data, train_final
-from sanas.training.data import atomic_write_bytes
 from width_table import git_commit
 
 HERE = Path(__file__).resolve().parent

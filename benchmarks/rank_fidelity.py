@@ -29,8 +29,8 @@ kept in ``benchmarks/results/rank_fidelity/`` (resumable work files).
 from __future__ import annotations
 
 import argparse
+import io
 import json
-import os
 import platform
 import random
 import subprocess
@@ -43,9 +43,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from sanas.atomic import atomic_write_bytes
 from sanas.spaces import PlainCNNSpace
 from sanas.training import Recipe, evaluate_candidate
-from sanas.training.data import atomic_write_bytes
 from sanas.training.trainer import Trainer
 from width_table import SETTINGS, git_commit, load_data, load_table
 
@@ -113,9 +113,9 @@ def parent_network(space: PlainCNNSpace, data: Any, work_dir: Path) -> torch.nn.
     print(f"parent {PARENT_TOKENS}: val {last.val_top1:.4f}", flush=True)
     net = trainer.net.to("cpu", memory_format=torch.contiguous_format)
     state = {k: v.contiguous() for k, v in net.state_dict().items()}
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
     return net
 
 

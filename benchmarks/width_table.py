@@ -40,9 +40,9 @@ from typing import Any
 
 import torch
 
+from sanas.atomic import atomic_write_bytes
 from sanas.spaces import PlainCNNSpace
 from sanas.training import Recipe, prepare_data
-from sanas.training.data import atomic_write_bytes
 from sanas.training.trainer import Trainer
 
 HERE = Path(__file__).resolve().parent

@@ -9,7 +9,7 @@ import pytest
 
 MODULES = ["sanas", "sanas.spaces.base", "sanas.spaces.darts", "sanas.spaces.channels", "sanas.spaces.model",
            "sanas.spaces.mobilenet", "sanas.spaces.resnet", "sanas.network.genotypes", "sanas.network.model",
-           "sanas.report.summary", "sanas.search.api", "sanas.search.budget",
+           "sanas.atomic", "sanas.report.summary", "sanas.search.api", "sanas.search.budget",
            "sanas.search.chain", "sanas.search.samplers", "sanas.cli", "sanas.training", "sanas.training.augment",
            "sanas.training.data", "sanas.training.trainer", "sanas.training.final", "sanas.runs.isolate"]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _cifar_files import write_cifar10
 from sanas.cli import main
-from sanas.training import write_cifar10
 
 TINY = ["--layers", "3", "--filter-num", "4,8,16", "--init-channels", "4", "--retain-epoch", "2", "--batch-size", "16",
         "--cutout", "0", "--device", "cpu", "--search-steps", "1", "--progress", "none", "--no-report"]

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from sanas.training import DatasetError, load_dataset, prepare_data, split_data, write_cifar10
+from _cifar_files import write_cifar10
+from sanas.training import DatasetError, load_dataset, prepare_data, split_data
 from sanas.training import data as data_module
 from sanas.training.data import FASHION_MNIST_MEAN, FASHION_MNIST_ROOT, FASHION_MNIST_STD
 

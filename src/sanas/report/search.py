@@ -19,7 +19,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from sanas.runs.config import SEARCH_DEFAULTS, RunConfig, atomic_write_text
+from sanas.atomic import atomic_write_bytes, atomic_write_text
+from sanas.runs.config import SEARCH_DEFAULTS, RunConfig
 from sanas.search.chain import (
     FAIL_REASON_KEY,
     STATUS_KEY,
@@ -31,7 +32,6 @@ from sanas.search.chain import (
 )
 from sanas.search.samplers import SAMPLERS, SimulatedAnnealingSampler
 from sanas.spaces import SearchSpace
-from sanas.training.data import atomic_write_bytes
 
 __all__ = ["Candidate", "SearchReport", "build_report", "render_report", "write_report"]
 

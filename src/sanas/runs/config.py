@@ -41,14 +41,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sanas.atomic import atomic_write_text
 from sanas.search.api import SANAS
 from sanas.search.budget import parse_budget
 from sanas.search.chain import PADDLESLIM_INIT_TEMPERATURE, check_init_temperature, check_reduce_rate
 from sanas.search.samplers import DEFAULT_SAMPLER, SAMPLERS
 from sanas.spaces import DEFAULT_SPACE, SearchSpace, get_space
-from sanas.training.data import atomic_write_bytes
 
-__all__ = ["CONFIG_FILE", "SEARCH_DEFAULTS", "RunConfig", "atomic_write_text", "load_toml", "parse_budget"]
+__all__ = ["CONFIG_FILE", "SEARCH_DEFAULTS", "RunConfig", "load_toml", "parse_budget"]
 
 CONFIG_FILE = "config.json"
 
@@ -91,11 +91,6 @@ DATA_DEFAULTS: dict[str, Any] = _data_defaults()
 SECTIONS = ("space", "data", "recipe", "search")
 # Settings that may differ between the processes of one search (where they run, not what they compute).
 LOCAL_RECIPE_KEYS = ("device", "compile")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and a rename: never a half-written file."""
-    atomic_write_bytes(path, text.encode())
 
 
 def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sanas.runs.config import CONFIG_FILE, SEARCH_DEFAULTS, RunConfig, atomic_write_text
+from sanas.atomic import atomic_write_text, clean_stale_temporaries
+from sanas.runs.config import CONFIG_FILE, SEARCH_DEFAULTS, RunConfig
 from sanas.search.storage import DEFAULT_CONNECT_TIMEOUT
 
 __all__ = ["CANDIDATES_DIR", "PARENT_DIR", "RUN_CONFIG_KEY", "Interrupted", "WorkerSummary", "ensure_parent",
@@ -277,7 +278,6 @@ def run_worker(config: RunConfig | None = None, run_dir: str | os.PathLike[str] 
     """
     from sanas.runs.isolate import IsolatedRunner
     from sanas.training import evaluate_candidate, prepare_data
-    from sanas.training.data import clean_stale_temporaries
 
     run_path = Path(run_dir) if run_dir is not None else None
     config = resolve_config(run_path, config, save=False)

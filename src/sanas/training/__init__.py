@@ -18,7 +18,6 @@ from sanas.training.data import (
     load_dataset,
     prepare_data,
     split_data,
-    write_cifar10,
 )
 from sanas.training.final import FinalResult, export_onnx, load_model, train_final
 from sanas.training.trainer import (
@@ -50,5 +49,4 @@ __all__ = [
     "prepare_data",
     "split_data",
     "train_final",
-    "write_cifar10",
 ]

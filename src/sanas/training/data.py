@@ -20,17 +20,12 @@ import codecs
 import gzip
 import hashlib
 import inspect
-import io
 import os
 import pickle
-import re
 import shutil
-import socket
 import struct
 import sys
 import tarfile
-import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -56,14 +51,11 @@ __all__ = [
     "DatasetError",
     "DatasetSpec",
     "TrainingData",
-    "atomic_write_bytes",
-    "clean_stale_temporaries",
     "dataset_shape",
     "default_root",
     "load_dataset",
     "prepare_data",
     "split_data",
-    "write_cifar10",
 ]
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -458,106 +450,3 @@ def prepare_data(name: str, root: str | Path | None = None, *, download: bool = 
     """
     dataset = load_dataset(name, root, download, **synthetic)
     return split_data(dataset, val_fraction, seed, train_subset, val_subset, reward_on_test).to(device)
-
-
-def _writer_tag() -> str:
-    """Who writes a temporary file: host, PID namespace and pid, so a later run can tell a dead writer's file."""
-    try:
-        ns = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        ns = 0
-    return f"{socket.gethostname()}~{ns}~{os.getpid()}"
-
-
-# atomic_write_bytes' temporaries: .<name>.<host>~<pid namespace>~<pid>.<mkstemp's 8 random chars>.tmp (older
-# versions: .<name>.<random>.tmp)
-_ANY_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
-#: A temporary file whose writer cannot be identified is stale after this long (a write takes seconds).
-STALE_TEMPORARY_SECONDS = 3600.0
-
-
-def clean_stale_temporaries(*folders: Path) -> list[Path]:
-    """Delete the temporary files that :func:`atomic_write_bytes` left in ``folders`` when killed mid-write.
-
-    A temporary is stale when its writer, on this host and in this PID namespace, no longer runs; one whose
-    writer cannot be checked (another machine, or an older sanas) after ``STALE_TEMPORARY_SECONDS``. Returns
-    what was deleted. Files of live writers, and every other file, are left alone.
-    """
-    here = re.compile(r"^\..+\." + re.escape(_writer_tag().rsplit("~", 1)[0]) + r"~(?P<pid>\d+)\.[a-z0-9_]{8}\.tmp$")
-    removed = []
-    for folder in folders:
-        try:
-            entries = list(Path(folder).iterdir())
-        except OSError:
-            continue
-        for path in entries:
-            if not _ANY_TEMPORARY.match(path.name):
-                continue
-            mine = here.match(path.name)  # written on this host, in this PID namespace
-            try:
-                if mine is not None:
-                    pid = int(mine["pid"])
-                    if pid == os.getpid() or _pid_alive(pid):
-                        continue
-                elif time.time() - path.stat().st_mtime < STALE_TEMPORARY_SECONDS:
-                    continue
-                path.unlink()
-                removed.append(path)
-            except OSError:
-                continue  # gone meanwhile, or not ours to delete
-    return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
-
-
-def atomic_write_bytes(path: Path, blob: bytes) -> None:
-    """Write ``blob`` to ``path`` so a crash leaves either the old file or the new one, never half of one.
-
-    The temporary file's name says who writes it, so :func:`clean_stale_temporaries` can remove it if the
-    writer is killed mid-write.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_writer_tag()}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _pickle_cifar_batch(images: np.ndarray, labels: Sequence[int], batch_label: str) -> bytes:
-    """Bytes of one batch in the official layout (used by tests and to write small CIFAR-format sets)."""
-    blob = {b"batch_label": batch_label.encode(), b"labels": [int(x) for x in labels],
-            b"data": images.reshape(len(images), 3072).astype(np.uint8),
-            b"filenames": [f"img_{i}.png".encode() for i in range(len(images))]}
-    buf = io.BytesIO()
-    pickle.dump(blob, buf, protocol=2)
-    return buf.getvalue()
-
-
-def write_cifar10(root: str | Path, train: tuple[np.ndarray, Sequence[int]],
-                  test: tuple[np.ndarray, Sequence[int]]) -> Path:
-    """Write images (``N×3×32×32`` uint8) in the ``cifar-10-batches-py`` layout under ``root``.
-
-    The training images are spread over ``data_batch_1..5``. Returns the batches folder.
-    """
-    folder = Path(root) / "cifar-10-batches-py"
-    images, labels = train
-    chunks = np.array_split(np.arange(len(images)), 5)
-    for i, idx in enumerate(chunks, start=1):
-        atomic_write_bytes(folder / f"data_batch_{i}", _pickle_cifar_batch(
-            images[idx], [labels[j] for j in idx], f"training batch {i} of 5"))
-    atomic_write_bytes(folder / "test_batch", _pickle_cifar_batch(test[0], test[1], "testing batch 1 of 1"))
-    return folder

@@ -29,8 +29,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save
 
+from sanas.atomic import atomic_write_bytes, clean_stale_temporaries
 from sanas.spaces import SearchSpace, space_from_config
-from sanas.training.data import TrainingData, atomic_write_bytes, clean_stale_temporaries
+from sanas.training.data import TrainingData
 from sanas.training.trainer import EpochMetrics, Progress, Recipe, Trainer, _Reporter
 
 __all__ = ["FinalResult", "export_onnx", "load_model", "train_final", "weights_digest"]
