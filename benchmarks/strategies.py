@@ -35,6 +35,7 @@ Writes ``strategies.md`` (the tables) and ``strategies.png`` (regret vs N per ta
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import math
 import multiprocessing
@@ -51,6 +52,7 @@ import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sanas.search.chain as chain
+from sanas.atomic import atomic_write_bytes, atomic_write_text
 from sanas.search import SANAS, SimulatedAnnealingSampler
 from sanas.spaces import PlainCNNSpace
 from width_table import SHAPES, TABLE, load_table
@@ -357,10 +359,10 @@ def plot(outcomes: Outcomes, tables: Sequence[Table], ns: Sequence[int], strateg
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
-    tmp.replace(path)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def tune(table: Table, jobs: int) -> str:
@@ -456,11 +458,9 @@ def main(argv: list[str] | None = None) -> int:
     text = report(outcomes, tables, scales, ns, args.strategies)
     args.out.mkdir(parents=True, exist_ok=True)
     md = args.out / "strategies.md"
-    tmp = md.with_suffix(".md.tmp")
     command = " ".join(["python benchmarks/strategies.py", *(argv if argv is not None else sys.argv[1:])])
-    tmp.write_text(f"# Search strategies on the tabular width benchmarks\n\n`{command.strip()}` "
-                   f"({time.perf_counter() - start:.0f} s)\n\n{text}")
-    tmp.replace(md)
+    atomic_write_text(md, f"# Search strategies on the tabular width benchmarks\n\n`{command.strip()}` "
+                          f"({time.perf_counter() - start:.0f} s)\n\n{text}")
     if 1.0 in scales:
         plot(outcomes, tables, ns, args.strategies, args.out / "strategies.png")
     print(text)
