@@ -44,7 +44,7 @@ def test_torch_pruning_baseline_fits_the_budget():
     assert cm.params(pruned) <= budget and 0 < ratio < 0.5 and pruned(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("stem", ["compress_models"])
+@pytest.mark.parametrize("stem", ["compress_models", "compress_models_0.4"])
 def test_committed_results_hold_together(stem):
     results = json.loads((BENCHMARKS / "data" / f"{stem}.json").read_text())
     settings = results["settings"]
