@@ -396,17 +396,32 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     from sanas.report import model_summary, render_summary
     from sanas.spaces import space_from_config
     from sanas.training import load_model
-    from sanas.training.final import export_onnx
+    from sanas.training.final import export_onnx, missing_onnx_packages
+
+    if args.onnx:  # checked before the (slow) load and export
+        missing = missing_onnx_packages()
+        if missing:
+            raise ValueError(f"--onnx: {' and '.join(missing)} not installed; pip install 'sanas[onnx]'")
+        if Path(args.onnx).is_dir():
+            raise ValueError(f"--onnx {args.onnx!r} is a folder; expected the path of the .onnx file to write")
 
     src = Path(args.model_dir)
     net = load_model(src)
     info = json.loads((src / "model.json").read_text())
     space = space_from_config(info["space"])
-    console.print(render_summary(model_summary(space, info["tokens"]), title=f"model in {src}"))
+    tokens = info["tokens"]
+    if hasattr(space, "counts"):  # DartsSpace-like: one row per cell
+        console.print(render_summary(model_summary(space, tokens), title=f"model in {src}"))
+    else:
+        console.print(f"model in {src}: {space.name}, tokens {tokens}, {space.count_params(tokens):,} params, "
+                      f"{space.count_macs(tokens):,} MACs per image")
     if "test" in info:
         console.print(f"test top-1 {100 * info['test']['top1']:.2f} %")
     if args.onnx:
-        console.print(export_onnx(net, space.config()["in_channels"], Path(args.onnx)))
+        message = export_onnx(net, space.config()["in_channels"], Path(args.onnx))
+        console.print(message)
+        if not message.startswith("wrote "):
+            return 1
     return 0
 
 
@@ -483,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in the output folder")
     p.add_argument("--parent", help="with --evaluation inherit: fine-tune from this trained model (a sanas train "
                                     "folder; default: the search's parent)")
-    p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export")
+    p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export (made if the onnx extra is installed)")
     p.add_argument("--progress", **progress)
     add_space_arguments(p)
     add_data_arguments(p)
@@ -492,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="summary of a trained model, and ONNX export")
     p.add_argument("model_dir", help="folder written by sanas train")
-    p.add_argument("--onnx", help="write ONNX here")
+    p.add_argument("--onnx", help="write ONNX here (needs the onnx extra: pip install 'sanas[onnx]')")
     p.set_defaults(run=cmd_export)
 
     p = sub.add_parser("info", help="per-cell summary (width, params, MACs) of token vectors",

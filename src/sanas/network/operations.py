@@ -100,6 +100,12 @@ class OpSpec:
     ``build(C, stride)`` makes the module; ``params(C, stride)`` and ``macs(C, stride, h, w)`` give its
     trainable parameters and conv/linear multiply-accumulates for an ``h × w`` input, exactly as built.
     ``relu_first`` ops expect an already ReLU'd input (see :func:`op_relu_first` for the stride-2 skip).
+
+    >>> spec = OPS["sep_conv_3x3"]
+    >>> spec.params(16, 1), sum(p.numel() for p in spec.build(16, 1).parameters())
+    (864, 864)
+    >>> spec.macs(16, 1, 32, 32), spec.macs(16, 2, 32, 32)  # stride 2: a quarter of the outputs
+    (819200, 204800)
     """
 
     build: Callable[[int, int], nn.Module]

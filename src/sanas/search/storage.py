@@ -132,6 +132,9 @@ def parse_storage_url(url: str) -> Any:
     ... except ValueError as e:
     ...     print(str(e).split(";")[0])
     storage 'mongodb://u:***@db/x': unknown database scheme 'mongodb'
+    >>> parse_storage_url("sqlite:////no/such/folder/sanas.db")
+    Traceback (most recent call last):
+    ValueError: storage 'sqlite:////no/such/folder/sanas.db': folder /no/such/folder does not exist (sanas ...)
     """
     import importlib.util
 
@@ -284,8 +287,17 @@ def open_storage(storage: str | BaseStorage | None = None, run_dir: str | os.Pat
     ``server=True`` picks SQLite for the run directory, because the gRPC proxy cannot front a journal store.
 
     >>> import tempfile
-    >>> type(open_storage(run_dir=tempfile.mkdtemp())).__name__
-    'JournalStorage'
+    >>> with tempfile.TemporaryDirectory() as run_dir:
+    ...     before = existing_store(run_dir)
+    ...     print(before, type(open_storage(run_dir=run_dir)).__name__, existing_store(run_dir))
+    False JournalStorage True
+    >>> import os
+    >>> with tempfile.TemporaryDirectory() as run_dir:  # a server's store is SQLite, and stays so when searched locally
+    ...     _ = open_storage(run_dir=run_dir, server=True), open_storage(run_dir=run_dir)
+    ...     print([os.path.exists(os.path.join(run_dir, f)) for f in (SQLITE_FILE, JOURNAL_FILE)])
+    [True, False]
+    >>> type(open_storage()).__name__
+    'InMemoryStorage'
     """
     if isinstance(storage, BaseStorage):
         return storage

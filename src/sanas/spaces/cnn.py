@@ -71,6 +71,16 @@ class PlainCNNSpace(CellWidthSpace):
     ([5, 5, 5, 5], [2, 2, 2, 2], [24, 24, 24, 24])
     >>> space.count_params([2, 2, 2, 2]) == sum(p.numel() for p in space.token2arch([2, 2, 2, 2]).parameters())
     True
+    >>> space.count_params([0, 0, 0, 0]), space.count_params([4, 4, 4, 4])  # narrowest and widest of 625 networks
+    (3210, 70170)
+
+    MACs are counted for one image of ``input_size`` as ``FlopCounterMode`` counts them (FLOPs / 2):
+
+    >>> from torch.utils.flop_counter import FlopCounterMode
+    >>> with FlopCounterMode(display=False) as counter:
+    ...     _ = space.token2arch([0, 4, 2, 1]).eval()(torch.zeros(1, 1, 28, 27))
+    >>> counter.get_total_flops() == 2 * space.count_macs([0, 4, 2, 1], input_size=(28, 27))
+    True
     """
 
     def __init__(self, filter_num: Sequence[int] = (8, 16, 24, 32, 48), layers: int = 4, stem_channels: int = 16,
