@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from _weights import randomise
 from sanas import get_space
 from sanas.cli import main
 from sanas.training import Recipe, load_model, normalize, prepare_data, train_final
@@ -22,19 +23,6 @@ from sanas.training import final as final_module
 from sanas.training.final import export_onnx
 
 SMALL = {"filter_num": [4, 8, 12, 16, 24, 32, 48, 64], "init_channels": 8}
-
-
-def _like_trained(net: nn.Module, seed: int = 0) -> nn.Module:
-    """Random BatchNorm statistics and affine parameters (a fresh network's are identities), in eval mode."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.copy_(0.5 + torch.rand(m.num_features, generator=g))
-                m.bias.copy_(0.2 * torch.randn(m.num_features, generator=g))
-                m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=g))
-    return net.eval()
 
 
 def _run(path: Path, images: torch.Tensor) -> np.ndarray:
@@ -48,7 +36,7 @@ def test_darts_network_exports_and_matches_pytorch(tmp_path: Path) -> None:
     # Three cells (two of them reductions), every op kind of both genotypes, the auxiliary head (left out in eval).
     space = get_space("DartsSpace", layers=3, auxiliary=True, **SMALL)
     torch.manual_seed(0)
-    net = _like_trained(space.token2arch([1, 5, 3]))
+    net = randomise(space.token2arch([1, 5, 3]))
     path = tmp_path / "darts.onnx"
     assert export_onnx(net, 3, path) == f"wrote {path}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["darts.onnx"]  # weights inside, no temporary left
