@@ -22,12 +22,13 @@ from rich.console import Console
 
 from sanas.network import GENOTYPES
 from sanas.runs.config import DATA_DEFAULTS, SEARCH_DEFAULTS, defaults_of
+from sanas.runs.worker import USER_ERRORS, user_error_text
 from sanas.search.chain import PADDLESLIM_INIT_TEMPERATURE, check_init_temperature
 from sanas.search.samplers import SAMPLERS
 from sanas.search.storage import DEFAULT_CONNECT_TIMEOUT
 from sanas.spaces import DEFAULT_SPACE, DartsSpace, SearchSpace, get_space
 from sanas.spaces.inherit import IMPORTANCE
-from sanas.training.data import DATASETS, DatasetError
+from sanas.training.data import DATASETS
 from sanas.training.trainer import DEFAULT_EPOCHS, EVALUATIONS, Recipe
 
 __all__ = ["main", "parse_tokens"]
@@ -531,12 +532,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     try:
         return int(args.run(args, console))
-    except (CLIError, ValueError, FileNotFoundError, FileExistsError, KeyError, ConnectionError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"sanas {args.command}: error: {message}", file=sys.stderr)
-        return 2
-    except DatasetError as exc:  # missing or corrupt data files: the message names the path
-        print(f"sanas {args.command}: error: {exc}", file=sys.stderr)
+    except (CLIError, *USER_ERRORS) as exc:
+        print(f"sanas {args.command}: error: {user_error_text(exc)}", file=sys.stderr)
         return 2
 
 

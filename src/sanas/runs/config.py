@@ -53,7 +53,6 @@ __all__ = ["CONFIG_FILE", "SEARCH_DEFAULTS", "RunConfig", "load_toml", "parse_bu
 CONFIG_FILE = "config.json"
 
 
-
 def defaults_of(function: Any, *names: str) -> dict[str, Any]:
     """The defaults of ``function``'s parameters ``names``: settings take their defaults from what they configure.
 

@@ -35,9 +35,24 @@ from typing import Any
 from sanas.atomic import atomic_write_text, clean_stale_temporaries
 from sanas.runs.config import CONFIG_FILE, SEARCH_DEFAULTS, RunConfig
 from sanas.search.storage import DEFAULT_CONNECT_TIMEOUT
+from sanas.training.data import DatasetError
 
-__all__ = ["CANDIDATES_DIR", "PARENT_DIR", "RUN_CONFIG_KEY", "Interrupted", "WorkerSummary", "ensure_parent",
-           "load_parent", "load_study", "open_search", "run_worker", "stop_rule"]
+__all__ = [
+    "CANDIDATES_DIR",
+    "PARENT_DIR",
+    "RUN_CONFIG_KEY",
+    "USER_ERRORS",
+    "Interrupted",
+    "WorkerSummary",
+    "ensure_parent",
+    "load_parent",
+    "load_study",
+    "open_search",
+    "run_worker",
+    "stop_rule",
+    "user_error_text",
+    "worker_main",
+]
 
 CANDIDATES_DIR = "candidates"
 #: Where an inherit search without --parent trains its parent (the init tokens), inside the run directory.
@@ -360,6 +375,17 @@ def run_worker(config: RunConfig | None = None, run_dir: str | os.PathLike[str] 
     return WorkerSummary(evaluated, failed, interrupted, info)
 
 
+#: Errors that are the user's to fix (a bad setting, a missing file or dataset, a storage that does not answer):
+#: the CLI and worker processes print them as one line and exit with status 2, never as a traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, KeyError,
+                                                ConnectionError, DatasetError)
+
+
+def user_error_text(exc: BaseException) -> str:
+    """The one line to print for a :data:`USER_ERRORS` error (a ``KeyError``'s message without its quotes)."""
+    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+
+
 def worker_main(run_dir: str | os.PathLike[str] | None = None, *, storage: str | None = None,
                 server_addr: Sequence[Any] | None = None, study_name: str | None = None, worker_id: int = 0,
                 device: str | None = None, threads: int | None = None, progress: str = "lines",
@@ -367,10 +393,9 @@ def worker_main(run_dir: str | os.PathLike[str] | None = None, *, storage: str |
     """A worker process's whole life (``sanas worker``, and each of ``sanas search --workers N``): join the search,
     work until it is done, print one summary line; returns the exit status (130 when interrupted).
 
-    A user error (bad setting, unreachable storage, missing data) is one line on stderr and status 2.
+    A user error (:data:`USER_ERRORS`: bad setting, unreachable storage, missing data) is one line on stderr and
+    status 2.
     """
-    from sanas.training.data import DatasetError
-
     try:
         summary = run_worker(None, Path(run_dir) if run_dir is not None else None, storage=storage,
                              server_addr=server_addr, is_server=False, study_name=study_name, worker_id=worker_id,
@@ -378,9 +403,8 @@ def worker_main(run_dir: str | os.PathLike[str] | None = None, *, storage: str |
     except (Interrupted, KeyboardInterrupt):
         print(f"sanas worker {worker_id}: interrupted; the pending candidate is recorded as failed", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, KeyError, ConnectionError, DatasetError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"sanas worker {worker_id}: error: {message}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        print(f"sanas worker {worker_id}: error: {user_error_text(exc)}", file=sys.stderr)
         return 2
     print(f"worker {worker_id}: {summary.evaluated} evaluated, {summary.failed} failed; "
           f"best reward {summary.info.get('best_reward')}", flush=True)
