@@ -402,8 +402,12 @@ class Trainer:
 
         A child cut from a parent inherits statistics of channels that no longer sum the same inputs; scored
         with them it is near chance and the ranking of children says nothing (EagleEye's *adaptive BN*). The
-        batches are drawn from the trainer's own seeded generator.
+        batches are drawn from the trainer's own seeded generator. ``batches=0`` keeps the inherited statistics
+        as they are (resetting them and then seeing no batch would leave mean 0 / variance 1: a copy of a trained
+        parent would score at chance).
         """
+        if batches == 0:
+            return
         bns = [m for m in self.net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         momenta = [m.momentum for m in bns]
         for m in bns:
