@@ -316,6 +316,27 @@ def cmd_worker(args: argparse.Namespace, console: Console) -> int:
 
     if not args.run_dir and args.storage is None and args.server_addr is None:
         raise CLIError("give the search's run directory, --storage URL or --server-addr")
+    if args.workers < 1:
+        raise CLIError(f"--workers is {args.workers}, expected an integer >= 1")
+    if args.workers > 1:
+        from sanas.runs.launcher import launch_workers
+
+        if args.threads is not None:
+            raise CLIError("--threads with --workers: the cores are split between the workers")
+        logs = Path(args.logs) if args.logs else (Path(args.run_dir) / "logs" if args.run_dir else Path("logs"))
+        console.print(f"starting {args.workers} workers (ids {args.worker_id}-{args.worker_id + args.workers - 1}), "
+                      f"logs in {logs}/")
+        try:
+            bad = launch_workers(Path(args.run_dir) if args.run_dir else None, args.workers, storage=args.storage,
+                                 server_addr=list(args.server_addr) if args.server_addr else None,
+                                 study_name=args.study_name, device=args.device, first_worker_id=args.worker_id,
+                                 connect_timeout=args.connect_timeout, logs=logs)
+        except KeyboardInterrupt:
+            print("sanas worker: interrupted; each worker recorded its pending candidate as failed", file=sys.stderr)
+            return 130
+        if bad:
+            raise CLIError(f"{bad} of {args.workers} workers failed; see {logs}")
+        return 0
     return worker_main(args.run_dir or None, storage=args.storage, server_addr=args.server_addr,
                        study_name=args.study_name, worker_id=args.worker_id, device=args.device,
                        threads=args.threads, progress=args.progress, connect_timeout=args.connect_timeout)
@@ -468,7 +489,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="join a running search until it is done")
     p.add_argument("run_dir", nargs="?", help="the search's run directory (or use --storage / --server-addr)")
     add_join_arguments(p)
-    p.add_argument("--worker-id", type=int, default=0)
+    p.add_argument("--worker-id", type=int, default=0, help="this worker's id (with --workers N: the first of N)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="N worker processes on this machine (one per visible GPU, round robin; CPU cores split)")
+    p.add_argument("--logs", help="with --workers: folder of worker-K.log (default: RUN/logs, or ./logs)")
     p.add_argument("--device", help=f"{RECIPE_DEFAULTS.device} (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--connect-timeout", type=float, default=DEFAULT_CONNECT_TIMEOUT,

@@ -62,3 +62,47 @@ def test_the_launcher_reports_a_worker_that_fails(tmp_path: Path, capsys) -> Non
     log = (run / "logs" / "worker-0.log").read_text()
     assert "sanas worker 0: error:" in log and "holds no study" in log
     assert "exited with status 2" in capsys.readouterr().err
+
+
+class _Finished:
+    """A worker process that has already exited cleanly (the launcher only polls it)."""
+
+    returncode = 0
+
+    def poll(self) -> int:
+        return 0
+
+
+def test_workers_are_spread_over_the_gpus_this_process_may_use(tmp_path: Path, monkeypatch) -> None:
+    """A scheduler that gave the job GPUs 4-7 keeps its workers on them (they were pinned to 0-3)."""
+    envs: list[dict[str, str]] = []
+    monkeypatch.setattr(launcher, "_gpu_count", lambda: 4)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    monkeypatch.setattr(launcher.subprocess, "Popen", lambda cmd, **kw: envs.append(kw["env"]) or _Finished())
+    assert launcher.launch_workers(tmp_path, 6, storage="sqlite:///x.db") == 0
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["4", "5", "6", "7", "4", "5"]
+    assert all("threads" not in json.loads(e[launcher._ARGS_VAR]) for e in envs)
+    envs.clear()
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setattr(launcher, "_gpu_count", lambda: 2)
+    launcher.launch_workers(tmp_path, 3, storage="sqlite:///x.db", first_worker_id=8)
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1", "0"]
+    assert [json.loads(e[launcher._ARGS_VAR])["worker_id"] for e in envs] == [8, 9, 10]
+    assert {p.name for p in (tmp_path / "logs").iterdir()} >= {"worker-8.log", "worker-9.log", "worker-10.log"}
+
+
+def test_sanas_worker_with_workers_n_joins_a_search_by_storage(tmp_path: Path, capsys) -> None:
+    """A second machine's ``sanas worker --storage URL --workers 2``: two processes, ids from --worker-id."""
+    from sanas.cli import main
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    sa, _ = open_search(RunConfig.from_sources(overrides=TINY), tmp_path / "run", storage=storage)
+    sa.close()
+    logs = tmp_path / "machine-2-logs"
+    assert main(["worker", "--storage", storage, "--workers", "2", "--worker-id", "4", "--device", "cpu",
+                 "--logs", str(logs)]) == 0
+    assert sorted(p.name for p in logs.iterdir()) == ["worker-4.log", "worker-5.log"]
+    study = optuna.load_study(study_name="sanas", storage=storage)
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == 3
+    assert main(["worker", "--storage", storage, "--workers", "0"]) == 2
+    assert "--workers is 0, expected an integer >= 1" in capsys.readouterr().err
