@@ -159,6 +159,60 @@ class HardCodedWidth(nn.Module):
         return self.fc(x.view(-1, 16))
 
 
+class SpatialSoftmax(nn.Module):
+    """A softmax over each channel's positions, through ``reshape(-1, h * w)``: the reshape merges the batch with
+    the channels, which a batch of 1 hides (issue #20: its first conv was searchable at batch 1, frozen at 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        n, c, h, w = y.shape
+        y = torch.softmax(y.reshape(-1, h * w), 1).view(n, c, h, w)
+        return self.fc(F.relu(self.conv2(y)).mean((2, 3)))
+
+
+class OneExampleOnly(nn.Module):
+    """A forward that flattens the batch too (``x.flatten()``): it runs on a batch of 1 only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, stride=4, padding=1)
+        self.fc = nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.relu(self.conv(x)).flatten()).unsqueeze(0)
+
+
+class Chain(nn.Module):
+    """Three convs in a chain, no residual."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv0 = nn.Conv2d(1, 8, 3, padding=1)
+        self.conv1 = nn.Conv2d(8, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.conv1(F.relu(self.conv0(x))))
+        return self.fc(F.relu(self.conv2(y)).mean((2, 3)))
+
+
+class ChainWithResidual(Chain):
+    """The same layers and weights as :class:`Chain`; the forward adds a residual around ``conv1``, which couples
+    ``conv0`` and ``conv1`` into one group."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.conv0(x))
+        y = F.relu(y + self.conv1(y))
+        return self.fc(F.relu(self.conv2(y)).mean((2, 3)))
+
+
 class OnlyLinear(nn.Module):
     """Nothing to search: the only layer produces the classes."""
 

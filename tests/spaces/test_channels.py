@@ -10,7 +10,9 @@ from _cnn_models import (
     ConcatFlatten,
     DataDependent,
     MobileNetV2,
+    OneExampleOnly,
     ResNet,
+    SpatialSoftmax,
     SplitChannels,
     SqueezeExcite,
     randomise,
@@ -102,3 +104,34 @@ def test_shrink_leaves_the_model_untouched_and_updates_layer_attributes():
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     assert (child.layers[0].conv1.in_channels, child.layers[0].conv1.out_channels) == (4, 4)
     assert child.layers[0].bn1.num_features == 4 and child.fc.in_features == 16
+
+
+def describe(graph):
+    """Everything a trace found: groups, frozen groups, layout, and the counts at half the widths."""
+    half = [max(1, w // 2) for w in graph.widths]
+    return ([(g.producers, g.width, g.kind, g.resolutions) for g in graph.groups], graph.frozen, graph.layout,
+            graph.count_params(half), graph.count_macs(half), graph.count_macs(graph.widths))
+
+
+@pytest.mark.parametrize("net", [ResNet, MobileNetV2, ConcatFlatten, SpatialSoftmax], ids=lambda c: c.__name__)
+def test_groups_and_counts_do_not_depend_on_the_examples_batch(net):
+    # Issue #20: SpatialSoftmax's conv was a searchable group with a batch-1 example and frozen with batch 2 or 4.
+    torch.manual_seed(0)
+    net = net()
+    x = torch.randn(4, 1, 32, 32, generator=torch.Generator().manual_seed(2))
+    one, four = trace_channels(net, x[:1]), trace_channels(net, x)
+    assert describe(one) == describe(four)
+
+
+def test_a_reshape_that_merges_the_batch_with_the_channels_is_frozen():
+    graph = trace_channels(SpatialSoftmax(), X[:1])
+    assert [g.name for g in graph.groups] == ["conv2"]
+    assert graph.frozen[0][:2] == ("conv", 8) and "reshaped across channels" in graph.frozen[0][2]
+
+
+def test_a_forward_for_one_example_only_is_refused():
+    net = OneExampleOnly()
+    assert net(X[:1]).shape == (1, 10)
+    with pytest.raises(ValueError, match=r"cannot trace OneExampleOnly: .*traces on a batch of 2 copies of the "
+                                         r"example: the forward must accept any batch size"):
+        trace_channels(net, X[:1])

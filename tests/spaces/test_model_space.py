@@ -11,12 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 from _cnn_models import (
+    Chain,
+    ChainWithResidual,
     ConcatFlatten,
     DataDependent,
     HardCodedWidth,
     MobileNetV2,
     OnlyLinear,
     ResNet,
+    SpatialSoftmax,
     randomise,
     trained_resnet,
 )
@@ -24,7 +27,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sanas import SANAS, get_space, inherit, space_from_config
 from sanas.cli import main
-from sanas.spaces.model import ModelSpace, load_entry_point
+from sanas.spaces import model as model_module
+from sanas.spaces.model import ModelSpace, forward_digest, load_entry_point, weights_digest
 from sanas.training import Recipe, evaluate_candidate, load_model, prepare_data
 from sanas.training.trainer import StopRule
 
@@ -72,6 +76,65 @@ def test_macs_at_another_input_size(resnet):
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         child(torch.zeros(1, 1, 24, 40))
     assert counter.get_total_flops() == 2 * space.count_macs(tokens, (24, 40))
+
+
+def test_a_space_is_the_same_for_any_batch_of_examples_and_at_another_input_size():
+    # Issue #20: with a batch-4 example, SpatialSoftmax's groups differed from the batch-1 trace count_macs made
+    # at another input size ("has other channel groups at input size (24, 40)").
+    torch.manual_seed(0)
+    net = SpatialSoftmax()
+    space, one = ModelSpace(net, example_input=X), ModelSpace(net, example_input=X[:1])
+    assert space.token_groups() == one.token_groups() == [["conv2"]] and space.frozen == one.frozen
+    tokens = [2]
+    child = space.token2arch(tokens).eval()
+    for size in ((32, 32), (24, 40)):
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            child(torch.zeros(1, 1, *size))
+        assert counter.get_total_flops() == 2 * space.count_macs(tokens, size) == 2 * one.count_macs(tokens, size)
+    assert space.count_params(tokens) == one.count_params(tokens) == sum(p.numel() for p in child.parameters())
+
+
+def chain_and_residual():
+    """:class:`Chain` and :class:`ChainWithResidual` with the same weights."""
+    torch.manual_seed(0)
+    plain = randomise(Chain())
+    residual = ChainWithResidual()
+    residual.load_state_dict(plain.state_dict())
+    assert weights_digest(plain) == weights_digest(residual)
+    return plain, residual
+
+
+def test_the_trace_cache_tells_apart_models_that_differ_only_in_their_forward():
+    # Issue #20: the cache was keyed on the weights, so the residual model got the chain's groups and its children
+    # with conv0 and conv1 at two widths crashed.
+    plain, residual = chain_and_residual()
+    assert forward_digest(plain) != forward_digest(residual)
+    assert ModelSpace(plain, example_input=X).token_groups() == [["conv0"], ["conv1"], ["conv2"]]
+    space = ModelSpace(residual, example_input=X)
+    assert space.token_groups() == [["conv0 (+1 coupled)"], ["conv2"]]
+    tokens = [0, len(space.token_widths()[1]) - 1]
+    assert space.inherit(residual, tokens)(X).shape == (4, 10)
+
+
+def test_forward_digest_sees_flags_and_layer_settings_but_not_weights():
+    plain, _ = chain_and_residual()
+    again = Chain()
+    assert forward_digest(again) == forward_digest(plain) and weights_digest(again) != weights_digest(plain)
+    again.conv2.stride = (1, 1)  # same weights, other feature-map sizes and MACs
+    assert forward_digest(again) != forward_digest(plain)
+
+
+def test_groups_that_do_not_fit_the_forward_are_refused_at_construction(monkeypatch):
+    # A trace that misses a coupling (here: the chain's, given to the residual model) passes the narrowest child,
+    # where every group shrinks alike; a child with mixed widths breaks.
+    plain, residual = chain_and_residual()
+    chain_graph = model_module.trace_channels(plain, X)
+    monkeypatch.setattr(model_module, "_TRACES", {})
+    monkeypatch.setattr(model_module, "trace_channels", lambda model, example: chain_graph)
+    with pytest.raises(ValueError, match=r"^ChainWithResidual breaks when its groups take different widths \(conv0 "
+                                         r"at 2, conv1 at 8, conv2 at 4\): RuntimeError: .*its forward ties "
+                                         r"channels of groups sanas found apart$"):
+        ModelSpace(residual, example_input=X)
 
 
 def test_stage_granularity_ties_repeating_groups(resnet):

@@ -1,6 +1,7 @@
 """Channel groups of any network, found by tracing it: which tensor dimensions must shrink together.
 
-:func:`trace_channels` runs ``torch.export`` on ``model(example_input)`` and follows every channel through the
+:func:`trace_channels` runs ``torch.export`` on ``model(example_input)`` (its first sample, as a batch of
+:data:`TRACE_BATCH`: what it finds does not depend on the example's batch) and follows every channel through the
 ATen graph. A convolution or linear layer *creates* a group (its output channels); BatchNorms, depthwise convs,
 activations, pooling and the like carry it on; a residual ``add`` (or ``mul``) *couples* the groups it combines
 (channel ``j`` of one with channel ``j`` of the other, so they become one group); ``cat`` lays groups side by side;
@@ -41,7 +42,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sanas.spaces.inherit import DimSpec, Layout, Segment
 
-__all__ = ["ChannelGraph", "ChannelGroup", "export_program", "trace_channels"]
+__all__ = ["TRACE_BATCH", "ChannelGraph", "ChannelGroup", "export_program", "trace_channels"]
+
+#: The batch every trace runs at, whatever the example's: its first sample, repeated. Discovery must not depend on
+#: the batch, and 1 is the size that does: a batch of 1 hides which dimension a reshape merges the batch into (the
+#: channels of ``x.reshape(-1, h * w)`` look like a dimension of their own), so the same model was given other
+#: groups at batch 1 than at 2 or 4.
+TRACE_BATCH = 2
 
 
 # --- labels: which group each position of a tensor's channel dimension belongs to ------------------------------
@@ -757,9 +764,19 @@ def _flops(model: nn.Module, example: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
+def _trace_example(example_input: torch.Tensor) -> torch.Tensor:
+    """The example at :data:`TRACE_BATCH`: its first sample, repeated."""
+    if example_input.dim() < 2 or example_input.shape[0] < 1:
+        raise ValueError(f"example_input has shape {tuple(example_input.shape)}, expected a batch (N, C, ...) of at "
+                         f"least one example")
+    return example_input[:1].expand(TRACE_BATCH, *example_input.shape[1:]).contiguous()
+
+
 def trace_channels(model: nn.Module, example_input: torch.Tensor) -> ChannelGraph:
     """Find the channel groups of ``model`` (see the module docstring) on ``example_input``.
 
+    Only the example's first sample is used: the model is traced on it repeated :data:`TRACE_BATCH` times, so the
+    groups and counts are the same for any batch of examples; the forward must accept any batch size.
     Raises ``ValueError`` naming the cause when the model cannot be traced.
 
     >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 16, 3),
@@ -770,7 +787,14 @@ def trace_channels(model: nn.Module, example_input: torch.Tensor) -> ChannelGrap
     >>> graph.count_params([4, 8]) == sum(p.numel() for p in graph.shrink(net, [4, 8]).parameters())
     True
     """
-    program = _export(model, example_input)
+    example = _trace_example(example_input)
+    try:
+        program = _export(model, example)
+    except ValueError as e:
+        if int(example_input.shape[0]) == TRACE_BATCH:
+            raise
+        raise ValueError(f"{e} (sanas traces on a batch of {TRACE_BATCH} copies of the example: the forward must "
+                         f"accept any batch size, e.g. x.flatten(1), not x.flatten())") from None
     walk = _Walk(model, program)
     walk.run()
     groups = walk.groups
@@ -816,15 +840,14 @@ def trace_channels(model: nn.Module, example_input: torch.Tensor) -> ChannelGrap
         fixed = math.prod(s for d, s in enumerate(p.shape) if d not in layout[name])
         params.append((fixed, [_spec_form(layout[name][d]) for d in sorted(layout[name])]))
     macs = [(f, [form(o) for o in operands]) for f, operands in walk.macs]
-    batch = int(example_input.shape[0])
     graph = ChannelGraph(
         groups=[ChannelGroup(groups.width[r], groups.producers[r], tuple(sorted(groups.kinds[r])),
                              tuple(sorted(groups.resolutions[r]))) for r in searchable],
         frozen=[(ChannelGroup(groups.width[r], groups.producers[r], (), ()).name, groups.width[r],
                  groups.frozen[r] or "") for r in roots if r not in index],
-        layout=layout, batch=batch, _params=params, _macs=macs, _const_params=const_params)
+        layout=layout, batch=TRACE_BATCH, _params=params, _macs=macs, _const_params=const_params)
     traced = sum(f * math.prod(graph._value(d, graph.widths) for d in dims) for f, dims in macs)
-    graph._const_macs = _flops(model, example_input) // 2 - traced  # ops the walk does not count (matmuls...)
+    graph._const_macs = _flops(model, example) // 2 - traced  # ops the walk does not count (matmuls...)
     return graph
 
 

@@ -18,16 +18,21 @@ a function taking no arguments that returns the trained model::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
+import io
+import marshal
 import math
 import numbers
 import os
+import random
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import nn
@@ -36,11 +41,12 @@ from sanas.spaces.base import SearchSpace, positive_int, register_space, tag_net
 from sanas.spaces.channels import ChannelGraph, export_program, trace_channels
 from sanas.spaces.inherit import IMPORTANCE, inherit_state
 
-__all__ = ["GRANULARITIES", "ModelSpace", "load_entry_point", "weights_digest"]
+__all__ = ["GRANULARITIES", "ModelSpace", "forward_digest", "load_entry_point", "weights_digest"]
 
 #: Token granularities: one token per channel group, or one per stage of repeating groups.
 GRANULARITIES = ("group", "stage")
-_TRACES: dict[tuple[Any, ...], ChannelGraph] = {}  # (weights digest, example shape, device) -> its channel groups
+#: (weights digest, forward digest, example's shape without the batch, dtype, device) -> the model's channel groups
+_TRACES: dict[tuple[Any, ...], ChannelGraph] = {}
 
 
 def load_entry_point(spec: str) -> nn.Module:
@@ -93,6 +99,51 @@ def weights_digest(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def _code_digest(function: Any) -> bytes:
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return f"{getattr(function, '__qualname__', type(function).__qualname__)}".encode()
+    return hashlib.sha256(marshal.dumps(code)).digest()
+
+
+def forward_digest(model: nn.Module) -> str:
+    """SHA-256 (first 16 hex digits) of what decides a model's traced graph besides its weights.
+
+    The exact key would be the exported graph itself, but the export is most of what a trace costs (0.23 of 0.25 s
+    for a small ResNet), so a cache keyed on it would save nothing. This digest is cheap instead: the model's
+    ``torch.fx`` graph when ``symbolic_trace`` can follow the forward (its code as it runs: flags, globals and
+    branches already evaluated), and for every module its name, class, the code of every method its classes
+    define (a subclass whose forward adds a residual differs), its plain attributes (stride, padding, a
+    ``use_residual`` flag...) and its hooks. What it can miss — a forward fx cannot trace that reads a global or a
+    closure — would share a trace; the mixed-width children :class:`ModelSpace` runs at construction then refuse
+    a grouping that does not fit the forward.
+    """
+    h = hashlib.sha256()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            h.update(torch.fx.symbolic_trace(model).code.encode())
+    except Exception:  # fx cannot follow every forward; the module structure below still counts
+        h.update(b"no fx graph;")
+    for name, module in model.named_modules():
+        h.update(f"{name}:{type(module).__module__}.{type(module).__qualname__};".encode())
+        for cls in type(module).__mro__:
+            if cls in (nn.Module, object):
+                break
+            for attr, value in sorted(vars(cls).items()):
+                if callable(value) or isinstance(value, staticmethod | classmethod | property):
+                    h.update(attr.encode() + _code_digest(getattr(value, "__func__", getattr(value, "fget", value))))
+        for attr, value in sorted(vars(module).items()):
+            if not attr.startswith("_") and attr != "training" and \
+                    isinstance(value, bool | int | float | str | tuple | list | type(None)):
+                h.update(f"{attr}={value!r};".encode())
+        for hooks in (module._forward_pre_hooks, module._forward_hooks):
+            for hook in hooks.values():
+                h.update(b"hook" + _code_digest(hook))
+    return h.hexdigest()[:16]
+
+
 def _ratios(min_ratio: float, max_ratio: float, ratio_step: float) -> list[float]:
     for what, value in (("min_ratio", min_ratio), ("max_ratio", max_ratio), ("ratio_step", ratio_step)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
@@ -130,7 +181,9 @@ class ModelSpace(SearchSpace):
 
     Args:
         model: the trained network, or an entry point ``"module:function"`` returning it.
-        example_input: a tensor the model accepts, or its shape without the batch (``[3, 32, 32]``).
+        example_input: a tensor the model accepts, or its shape without the batch (``[3, 32, 32]``). Only its
+            first sample is traced, as a batch of two (:func:`~sanas.spaces.channels.trace_channels`): the groups
+            do not depend on the example's batch, and the forward must accept any batch size.
         input_size, in_channels: the example's spatial size and channels when ``example_input`` is not given.
         num_classes: checked against the model's output when given.
         min_ratio, max_ratio, ratio_step: the width ratios (default 0.25, 0.375, ..., 1.0; a max above 1 also
@@ -179,7 +232,8 @@ class ModelSpace(SearchSpace):
             raise ValueError(f"num_classes is {num_classes} but {type(self.model).__name__} outputs "
                              f"{self.num_classes} values per example")
         # Every process of a search rebuilds the space from its config, often several times: trace a model once.
-        key = (self.digest, tuple(self.example_input.shape), str(device))
+        key = (self.digest, forward_digest(self.model), tuple(self.example_input.shape[1:]),
+               str(self.example_input.dtype), str(device))
         cached = _TRACES.get(key)
         self.graph: ChannelGraph = cached or trace_channels(self.model, self.example_input)
         self._graphs: dict[tuple[int, ...], ChannelGraph] = {self.input_size: self.graph}
@@ -241,10 +295,25 @@ class ModelSpace(SearchSpace):
         return tokens
 
     def _check_children(self) -> None:
-        """The narrowest child must run: a forward that hard-codes a width (``x.view(-1, 256)``) would not."""
+        """Children must run. The narrowest would not with a forward that hard-codes a width (``x.view(-1, 256)``);
+        two with mixed widths (each token's narrowest and widest in turn, and a seeded random one) would not with
+        channels coupled by something the groups miss (two groups that a residual add ties, taking two widths)."""
         narrowest = [choices[0] for _, choices in self._tokens]
-        if self._runs(self.widths_of(narrowest)):
-            return
+        if not self._runs(self.widths_of(narrowest)):
+            self._explain_narrowest()
+        rng = random.Random(0)
+        alternating = [choices[0] if i % 2 == 0 else choices[-1] for i, (_, choices) in enumerate(self._tokens)]
+        for widths in (alternating, [rng.choice(choices) for _, choices in self._tokens]):
+            error = self._runs(self.widths_of(widths), report=True)
+            if error:
+                shown = ", ".join(f"{self.graph.groups[groups[0]].name} at {w}"
+                                  for (groups, _), w in zip(self._tokens[:4], widths, strict=False))
+                raise ValueError(f"{type(self.model).__name__} breaks when its groups take different widths "
+                                 f"({shown}{', ...' if len(self._tokens) > 4 else ''}): {error}; its forward ties "
+                                 f"channels of groups sanas found apart")
+
+    def _explain_narrowest(self) -> NoReturn:
+        """Raise naming the first group whose narrowest width alone breaks the model."""
         for groups, choices in self._tokens:
             widths = self.graph.widths
             for k in groups:
@@ -312,7 +381,8 @@ class ModelSpace(SearchSpace):
         return self.graph.count_params(self.group_widths(tokens))
 
     def count_macs(self, tokens: Sequence[int], input_size: Sequence[int] | None = None) -> int:
-        """MACs for one example; ``input_size`` other than the example's traces the model again (once per size)."""
+        """MACs for one example; ``input_size`` other than the example's traces the model again (once per size, at
+        the same batch as the first trace)."""
         widths = self.group_widths(tokens)
         size = self.input_size if input_size is None else tuple(int(s) for s in input_size)
         if size not in self._graphs:
