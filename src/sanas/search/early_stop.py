@@ -1,7 +1,9 @@
 """SA-aware early stopping: how much a candidate can still gain, learned from the search's finished candidates.
 
 A simulated-annealing candidate is accepted if its reward reaches ``current + T·ln u``; its draw ``u`` is fixed
-when it is proposed, so that threshold is known before it trains (:meth:`sanas.SANAS.acceptance_threshold`).
+when it is proposed, so that threshold is known before it trains (:meth:`sanas.SANAS.acceptance_threshold`) —
+exactly with one worker; with several, results that other workers finish meanwhile move the chain, and the final
+verdict can differ from the one the threshold predicted (a stopped candidate stays rejected in every replay).
 An inherited candidate is scored at a few checks while it is fine-tuned (the curve). It is stopped at check ``i``
 when its score there, plus the largest gain any finished candidate made from check ``i`` to its end, still falls
 short of the threshold: it could not plausibly be accepted, and since the threshold never exceeds the current
