@@ -82,7 +82,7 @@ SPACE_KEYS = ("layers", "filter_num", "init_channels", "stem_multiplier", "genot
               "auxiliary", "model")
 DATA_KEYS = {"dataset": "dataset", "data_root": "root", "val_fraction": "val_fraction", "data_seed": "seed",
              "train_subset": "train_subset", "val_subset": "val_subset", "reward_on_test": "reward_on_test",
-             "download": "download"}
+             "download": "download", "val_indices": "val_indices"}
 RECIPE_KEYS = {"retain_epoch": "retain_epoch", "batch_size": "batch_size", "learning_rate": "learning_rate",
                "drop_path_prob": "drop_path_prob", "cutout": "cutout", "train_seed": "seed", "device": "device",
                "compile": "compile", "channels_last": "channels_last", "evaluation": "evaluation",
@@ -129,6 +129,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--val-fraction", type=float,
                        help=f"held-out fraction of each class for the reward ({DATA_DEFAULTS['val_fraction']})")
     group.add_argument("--data-seed", type=int, help=f"seed of the held-out split ({DATA_DEFAULTS['seed']})")
+    group.add_argument("--val-indices", metavar="FILE",
+                       help="hold out these training-set positions (integers, one per line) for the reward instead "
+                            "of --val-fraction: images a parent you trained yourself never saw")
     group.add_argument("--download", action="store_true", default=None,
                        help="cifar10: fetch the official archive (checksum-verified) into --data-root")
     group.add_argument("--reward-on-test", action="store_true", default=None,
@@ -256,6 +259,7 @@ def cmd_search(args: argparse.Namespace, console: Console) -> int:
         ensure_parent,
         load_parent,
         open_search,
+        parent_provenance,
         preflight,
         resolve_config,
         run_worker,
@@ -279,14 +283,17 @@ def cmd_search(args: argparse.Namespace, console: Console) -> int:
         if args.workers > 1:
             from sanas.training import prepare_data
 
-            prepare_data(**config.data_kwargs())  # each worker loads it again; this only checks it, first
+            data = prepare_data(**config.data_kwargs())  # each worker loads it again; this only checks it, first
             # Create the study (and check any existing one) before the workers race to do it.
             sa, _ = open_search(config, run_dir, storage=args.storage, study_name=args.study_name)
             sa.close()
-            if config.recipe.get("evaluation") == "inherit" and load_parent(config, run_dir) is None:
-                # Train the parent once, here, rather than in every worker.
-                device = config.build_recipe(device=args.device).resolve_device()
-                ensure_parent(config, run_dir, prepare_data(**config.data_kwargs(), device=device), args.progress)
+            if config.recipe.get("evaluation") == "inherit":
+                parent = load_parent(config, run_dir)
+                if parent is None:  # train the parent once, here, rather than in every worker
+                    device = config.build_recipe(device=args.device).resolve_device()
+                    parent = ensure_parent(config, run_dir, data.to(device), args.progress)
+                if (warning := parent_provenance(config, run_dir, parent, data.split)) is not None:
+                    print(warning, file=sys.stderr, flush=True)
 
             def poll() -> None:
                 from sanas.report.search import status_lines

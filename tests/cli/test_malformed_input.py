@@ -50,6 +50,8 @@ CASES = {
                        "unknown database scheme 'nosuchdb'"),
     "sqlite folder missing": ([*SYNTHETIC, "--storage", "sqlite:///{tmp}/no/such/folder/x.db"],
                               [*SYNTHETIC, "--storage", "sqlite:///{tmp}/x.db"], "does not exist"),
+    "val indices out of range": ([*SYNTHETIC, "--val-indices", "{tmp}/bad-indices.txt"],
+                                 [*SYNTHETIC, "--val-indices", "{tmp}/indices.txt"], "is outside the training set"),
     "budget below the smallest network": ([*SYNTHETIC, "--max-params", "10"], [*SYNTHETIC, "--max-params", "1.0x"],
                                           "below the smallest network of the space"),
 }
@@ -70,6 +72,8 @@ def run(argv: list[str], tmp_path: Path, port: int) -> int:
 def test_a_typo_writes_nothing_and_the_corrected_command_runs(tmp_path, capsys, case) -> None:
     typo, fixed, message = CASES[case]
     tiny_cifar(tmp_path / "cifar")
+    (tmp_path / "indices.txt").write_text("\n".join(str(i) for i in range(0, 400, 4)) + "\n")
+    (tmp_path / "bad-indices.txt").write_text("0\n4\n# a comment\n99999\n")
     run_dir = tmp_path / "run"
     common = ["search", "--run-dir", str(run_dir), *TINY]
     port = free_port()

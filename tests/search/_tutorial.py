@@ -13,7 +13,7 @@ the script ends without ``close()``, as the tutorial does.
 Test scaffolding, outside the tutorial's loop: with ``--joined DIR --clients N`` each client leaves a file in DIR
 once connected, and the server's first "training" waits for N of them, so that the server cannot finish the whole
 search alone while its clients are still importing torch (a client started after its server has finished cannot
-connect, and says so).
+connect, and says so). ``--connect-timeout`` bounds a late client's wait for a server that is already gone.
 """
 
 from __future__ import annotations
@@ -63,11 +63,13 @@ def main() -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--joined", type=Path, help="test scaffolding: clients check in here (see the docstring)")
     p.add_argument("--clients", type=int, default=0, help="the server waits for this many check-ins")
+    p.add_argument("--connect-timeout", type=float, help="test scaffolding: a client's bound on reaching the server")
     args = p.parse_args()
 
     host = SERVER_ADDRESS if args.server else "127.0.0.1"
+    bound = {} if args.connect_timeout is None else {"connect_timeout": args.connect_timeout}
     sa_nas = SANAS(CONFIG, server_addr=(host, args.port), search_steps=SEARCH_STEPS, is_server=args.server,
-                   save_checkpoint=args.run_dir if args.server else None)
+                   save_checkpoint=args.run_dir if args.server else None, **bound)
     if args.joined is not None and args.client:
         (args.joined / f"client-{os.getpid()}").touch()
     evaluated, skipped, ended = [], [], "steps"

@@ -5,6 +5,8 @@ exposes, and the tutorial's own loop runs through a server and two clients, 20 t
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -67,6 +69,23 @@ def test_a_server_closing_waits_for_a_clients_candidate_and_its_clients_then_sto
     assert "serving until the other workers report their 1 running candidate(s)" in capsys.readouterr().err
 
 
+def test_a_client_joining_as_its_server_stops_says_so_in_one_line(tmp_path, study_name, monkeypatch) -> None:
+    import sanas.search.api as api
+
+    server = SANAS(TinySpace(n=6, r=8), server_addr=("", free_port()), save_checkpoint=tmp_path,
+                   study_name=study_name, search_steps=2, poll_interval=0.1)
+    real = api.open_study
+
+    def server_stops_first(*args, **kwargs):  # the client connected; the server stops before the study is read
+        server.close()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(api, "open_study", server_stops_first)
+    with pytest.raises(StorageUnavailable, match=r"stopped answering while this client joined: its search is over"):
+        SANAS(TinySpace(n=6, r=8), server_addr=("127.0.0.1", server._server.port), is_server=False,
+              save_checkpoint=None, study_name=study_name, search_steps=2, connect_timeout=5)
+
+
 def test_a_client_cannot_record_a_result_once_its_server_is_gone(tmp_path, study_name) -> None:
     server, client = server_and_client(tmp_path, study_name, steps=10)
     client.next_tokens()
@@ -92,33 +111,33 @@ def test_loopback_detection() -> None:
     assert not is_loopback("0.0.0.0") and not is_loopback("::") and not is_loopback("no-such-host.invalid")
 
 
-def _run_tutorial(tmp_path: Path, run: int) -> None:
-    port = free_port()
-    outs = [tmp_path / f"run{run}-{role}.json" for role in ("server", "client1", "client2")]
-    run_dir, joined = tmp_path / f"run{run}", tmp_path / f"joined{run}"
-    joined.mkdir()
-    check_in = ["--joined", str(joined), "--clients", "2"]
-    procs = [subprocess.Popen([sys.executable, TUTORIAL, "--port", str(port), "--server", "--run-dir", str(run_dir),
-                               "--out", str(outs[0]), *check_in], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)]
-    wait_for_port(port, procs[0])
-    procs += [subprocess.Popen([sys.executable, TUTORIAL, "--port", str(port), "--client", "--out", str(out),
-                                *check_in], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-              for out in outs[1:]]
+def _wait_all(procs: list[subprocess.Popen], run: str, limit: float) -> list[str]:
+    """Each process's stderr, once all have exited within ``limit`` seconds in all; on a hang, every live process
+    dumps its threads' stacks (faulthandler, on SIGABRT) and the run fails with them."""
+    deadline = time.monotonic() + limit
     errs = []
     for p in procs:
         try:
-            _, err = p.communicate(timeout=240)
+            _, err = p.communicate(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
+            stacks = []
             for q in procs:
-                q.kill()
-            pytest.fail(f"run {run}: {p.args[2:]} did not finish")
+                if q.poll() is None:
+                    q.send_signal(signal.SIGABRT)
+                    try:
+                        stacks.append(f"{q.args[2:]}:\n{q.communicate(timeout=30)[1][-4000:]}")
+                    except subprocess.TimeoutExpired:
+                        q.kill()
+            pytest.fail(f"run {run}: {p.args[2:]} did not finish within {limit:g} s (a hang); stacks:\n"
+                        + "\n".join(stacks))
         errs.append(err)
-        assert p.returncode == 0, f"run {run}: {p.args[2:]} exited {p.returncode}:\n{err[-3000:]}"
-    assert not any("Traceback" in e for e in errs), errs
+    return errs
+
+
+def _check_study(run_dir: Path, reports: list[dict], run: str) -> None:
+    """The study a tutorial run left behind is the one its processes' loops reported, and consistent."""
     trials = optuna.load_study(study_name="sanas", storage=open_storage(run_dir=run_dir, server=True)).get_trials()
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    reports = [json.loads(o.read_text()) for o in outs]
     # The tutorial's loop counts a skipped (over-budget) network as a step, as PaddleSlim's does: the server's
     # process may use up its SEARCH_STEPS iterations (and end, after its clients' running candidates) before the
     # study holds SEARCH_STEPS evaluations. Otherwise the search ended because the study's budget was reached.
@@ -136,13 +155,77 @@ def _run_tutorial(tmp_path: Path, run: int) -> None:
     assert all(t.state == TrialState.FAIL and space.count_params(trial_tokens(t)) > MAX_PARAMS * 1e6
                for t in skipped)
     assert sorted(n for r in reports for n in r["skipped"]) == sorted(t.number for t in skipped)
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING], f"run {run}: a trial left running"
     rewarded = {e["number"]: e for r in reports for e in r["evaluated"]}
     assert set(rewarded) == {t.number for t in complete}  # every result reached the study, none twice
     chain = replay_chain(evaluations(trials))  # what reward() returned is the chain replayed from the study
     assert all(rewarded[s.number]["accepted"] == s.accepted for s in chain.steps)
 
 
+def _tutorial(port: int, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
+    return subprocess.Popen([sys.executable, TUTORIAL, "--port", str(port), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _run_tutorial(tmp_path: Path, run: int) -> None:
+    port = free_port()
+    outs = [tmp_path / f"run{run}-{role}.json" for role in ("server", "client1", "client2")]
+    run_dir, joined = tmp_path / f"run{run}", tmp_path / f"joined{run}"
+    joined.mkdir()
+    check_in = ["--joined", str(joined), "--clients", "2"]
+    procs = [_tutorial(port, "--server", "--run-dir", str(run_dir), "--out", str(outs[0]), *check_in)]
+    wait_for_port(port, procs[0])
+    procs += [_tutorial(port, "--client", "--out", str(out), *check_in) for out in outs[1:]]
+    errs = _wait_all(procs, str(run), 240)
+    for p, err in zip(procs, errs, strict=True):
+        assert p.returncode == 0, f"run {run}: {p.args[2:]} exited {p.returncode}:\n{err[-3000:]}"
+    assert not any("Traceback" in e for e in errs), errs
+    _check_study(run_dir, [json.loads(o.read_text()) for o in outs], str(run))
+
+
 @pytest.mark.slow
-def test_the_tutorial_loop_through_a_server_and_two_clients_20_runs_in_a_row(tmp_path) -> None:
-    for run in range(20):
+def test_the_tutorial_loop_through_a_server_and_two_clients_10_runs_in_a_row(tmp_path) -> None:
+    for run in range(10):
         _run_tutorial(tmp_path, run)
+
+
+#: Runs per client count of the hang test, and how many run at once (the CPU load: each is three processes).
+HANG_RUNS, AT_ONCE = 50, 4
+#: What a client says when it came after its server had gone, or just as it stopped.
+LATE = ("no sanas server answered", "stopped answering while this client joined")
+
+
+def _run_unjoined(tmp_path: Path, clients: int, run: int) -> str:
+    """The tutorial as a user runs it: a server, then its clients as soon as it listens, nobody waiting for
+    anybody — so the server may finish before a client connects. Every process must end within the bound."""
+    port, name = free_port(), f"c{clients}-run{run}"
+    outs = [tmp_path / f"{name}-{k}.json" for k in range(clients + 1)]
+    run_dir = tmp_path / name
+    procs = [_tutorial(port, "--server", "--run-dir", str(run_dir), "--out", str(outs[0]))]
+    wait_for_port(port, procs[0])
+    procs += [_tutorial(port, "--client", "--out", str(out), "--connect-timeout", "10") for out in outs[1:]]
+    errs = _wait_all(procs, name, 150)
+    assert procs[0].returncode == 0, f"run {name}: the server exited {procs[0].returncode}:\n{errs[0][-3000:]}"
+    reports = [json.loads(outs[0].read_text())]
+    late = 0
+    for p, out, err in zip(procs[1:], outs[1:], errs[1:], strict=True):
+        if p.returncode != 0:  # only a client that came after its server had gone may fail, and says why
+            assert any(line in err for line in LATE), f"run {name}: {p.args[2:]} exited {p.returncode}:\n{err[-3000:]}"
+            late += 1
+            continue
+        assert "Traceback" not in err, err
+        reports.append(json.loads(out.read_text()))
+        assert not ("it is closing" in err and "already finished" in err), err  # closing is not "finished"
+    _check_study(run_dir, reports, name)
+    return "late" if late else "ok"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("clients", [1, 2])
+def test_the_tutorial_loop_without_check_ins_never_hangs_50_runs_under_load(tmp_path, clients) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(AT_ONCE) as pool:
+        outcomes = list(pool.map(lambda run: _run_unjoined(tmp_path, clients, run), range(HANG_RUNS)))
+    assert len(outcomes) == HANG_RUNS

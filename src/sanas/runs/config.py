@@ -82,7 +82,8 @@ def _data_defaults() -> dict[str, Any]:
     from sanas.training.data import DEFAULT_DATASET, prepare_data
 
     return {"dataset": DEFAULT_DATASET, **defaults_of(prepare_data, "root", "val_fraction", "seed", "train_subset",
-                                                      "val_subset", "reward_on_test")}
+                                                      "val_subset", "reward_on_test",
+                                                      "val_indices")}
 
 
 #: Settings of the [data] table and their defaults (``prepare_data``'s).

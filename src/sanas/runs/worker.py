@@ -48,6 +48,7 @@ __all__ = [
     "load_parent",
     "load_study",
     "open_search",
+    "parent_provenance",
     "run_worker",
     "stop_rule",
     "user_error_text",
@@ -242,6 +243,52 @@ def ensure_parent(config: RunConfig, run_dir: Path | None, data: Any, progress: 
     return load_parent(config, run_dir)
 
 
+#: What decides which training images a split holds out: equal on both sides, the held-out sets are equal.
+_HELD_OUT_KEYS = ("dataset", "seed", "val_fraction")
+
+
+def _held_out_of(split: dict[str, Any]) -> tuple[Any, ...]:
+    given = split.get("val_indices") or {}
+    return (*(split.get(k) for k in _HELD_OUT_KEYS), given.get("sha256"))
+
+
+def parent_provenance(config: RunConfig, run_dir: Path | None, parent: Any, split: dict[str, Any]) -> str | None:
+    """A one-line warning when ``parent`` may have been trained on the images the search's rewards are computed
+    on (``split``, the search's data split), else ``None``.
+
+    Silent for a parent trained by sanas on a split that holds out the same images (its ``model.json`` records
+    the split: dataset, seed, fraction or index file), for a scratch search and for a reward on the test set.
+    """
+    if parent is None or config.recipe.get("evaluation", "scratch") != "inherit" or split.get("reward_on_test"):
+        return None
+    path = _parent_path(config, run_dir)
+    known = None
+    if path is not None:
+        try:
+            known = json.loads((path / "model.json").read_text()).get("split")
+        except (OSError, ValueError, AttributeError):
+            known = None
+    advice = ("its children's rewards are then optimistic and ranked on images it memorised; give --val-indices "
+              "FILE (the training-set positions it never saw), or train the parent with sanas train on the same "
+              "[data] settings")
+    if not isinstance(known, dict):
+        what = "a model given with the space" if path is None else f"{path} records no data split"
+        return (f"sanas: warning: the parent's training data is unknown ({what}): if it was trained on the "
+                f"held-out images the rewards are computed on ({split.get('val_size')} of the training set), "
+                f"{advice}")
+    if known.get("reward_on_test") or _held_out_of(known) != _held_out_of(split):
+        def show(s: dict[str, Any]) -> str:
+            given = s.get("val_indices") or {}
+            held = (f"index file {given.get('file')!r}" if given else f"val_fraction {s.get('val_fraction')}"
+                    if not s.get("reward_on_test") else "nothing (reward on test)")
+            return f"{s.get('dataset')}, seed {s.get('seed')}, held out {held}"
+
+        return (f"sanas: warning: the parent {path} was trained on another split ({show(known)}) than this "
+                f"search's ({show(split)}): some held-out images the rewards are computed on may be in its "
+                f"training set; {advice}")
+    return None
+
+
 def stop_rule(sa: Any, recipe: Any) -> Any:
     """The early-stop rule for ``sa``'s pending candidate, or ``None`` (off, no threshold, too few curves)."""
     if recipe.evaluation != "inherit" or not recipe.early_stop:
@@ -317,6 +364,8 @@ def run_worker(config: RunConfig | None = None, run_dir: str | os.PathLike[str] 
         if data is None:
             data = prepare_data(**config.data_kwargs(), device=recipe.resolve_device())
         parent = ensure_parent(config, run_path, data, progress)
+        if (warning := parent_provenance(config, run_path, parent, data.split)) is not None:
+            print(warning, file=sys.stderr, flush=True)
         with _interruptible() as state:
             while not state["stop"] and (max_candidates is None or evaluated + failed < max_candidates):
                 tokens = sa.next_tokens()

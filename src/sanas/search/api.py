@@ -195,8 +195,15 @@ class SANAS:
                                         connect_timeout=connect_timeout)
         self.study_name = study_name
         identity = {"fingerprint": self.space.fingerprint(), "space": self.space.config(), "settings": self.settings()}
-        self.study = open_study(self.storage, study_name, self.sampler, identity,
-                                must_exist=load_checkpoint is not None)
+        try:
+            self.study = open_study(self.storage, study_name, self.sampler, identity,
+                                    must_exist=load_checkpoint is not None)
+        except Exception as e:
+            if not self._unavailable(e):
+                raise
+            host, port = self._client_of  # type: ignore[misc]
+            raise StorageUnavailable(f"the sanas server at {host}:{port} stopped answering while this client "
+                                     f"joined: its search is over (or it crashed)") from None
         role = "local" if server_addr is None else "server" if is_server else "client"
         self.ledger = Ledger(self.storage, self.study, self.sampler, search_steps,
                              heartbeat_interval=heartbeat_interval, grace_period=grace_period,
@@ -297,7 +304,7 @@ class SANAS:
                 return None
         if tokens is not None:
             self._proposed += 1
-        elif self._proposed == 0:
+        elif self._proposed == 0 and "closing" not in self._said:  # a closing server was already said
             self._say_over()
         return tokens
 

@@ -55,6 +55,7 @@ __all__ = [
     "default_root",
     "load_dataset",
     "prepare_data",
+    "read_index_file",
     "split_data",
 ]
 
@@ -388,26 +389,82 @@ def _spread(total: int, num_classes: int) -> list[int]:
     return [total // num_classes + (1 if c < total % num_classes else 0) for c in range(num_classes)]
 
 
+def read_index_file(path: str | os.PathLike[str], size: int) -> tuple[torch.Tensor, str]:
+    """The indices listed in ``path`` (0-based positions in a training set of ``size`` images) and the file's
+    SHA-256. Integers separated by whitespace or commas; ``#`` starts a comment. Raises ``ValueError`` naming the
+    file and the first bad value: not an integer, outside ``[0, size)``, repeated, none at all, or every image.
+    """
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"val_indices file {os.fspath(path)!r} does not exist") from None
+    except OSError as e:
+        raise ValueError(f"val_indices file {os.fspath(path)!r} cannot be read: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"val_indices file {os.fspath(path)!r} is not text; expected integers, one per line "
+                         f"or separated by commas") from None
+    values: list[int] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        for word in line.split("#", 1)[0].replace(",", " ").split():
+            try:
+                values.append(int(word))
+            except ValueError:
+                raise ValueError(f"val_indices file {os.fspath(path)!r} line {number}: {word[:40]!r} is not an "
+                                 f"integer; expected indices into the training set, 0 to {size - 1}") from None
+    if not values:
+        raise ValueError(f"val_indices file {os.fspath(path)!r} lists no index; expected the held-out images' "
+                         f"positions in the training set, 0 to {size - 1}")
+    idx = torch.tensor(values, dtype=torch.long)
+    bad = idx[(idx < 0) | (idx >= size)]
+    if len(bad):
+        raise ValueError(f"val_indices file {os.fspath(path)!r}: index {int(bad[0])} is outside the training set "
+                         f"of {size} images; expected 0 to {size - 1}")
+    unique, counts = torch.unique(idx, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"val_indices file {os.fspath(path)!r}: index {int(unique[counts > 1][0])} is listed "
+                         f"{int(counts.max())} times; expected each held-out image once")
+    if len(idx) >= size:
+        raise ValueError(f"val_indices file {os.fspath(path)!r} holds out all {size} training images; expected "
+                         f"fewer, so that some are left to train on")
+    return idx, hashlib.sha256(raw).hexdigest()
+
+
 def split_data(dataset: Dataset, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0,
                train_subset: int | None = None, val_subset: int | None = None,
-               reward_on_test: bool = False) -> TrainingData:
+               reward_on_test: bool = False, val_indices: str | os.PathLike[str] | None = None) -> TrainingData:
     """Split ``dataset``'s training set into a training part and a class-balanced held-out part.
 
     ``val_fraction`` of every class is held out (seeded). ``train_subset`` / ``val_subset`` then keep a
     class-balanced subset of each part (CPU-scale proxies). With ``reward_on_test`` the reward uses the
     test set, as PaddleSlim's demo does — which overfits the search to the test set; a warning is printed.
+    ``val_indices`` names a file of training-set positions (see :func:`read_index_file`) to hold out instead of
+    ``val_fraction``: the images a parent you trained yourself never saw, so the rewards are honest. Its path
+    and SHA-256 are recorded in the split.
 
     >>> split = split_data(load_dataset("synthetic", train_size=200, test_size=20), val_fraction=0.1)
     >>> len(split.train_indices), len(split.val_indices)
     (180, 20)
     """
-    if not 0.0 < val_fraction < 1.0 and not reward_on_test:
+    if val_indices is not None and reward_on_test:
+        raise ValueError("val_indices with reward_on_test: the reward is then computed on the test set, so no "
+                         "held-out images are used; give one of them")
+    if val_indices is None and not 0.0 < val_fraction < 1.0 and not reward_on_test:
         raise ValueError(f"val_fraction is {val_fraction!r}, expected a fraction in (0, 1)")
     labels = dataset.train_labels.cpu()
     counts = torch.bincount(labels, minlength=dataset.num_classes).tolist()
     g = torch.Generator().manual_seed(seed)
     everything = torch.randperm(len(labels), generator=g)
-    if reward_on_test:
+    given = None
+    if val_indices is not None:
+        val_idx, digest = read_index_file(val_indices, len(labels))
+        given = {"file": os.fspath(val_indices), "sha256": digest, "count": len(val_idx)}
+        mask = torch.ones(len(labels), dtype=torch.bool)
+        mask[val_idx] = False
+        train_idx = everything[mask[everything]]
+    elif reward_on_test:
         print("warning: reward_on_test reproduces PaddleSlim's protocol: the reward is computed on the TEST set, "
               "so the search selects for test accuracy and the final test number is optimistic", file=sys.stderr)
         train_idx, val_idx = everything, None
@@ -430,7 +487,8 @@ def split_data(dataset: Dataset, val_fraction: float = DEFAULT_VAL_FRACTION, see
     train_idx = subset(train_idx, train_subset, "train_subset")
     if val_idx is not None:
         val_idx = subset(val_idx, val_subset, "val_subset")
-    record = {"dataset": dataset.name, "source": dataset.source, "seed": seed, "val_fraction": val_fraction,
+    record = {"dataset": dataset.name, "source": dataset.source, "seed": seed,
+              "val_fraction": None if given else val_fraction, "val_indices": given,
               "train_subset": train_subset, "val_subset": val_subset, "reward_on_test": reward_on_test,
               "train_size": len(train_idx), "val_size": len(val_idx) if val_idx is not None else
               len(dataset.test_labels)}
@@ -440,8 +498,8 @@ def split_data(dataset: Dataset, val_fraction: float = DEFAULT_VAL_FRACTION, see
 def prepare_data(name: str, root: str | Path | None = None, *, download: bool = False,
                  val_fraction: float = DEFAULT_VAL_FRACTION,
                  seed: int = 0, train_subset: int | None = None, val_subset: int | None = None,
-                 reward_on_test: bool = False, device: torch.device | str = "cpu",
-                 **synthetic: Any) -> TrainingData:
+                 reward_on_test: bool = False, val_indices: str | os.PathLike[str] | None = None,
+                 device: torch.device | str = "cpu", **synthetic: Any) -> TrainingData:
     """Load a dataset, split it and move it to ``device`` in one call.
 
     >>> data = prepare_data("synthetic", train_size=100, test_size=20, train_subset=50)
@@ -449,4 +507,5 @@ def prepare_data(name: str, root: str | Path | None = None, *, download: bool = 
     (50, 10)
     """
     dataset = load_dataset(name, root, download, **synthetic)
-    return split_data(dataset, val_fraction, seed, train_subset, val_subset, reward_on_test).to(device)
+    return split_data(dataset, val_fraction, seed, train_subset, val_subset, reward_on_test,
+                      val_indices).to(device)
