@@ -53,3 +53,45 @@ def test_stop_rule_compares_score_plus_margin_with_the_threshold():
     assert rule.should_stop(0, 0.54) and not rule.should_stop(0, 0.56)
     assert rule.should_stop(1, 0.69) and not rule.should_stop(1, 0.71)
     assert not rule.should_stop(2, 0.0)  # no margin known for a check past the learned ones: never stop there
+
+
+def test_a_dip_below_an_earlier_check_does_not_stop_a_candidate():
+    # Recorded in benchmarks/data/inherit_e2e.json (seed 2, trial 3): 0.6235 after BatchNorm re-estimation, 0.422
+    # mid-fine-tune, 0.7495 at the end, threshold 0.7097, margins learned from three finished curves. The rule on the
+    # mid score alone stopped it (0.422 + 0.178 < 0.71), a false stop; from its best score so far it goes on.
+    rule = StopRule(threshold=0.7097, margins=(0.3115, 0.178))
+    assert not rule.should_stop(0, 0.6235)
+    assert rule.should_stop(1, 0.422)  # the old rule's view: the mid score alone
+    assert not rule.should_stop(1, 0.422, [0.6235])
+    assert rule.should_stop(1, 0.30, [0.52])  # below the threshold even from its best: stopped
+
+
+class _StubTrainer:
+    """Just what the inherit evaluation's check loop touches: scores are read off a script, one per check."""
+
+    def __init__(self, scores: list[float]) -> None:
+        from types import SimpleNamespace
+
+        self.recipe = SimpleNamespace(bn_batches=0, stop_checks=len(scores) - 1)
+        self.data = SimpleNamespace(val=lambda: (None, None))
+        self.scores, self.steps_done, self.steps_per_epoch, self.total_steps = list(scores), 0, 10, 10
+
+    def reestimate_bn(self, batches: int) -> None:
+        pass
+
+    def evaluate(self, images, labels) -> tuple[float, float]:
+        return 0.0, self.scores.pop(0)
+
+    def run_epoch(self, reporter, steps: int | None = None) -> None:
+        self.steps_done += self.total_steps - self.steps_done if steps is None else steps
+
+
+def test_the_check_loop_judges_each_check_by_the_best_score_so_far():
+    from sanas.training.trainer import CandidateResult, _finetune
+
+    result = CandidateResult(tokens=[], status="failed", reward=None)
+    _finetune(_StubTrainer([0.6235, 0.422, 0.7495]), result, None, StopRule(0.7097, (0.3115, 0.178)))
+    assert not result.stopped and result.reward == 0.7495 and [c[1] for c in result.curve] == [0.6235, 0.422, 0.7495]
+    dipped = CandidateResult(tokens=[], status="failed", reward=None)
+    _finetune(_StubTrainer([0.52, 0.30, 0.9]), dipped, None, StopRule(0.7097, (0.3115, 0.178)))
+    assert dipped.stopped and dipped.reward == 0.30 and len(dipped.curve) == 2
