@@ -22,8 +22,12 @@ passes (a third of a training step each).
     .venv/bin/python benchmarks/rank_fidelity.py --jobs 2        # score everything (resumable), then summarise
     .venv/bin/python benchmarks/rank_fidelity.py --summary       # the tables from what is scored so far
 
-Results: ``benchmarks/data/rank_fidelity.md`` and ``.json`` (committed); the raw per-configuration scores are
-kept in ``benchmarks/results/rank_fidelity/`` (resumable work files).
+    .venv/bin/python benchmarks/rank_fidelity.py --jobs 2 --methods inherit-bn0-0,finetuned   # some methods only
+
+Results: ``benchmarks/data/rank_fidelity.md`` and ``.json`` (committed), and the raw per-configuration scores in
+``benchmarks/data/rank_fidelity_scores/`` (committed, resumable). A summary recomputes every method whose scores
+are all there and keeps the other rows (and a noise ceiling it cannot recompute) from the committed ``.json``,
+each row naming the commit it was measured at.
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ from sanas.training.trainer import Trainer
 from width_table import SETTINGS, git_commit, load_data, load_table
 
 HERE = Path(__file__).resolve().parent
-WORK_DIR = HERE / "results" / "rank_fidelity"
+WORK_DIR = HERE / "results" / "rank_fidelity"  # the parent's weights (a cache, not committed)
+SCORES_DIR = HERE / "data" / "rank_fidelity_scores"  # per-configuration scores, committed so runs span sessions
 OUT_MD = HERE / "data" / "rank_fidelity.md"
 OUT_JSON = HERE / "data" / "rank_fidelity.json"
 SAMPLE, SAMPLE_SEED = 100, 0
@@ -145,14 +150,18 @@ def score(method: tuple[str, Callable[[], Recipe] | None, str], space: PlainCNNS
     return {"score": result.reward, "epochs": result.epochs, "bn_batches": result.bn_batches}
 
 
-def run_shard(shard: int, shards: int, work_dir: Path, truth_epochs: float, truth_lr: float) -> None:
+def run_shard(shard: int, shards: int, work_dir: Path, truth_epochs: float, truth_lr: float,
+              only: Sequence[str] | None = None, scores_dir: Path = SCORES_DIR) -> None:
     torch.set_num_threads(SETTINGS["torch_threads"])
     space = PlainCNNSpace(**{k: v for k, v in SETTINGS["space"].items() if k != "name"})
     data = load_data()
     work_dir.mkdir(parents=True, exist_ok=True)
     parent = parent_network(space, data, work_dir)
     table = methods(truth_epochs, truth_lr)
-    path = work_dir / f"shard-{shard}-of-{shards}.jsonl"
+    if only:
+        table = {name: table[name] for name in only}
+    scores_dir.mkdir(parents=True, exist_ok=True)
+    path = scores_dir / f"shard-{shard}-of-{shards}.jsonl"
     done = {(r["row"], r["method"]) for r in read_jsonl(path)}
     todo = [(r, name) for i, r in enumerate(sample_rows()) if i % shards == shard for name in table
             if (r["index"], name) not in done]
@@ -229,11 +238,11 @@ def bootstrap_tau(a: Sequence[float], b: Sequence[float], reps: int = 1000, seed
     return float(np.nanstd(taus))
 
 
-def summarise(work_dir: Path, truth_epochs: float, truth_lr: float) -> int:
+def summarise(truth_epochs: float, truth_lr: float, scores_dir: Path = SCORES_DIR) -> int:
     rows = sample_rows()
     table = {r["index"]: r for r in rows}
     scores: dict[str, dict[int, dict[str, Any]]] = {}
-    for path in sorted(work_dir.glob("shard-*.jsonl")):
+    for path in sorted(scores_dir.glob("shard-*.jsonl")):
         for rec in read_jsonl(path):
             scores.setdefault(rec["method"], {})[rec["row"]] = rec
     catalogue = methods(truth_epochs, truth_lr)
@@ -261,14 +270,17 @@ def summarise(work_dir: Path, truth_epochs: float, truth_lr: float) -> int:
             out[f"rho_{t}"] = round(spearman_rho(s, truth), 3)
         return out
 
-    ceilings = {}
+    committed = json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else {}
+    kept_rows = {r["method"]: {"git_commit": committed.get("git_commit"), **r} for r in committed.get("results", [])}
+    commit = git_commit()
+    ceilings = {k: float(v) for k, v in committed.get("ceilings", {}).items()}
     if "scratch-retrain" in complete:
         ceilings["scratch"] = kendall_tau(truths["scratch"], [complete["scratch-retrain"][i]["score"] for i in order])
     if "finetuned-retrain" in complete:
         ceilings["finetuned"] = kendall_tau(truths["finetuned"],
                                             [complete["finetuned-retrain"][i]["score"] for i in order])
-    results = [row(m) for m in catalogue if m in complete and m not in ("finetuned", "finetuned-retrain",
-                                                                         "scratch-retrain")]
+    results = [{**row(m), "git_commit": commit} if m in complete else kept_rows[m] for m in catalogue
+               if (m in complete or m in kept_rows) and m not in ("finetuned", "finetuned-retrain", "scratch-retrain")]
     lines = [
         "# Rank fidelity of cheap evaluations (benchmarks/rank_fidelity.py)", "",
         f"{len(rows)} configurations of the committed 625-row PlainCNNSpace table (random sample, seed "
@@ -281,12 +293,13 @@ def summarise(work_dir: Path, truth_epochs: float, truth_lr: float) -> int:
     ]
     for t, c in ceilings.items():
         lines.append(f"| {t} truth vs its rerun with seed 1 | {c:.3f} |")
-    lines += ["", "| method | cost (epochs) | τ scratch | ρ scratch | τ fine-tuned | ρ fine-tuned | s/candidate |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "| method | cost (epochs) | τ scratch | ρ scratch | τ fine-tuned | ρ fine-tuned | s/candidate | "
+              "commit |", "|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in results:
         lines.append(f"| {r['method']}: {r['description']} | {r['cost_epochs']:.2f} | {r['tau_scratch']:.3f} ± "
                      f"{r['tau_scratch_sd']:.3f} | {r['rho_scratch']:.3f} | {r['tau_finetuned']:.3f} ± "
-                     f"{r['tau_finetuned_sd']:.3f} | {r['rho_finetuned']:.3f} | {r['seconds']:.1f} |")
+                     f"{r['tau_finetuned_sd']:.3f} | {r['rho_finetuned']:.3f} | {r['seconds']:.1f} | "
+                     f"{str(r.get('git_commit'))[:7]} |")
     if ceilings:
         lines += ["", "Fraction of the noise ceiling (target ≥ 0.8 at ≤ 1 epoch, a quarter of the table's 4):", "",
                   "| method | cost | scratch | fine-tuned |", "|---|---:|---:|---:|"]
@@ -298,7 +311,9 @@ def summarise(work_dir: Path, truth_epochs: float, truth_lr: float) -> int:
     print(text)
     OUT_MD.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(OUT_MD, text.encode())
-    provenance = {"script": "benchmarks/rank_fidelity.py", "git_commit": git_commit(), "sample": SAMPLE,
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE, capture_output=True,
+                           text=True).stdout.strip() != ""
+    provenance = {"script": "benchmarks/rank_fidelity.py", "git_commit": commit, "dirty": dirty, "sample": SAMPLE,
                   "sample_seed": SAMPLE_SEED, "parent_tokens": PARENT_TOKENS, "truth_epochs": truth_epochs,
                   "truth_lr": truth_lr, "table_settings": SETTINGS, "torch": torch.__version__,
                   "python": platform.python_version(), "ceilings": {k: round(v, 4) for k, v in ceilings.items()},
@@ -315,11 +330,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--summary", action="store_true", help="write the tables from the scores so far")
     p.add_argument("--truth-epochs", type=float, default=4.0, help="fine-tuned truth: epochs (4)")
     p.add_argument("--truth-lr", type=float, default=0.05, help="fine-tuned truth: learning rate (0.05)")
-    p.add_argument("--work-dir", type=Path, default=WORK_DIR)
+    p.add_argument("--work-dir", type=Path, default=WORK_DIR, help="where the trained parent is cached")
+    p.add_argument("--methods", help="comma-separated methods to score (default: all)")
     args = p.parse_args(argv)
+    catalogue = methods(args.truth_epochs, args.truth_lr)
+    only = [m for m in args.methods.split(",") if m] if args.methods else None
+    unknown = sorted(set(only or ()) - set(catalogue))
+    if unknown:
+        p.error(f"unknown method(s) {', '.join(unknown)}; expected some of {', '.join(catalogue)}")
     if args.shard:
         k, n = (int(x) for x in args.shard.split("/"))
-        run_shard(k, n, args.work_dir, args.truth_epochs, args.truth_lr)
+        run_shard(k, n, args.work_dir, args.truth_epochs, args.truth_lr, only)
         return 0
     if args.jobs:
         # The parent first, once, so the shards do not race to train it.
@@ -328,14 +349,14 @@ def main(argv: list[str] | None = None) -> int:
         parent_network(PlainCNNSpace(**{k: v for k, v in SETTINGS["space"].items() if k != "name"}), load_data(),
                        args.work_dir)
         common = ["--work-dir", str(args.work_dir), "--truth-epochs", str(args.truth_epochs), "--truth-lr",
-                  str(args.truth_lr)]
+                  str(args.truth_lr), *(["--methods", ",".join(only)] if only else [])]
         procs = [subprocess.Popen([sys.executable, __file__, "--shard", f"{k}/{args.jobs}", *common])
                  for k in range(args.jobs)]
         if any(proc.wait() for proc in procs):
             print("error: a shard failed", file=sys.stderr)
             return 1
     if args.jobs or args.summary:
-        return summarise(args.work_dir, args.truth_epochs, args.truth_lr)
+        return summarise(args.truth_epochs, args.truth_lr)
     p.error("give --jobs N, --shard K/N or --summary")
     return 2
 
