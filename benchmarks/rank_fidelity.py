@@ -239,6 +239,9 @@ def bootstrap_tau(a: Sequence[float], b: Sequence[float], reps: int = 1000, seed
 
 
 def summarise(truth_epochs: float, truth_lr: float, scores_dir: Path = SCORES_DIR) -> int:
+    # Before this summary rewrites the committed tables (that alone would make the tree dirty).
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE, capture_output=True,
+                           text=True).stdout.strip() != ""
     rows = sample_rows()
     table = {r["index"]: r for r in rows}
     scores: dict[str, dict[int, dict[str, Any]]] = {}
@@ -311,8 +314,6 @@ def summarise(truth_epochs: float, truth_lr: float, scores_dir: Path = SCORES_DI
     print(text)
     OUT_MD.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(OUT_MD, text.encode())
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE, capture_output=True,
-                           text=True).stdout.strip() != ""
     provenance = {"script": "benchmarks/rank_fidelity.py", "git_commit": commit, "dirty": dirty, "sample": SAMPLE,
                   "sample_seed": SAMPLE_SEED, "parent_tokens": PARENT_TOKENS, "truth_epochs": truth_epochs,
                   "truth_lr": truth_lr, "table_settings": SETTINGS, "torch": torch.__version__,
