@@ -1,6 +1,7 @@
 """PaddleSlim's server mode (``server_addr``, ``is_server``) end to end: a server serves until its clients have
 reported, a client whose server has finished gets ``[]`` (never a traceback), a non-loopback bind says what it
-exposes, and the tutorial's own loop runs through a server and two clients, 20 times in a row."""
+exposes, and the tutorial's own loop runs through a server and two clients 10 times in a row, and without
+check-ins (nobody waits for anybody) 50 times each with one and two clients under load, never hanging."""
 
 from __future__ import annotations
 
@@ -196,7 +197,7 @@ HANG_RUNS, AT_ONCE = 50, 4
 LATE = ("no sanas server answered", "stopped answering while this client joined")
 
 
-def _run_unjoined(tmp_path: Path, clients: int, run: int) -> str:
+def _run_unjoined(tmp_path: Path, clients: int, run: int) -> None:
     """The tutorial as a user runs it: a server, then its clients as soon as it listens, nobody waiting for
     anybody — so the server may finish before a client connects. Every process must end within the bound."""
     port, name = free_port(), f"c{clients}-run{run}"
@@ -208,17 +209,14 @@ def _run_unjoined(tmp_path: Path, clients: int, run: int) -> str:
     errs = _wait_all(procs, name, 150)
     assert procs[0].returncode == 0, f"run {name}: the server exited {procs[0].returncode}:\n{errs[0][-3000:]}"
     reports = [json.loads(outs[0].read_text())]
-    late = 0
     for p, out, err in zip(procs[1:], outs[1:], errs[1:], strict=True):
         if p.returncode != 0:  # only a client that came after its server had gone may fail, and says why
             assert any(line in err for line in LATE), f"run {name}: {p.args[2:]} exited {p.returncode}:\n{err[-3000:]}"
-            late += 1
             continue
         assert "Traceback" not in err, err
         reports.append(json.loads(out.read_text()))
         assert not ("it is closing" in err and "already finished" in err), err  # closing is not "finished"
     _check_study(run_dir, reports, name)
-    return "late" if late else "ok"
 
 
 @pytest.mark.slow
@@ -227,5 +225,5 @@ def test_the_tutorial_loop_without_check_ins_never_hangs_50_runs_under_load(tmp_
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(AT_ONCE) as pool:
-        outcomes = list(pool.map(lambda run: _run_unjoined(tmp_path, clients, run), range(HANG_RUNS)))
-    assert len(outcomes) == HANG_RUNS
+        done = list(pool.map(lambda run: _run_unjoined(tmp_path, clients, run), range(HANG_RUNS)))
+    assert len(done) == HANG_RUNS  # every run returned (a failed run raised)

@@ -5,7 +5,7 @@ when it is proposed, so that threshold is known before it trains (:meth:`sanas.S
 exactly with one worker; with several, results that other workers finish meanwhile move the chain, and the final
 verdict can differ from the one the threshold predicted (a stopped candidate stays rejected in every replay).
 An inherited candidate is scored at a few checks while it is fine-tuned (the curve). It is stopped at check ``i``
-when its score there, plus the largest gain any finished candidate made from check ``i`` to its end, still falls
+when its best score so far, plus the largest gain any finished candidate made from check ``i`` to its end, still falls
 short of the threshold: it could not plausibly be accepted, and since the threshold never exceeds the current
 reward (and so the best), it could not be the best either. A stopped candidate is recorded with its partial
 reward and counts as a rejected evaluation; the chain stays a function of the study.

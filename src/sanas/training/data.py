@@ -394,17 +394,17 @@ def read_index_file(path: str | os.PathLike[str], size: int) -> tuple[torch.Tens
     SHA-256. Integers separated by whitespace or commas; ``#`` starts a comment. Raises ``ValueError`` naming the
     file and the first bad value: not an integer, outside ``[0, size)``, repeated, none at all, or every image.
     """
-    p = Path(path)
+    shown = repr(os.fspath(path))
     try:
-        raw = p.read_bytes()
+        raw = Path(path).read_bytes()
     except FileNotFoundError:
-        raise ValueError(f"val_indices file {os.fspath(path)!r} does not exist") from None
+        raise ValueError(f"val_indices file {shown} does not exist") from None
     except OSError as e:
-        raise ValueError(f"val_indices file {os.fspath(path)!r} cannot be read: {e.strerror or e}") from None
+        raise ValueError(f"val_indices file {shown} cannot be read: {e.strerror or e}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ValueError(f"val_indices file {os.fspath(path)!r} is not text; expected integers, one per line "
+        raise ValueError(f"val_indices file {shown} is not text; expected integers, one per line "
                          f"or separated by commas") from None
     values: list[int] = []
     for number, line in enumerate(text.splitlines(), 1):
@@ -412,22 +412,22 @@ def read_index_file(path: str | os.PathLike[str], size: int) -> tuple[torch.Tens
             try:
                 values.append(int(word))
             except ValueError:
-                raise ValueError(f"val_indices file {os.fspath(path)!r} line {number}: {word[:40]!r} is not an "
+                raise ValueError(f"val_indices file {shown} line {number}: {word[:40]!r} is not an "
                                  f"integer; expected indices into the training set, 0 to {size - 1}") from None
     if not values:
-        raise ValueError(f"val_indices file {os.fspath(path)!r} lists no index; expected the held-out images' "
+        raise ValueError(f"val_indices file {shown} lists no index; expected the held-out images' "
                          f"positions in the training set, 0 to {size - 1}")
     idx = torch.tensor(values, dtype=torch.long)
     bad = idx[(idx < 0) | (idx >= size)]
     if len(bad):
-        raise ValueError(f"val_indices file {os.fspath(path)!r}: index {int(bad[0])} is outside the training set "
+        raise ValueError(f"val_indices file {shown}: index {int(bad[0])} is outside the training set "
                          f"of {size} images; expected 0 to {size - 1}")
     unique, counts = torch.unique(idx, return_counts=True)
     if (counts > 1).any():
-        raise ValueError(f"val_indices file {os.fspath(path)!r}: index {int(unique[counts > 1][0])} is listed "
+        raise ValueError(f"val_indices file {shown}: index {int(unique[counts > 1][0])} is listed "
                          f"{int(counts.max())} times; expected each held-out image once")
     if len(idx) >= size:
-        raise ValueError(f"val_indices file {os.fspath(path)!r} holds out all {size} training images; expected "
+        raise ValueError(f"val_indices file {shown} holds out all {size} training images; expected "
                          f"fewer, so that some are left to train on")
     return idx, hashlib.sha256(raw).hexdigest()
 
