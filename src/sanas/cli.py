@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +30,7 @@ from sanas.search.storage import DEFAULT_CONNECT_TIMEOUT
 from sanas.spaces import DEFAULT_SPACE, DartsSpace, SearchSpace, get_space
 from sanas.spaces.inherit import IMPORTANCE
 from sanas.training.data import DATASETS
+from sanas.training.distributed import BACKENDS, check_launch, init_process_group, launch_from_env
 from sanas.training.trainer import DEFAULT_EPOCHS, EVALUATIONS, Recipe
 
 __all__ = ["main", "parse_tokens"]
@@ -87,9 +89,26 @@ RECIPE_KEYS = {"retain_epoch": "retain_epoch", "batch_size": "batch_size", "lear
                "drop_path_prob": "drop_path_prob", "cutout": "cutout", "train_seed": "seed", "device": "device",
                "compile": "compile", "channels_last": "channels_last", "evaluation": "evaluation",
                "bn_batches": "bn_batches", "finetune_lr": "finetune_lr", "importance": "importance",
-               "early_stop": "early_stop", "stop_checks": "stop_checks"}
+               "early_stop": "early_stop", "stop_checks": "stop_checks", "augment": "augment"}
 SEARCH_KEYS = ("sampler", "search_steps", "max_params", "init_temperature", "reduce_rate", "seed", "study_name",
                "parent", "parent_epochs")
+
+
+def _count(minimum: int, what: str) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise CLIError(f"{what} is {text!r}, expected an integer >= {minimum}")
+        return value
+
+    return parse
+
+
+_positive_int = _count(1, "--nproc")
+_non_negative_int = _count(0, "--max-restarts")
 
 
 def _int_list(text: str) -> list[int]:
@@ -156,6 +175,8 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--learning-rate", "--lr", type=float, help=f"{RECIPE_DEFAULTS.learning_rate}, cosine to 0")
     group.add_argument("--drop-path-prob", type=float, help=f"{RECIPE_DEFAULTS.drop_path_prob} · epoch / epochs")
     group.add_argument("--cutout", type=int, help=f"cutout size ({RECIPE_DEFAULTS.cutout}; 0 = off)")
+    group.add_argument("--no-augment", dest="augment", action="store_false", default=None,
+                       help="train on the images as they are: no crop, flip or cutout")
     group.add_argument("--train-seed", type=int,
                        help=f"seed of initialisation, shuffling and augmentation ({RECIPE_DEFAULTS.seed})")
     group.add_argument("--device", help=f"{RECIPE_DEFAULTS.device} (default), cpu, cuda, cuda:1, ...")
@@ -407,9 +428,33 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
             raise CLIError("fine-tuning from the parent needs --parent DIR (a sanas train folder), or --run-dir of an "
                            "inherit search that has one")
     recipe = config.build_recipe()
-    data = prepare_data(**config.data_kwargs(), device=recipe.resolve_device())
-    result = train_final(tokens, space, data, recipe, out, resume=args.resume, progress=args.progress,
-                         onnx=not args.no_onnx, parent=parent)
+    device = recipe.resolve_device()
+    launch = launch_from_env(args.backend, cuda=device.type == "cuda")
+    if launch is None and args.nproc > 1:  # start torchrun's elastic agent here, one process per rank
+        check_launch(args.nproc, recipe.batch_size, args.backend, device.type == "cuda")
+        return _torchrun(args)
+    resume = args.resume
+    if launch is not None:
+        check_launch(launch.world_size, recipe.batch_size, launch.backend, device.type == "cuda")
+        device = launch.device(device)
+        init_process_group(launch)
+        # A restart by torchrun's agent (--max-restarts) is the same job: continue its last checkpoint.
+        resume = resume or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+        if not launch.is_main:
+            console = Console(quiet=True)
+    elif args.sync_bn:
+        raise CLIError("--sync-bn synchronises BatchNorm over several processes: give --nproc N or run under "
+                       "torchrun")
+    data = prepare_data(**config.data_kwargs(), device=device)
+    try:
+        result = train_final(tokens, space, data, recipe, out, resume=resume, progress=args.progress,
+                             onnx=not args.no_onnx, parent=parent, launch=launch, sync_bn=args.sync_bn)
+    finally:
+        if launch is not None:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
     console.print(f"test top-1 {100 * result.test_top1:.2f} %, top-5 {100 * result.test_top5:.2f} %, "
                   f"{result.params:,} params; model in {out}")
     if parent is not None:
@@ -418,6 +463,33 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
             top1, params = info["test"]["top1"], info["params"]
             console.print(f"vs the parent: test top-1 {100 * (result.test_top1 - top1):+.2f} points "
                           f"({100 * top1:.2f} %), params {100 * (result.params / params - 1):+.1f} % ({params:,})")
+    return 0
+
+
+def _torchrun(args: argparse.Namespace) -> int:
+    """``sanas train --nproc N``: the same command, without --nproc, as N processes under torchrun's elastic agent
+    on this machine (``--standalone``: a local rendezvous), restarted up to ``--max-restarts`` times."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    rest, skip = [], 0
+    for a in args.argv:
+        if skip:
+            skip -= 1
+        elif a in ("--nproc", "--max-restarts"):
+            skip = 1
+        elif not a.startswith(("--nproc=", "--max-restarts=")):
+            rest.append(a)
+    try:
+        run(parse_args(["--standalone", "--nproc-per-node", str(args.nproc), "--max-restarts",
+                        str(args.max_restarts), "--module", "sanas.cli", *rest]))
+    except ChildFailedError as e:
+        failures = e.failures
+        codes = sorted({f.exitcode for f in failures.values()})
+        print(f"sanas train: error: {len(failures)} of {args.nproc} processes failed (exit status "
+              f"{', '.join(map(str, codes))}) after {args.max_restarts} restart(s); their errors are above",
+              file=sys.stderr)
+        return 2 if codes == [2] else 1
     return 0
 
 
@@ -532,6 +604,13 @@ def build_parser() -> argparse.ArgumentParser:
                                     "folder; default: the search's parent)")
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export (made if the onnx extra is installed)")
     p.add_argument("--progress", **progress)
+    dp = p.add_argument_group("data-parallel (or run under torchrun --nproc-per-node N -m sanas.cli train ...)")
+    dp.add_argument("--nproc", type=_positive_int, default=1,
+                    help="train on N processes on this machine (one per GPU), under torchrun's elastic agent")
+    dp.add_argument("--max-restarts", type=_non_negative_int, default=0,
+                    help="with --nproc: restart the job this many times after a process dies (it resumes)")
+    dp.add_argument("--backend", choices=BACKENDS, default="auto", help="auto: NCCL on CUDA, gloo on CPU")
+    dp.add_argument("--sync-bn", action="store_true", help="BatchNorm statistics over the whole global batch")
     add_space_arguments(p)
     add_data_arguments(p)
     add_recipe_arguments(p)
@@ -555,8 +634,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sanas`` command; returns the exit status."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
+        args.argv = argv
     except CLIError as exc:  # raised by an option's parser (e.g. --server-addr): one line, like any user error
         print(f"sanas: error: {exc}", file=sys.stderr)
         return 2

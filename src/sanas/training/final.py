@@ -14,6 +14,7 @@ the middle of writing a file leaves a temporary behind; the next run in ``out_di
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import io
@@ -34,6 +35,7 @@ from safetensors.torch import load_file, save
 from sanas.atomic import atomic_write_bytes, clean_stale_temporaries
 from sanas.spaces import SearchSpace, space_from_config
 from sanas.training.data import TrainingData
+from sanas.training.distributed import Launch, barrier, rank_seed
 from sanas.training.trainer import EpochMetrics, Progress, Recipe, Trainer, _Reporter
 
 __all__ = ["FinalResult", "export_onnx", "load_model", "missing_onnx_packages", "train_final", "weights_digest"]
@@ -125,7 +127,8 @@ def export_onnx(net: torch.nn.Module, in_channels: int, path: str | Path) -> str
 def train_final(tokens: Sequence[int], space: SearchSpace, data: TrainingData, recipe: Recipe,
                 out_dir: str | Path, resume: bool = False, progress: Progress = "auto", onnx: bool = True,
                 on_epoch: Callable[[EpochMetrics], None] | None = None,
-                parent: torch.nn.Module | str | Path | None = None) -> FinalResult:
+                parent: torch.nn.Module | str | Path | None = None, launch: Launch | None = None,
+                sync_bn: bool = False) -> FinalResult:
     """Train ``tokens`` for ``recipe.retain_epoch`` epochs, checkpointing to ``out_dir`` after every epoch.
 
     With ``recipe.evaluation == "inherit"`` the model starts from the trained ``parent`` (a network or a
@@ -135,6 +138,11 @@ def train_final(tokens: Sequence[int], space: SearchSpace, data: TrainingData, r
     the same space, tokens, recipe, data split and parent); without it an existing checkpoint is an error rather
     than silently overwritten. The test set is evaluated once, at the end. ``on_epoch`` is called after each
     checkpoint.
+
+    Under torchrun, ``launch`` (:func:`sanas.training.distributed.launch_from_env`, the process group joined)
+    trains data-parallel: every rank trains its slice of each global batch (``recipe.batch_size``), ``sync_bn``
+    synchronises BatchNorm over the ranks, and rank 0 alone writes the folder (each file atomically, as above)
+    and prints. A checkpoint holds no trace of the world size: any world size resumes it, one process included.
 
     >>> from sanas import get_space
     >>> from sanas.training import prepare_data
@@ -158,8 +166,12 @@ def train_final(tokens: Sequence[int], space: SearchSpace, data: TrainingData, r
         if not isinstance(parent, torch.nn.Module):
             parent = load_model(parent)
         parent_id = weights_digest(parent)
-    trainer = Trainer(space, tokens, data, recipe, parent=parent if parent_id else None)
+    trainer = Trainer(space, tokens, data, recipe, parent=parent if parent_id else None, launch=launch,
+                      sync_bn=sync_bn)
     identity = _identity(space, tokens, recipe, trainer.data, parent_id)
+    main = launch is None or launch.is_main
+    if not main:
+        progress = "none"
     if checkpoint.exists():
         if not resume:
             raise FileExistsError(f"{checkpoint} exists: pass resume=True to continue that run, or choose another "
@@ -170,6 +182,9 @@ def train_final(tokens: Sequence[int], space: SearchSpace, data: TrainingData, r
         except Exception as e:
             raise ValueError(f"cannot read checkpoint {checkpoint}: {e}") from e
         saved = json.loads(state["identity"])
+        # A recipe setting added since the checkpoint was written meant its default then.
+        saved["recipe"] = {**{k: v for k, v in _recipe_defaults().items() if k in identity["recipe"]},
+                           **saved.get("recipe", {})}
         if saved != json.loads(json.dumps(identity)):
             diff = sorted(k for k in identity if saved.get(k) != json.loads(json.dumps(identity[k])))
             raise ValueError(f"checkpoint {checkpoint} belongs to a different run (differs in: {', '.join(diff)}); "
@@ -178,27 +193,34 @@ def train_final(tokens: Sequence[int], space: SearchSpace, data: TrainingData, r
     elif trainer.inherited:
         trainer.reestimate_bn(recipe.bn_batches)
     resumed_from = trainer.epoch
-    out.mkdir(parents=True, exist_ok=True)
-    clean_stale_temporaries(out)  # left by a run killed while writing its checkpoint
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        clean_stale_temporaries(out)  # left by a run killed while writing its checkpoint
     reporter = _Reporter(progress, "final", math.ceil(recipe.retain_epoch))
     with reporter:
         while trainer.steps_done < trainer.total_steps:
             m = trainer.run_epoch(reporter)
-            state = trainer.state_dict()
-            state["identity"] = json.dumps(identity)
-            buf = io.BytesIO()
-            torch.save(state, buf)
-            atomic_write_bytes(checkpoint, buf.getvalue())
-            if on_epoch is not None:
-                on_epoch(m)
+            if main:
+                state = trainer.state_dict()
+                state["identity"] = json.dumps(identity)
+                buf = io.BytesIO()
+                torch.save(state, buf)
+                atomic_write_bytes(checkpoint, buf.getvalue())
+                if on_epoch is not None:
+                    on_epoch(m)
     test_loss, test_top1, test_top5 = trainer.evaluate(*trainer.data.test())
+    params = space.count_params(tokens)
+    if not main:
+        barrier()  # rank 0 writes the folder; the job ends when it has
+        return FinalResult(out, tokens, list(trainer.metrics), test_loss, test_top1, test_top5, params, resumed_from)
     weights = {k: v.detach().to("cpu").contiguous() for k, v in trainer.net.state_dict().items()}
     atomic_write_bytes(out / WEIGHTS, save(weights, metadata={"format": "sanas"}))
-    params = space.count_params(tokens)
-    _atomic_json(out / MODEL_JSON, {
-        **identity, "params": params, "metrics": [m.to_dict() for m in trainer.metrics],
-        "test": {"loss": test_loss, "top1": test_top1, "top5": test_top5},
-    })
+    record: dict[str, Any] = {**identity, "params": params, "metrics": [m.to_dict() for m in trainer.metrics],
+                              "test": {"loss": test_loss, "top1": test_top1, "top5": test_top5}}
+    if launch is not None:  # how the last run was launched; the seeds of each rank's augmentation and drop path
+        record["distributed"] = {"world_size": launch.world_size, "backend": launch.backend, "sync_bn": sync_bn,
+                                 "rank_seeds": [rank_seed(recipe.seed, r) for r in range(launch.world_size)]}
+    _atomic_json(out / MODEL_JSON, record)
     if onnx:
         message = export_onnx(load_model(out), trainer.data.in_channels, out / ONNX)
         if progress != "none":
@@ -206,7 +228,12 @@ def train_final(tokens: Sequence[int], space: SearchSpace, data: TrainingData, r
     if progress != "none":
         print(f"final: test top1 {100 * test_top1:.2f}% top5 {100 * test_top5:.2f}% ({params:,} params), "
               f"saved to {out}", file=sys.stderr)
+    barrier()
     return FinalResult(out, tokens, list(trainer.metrics), test_loss, test_top1, test_top5, params, resumed_from)
+
+
+def _recipe_defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(Recipe)}
 
 
 def _truncated_tensor(path: Path) -> str | None:

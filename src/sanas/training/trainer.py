@@ -26,6 +26,7 @@ from sanas.spaces import SearchSpace
 from sanas.spaces.inherit import IMPORTANCE
 from sanas.training.augment import Augment, normalize
 from sanas.training.data import TrainingData
+from sanas.training.distributed import Launch, all_reduce_sum, check_launch, convert_sync_batchnorm, rank_seed
 
 __all__ = ["EVALUATIONS", "CandidateResult", "EpochMetrics", "Recipe", "StopRule", "Trainer", "TrainingFailed",
            "check_points", "evaluate_candidate"]
@@ -63,7 +64,8 @@ class Recipe:
     trainer uses contiguous tensors instead (see ``CPU_BF16_CHANNELS_LAST_NOTE``). ``compile`` wraps the
     network in ``torch.compile`` (slow to start; on CPU it did not pay off). The learning rate follows a
     cosine from ``learning_rate`` to 0 stepped after every batch; drop path is
-    ``drop_path_prob · epoch / retain_epoch``.
+    ``drop_path_prob · epoch / retain_epoch``. ``augment=False`` trains on the normalised images alone (no crop,
+    flip or cutout).
 
     >>> Recipe(retain_epoch=2, batch_size=32).total_steps(100)
     8
@@ -90,6 +92,7 @@ class Recipe:
     importance: str = "bn"
     early_stop: bool = True
     stop_checks: int = 2
+    augment: bool = True
 
     def __post_init__(self) -> None:
         if self.evaluation not in EVALUATIONS:
@@ -140,15 +143,16 @@ class Recipe:
             raise ValueError(f"device is {self.device!r} but CUDA is not available; use 'cpu' or 'auto'")
         return device
 
-    def total_steps(self, train_size: int) -> int:
+    def total_steps(self, train_size: int, min_rest: int = 2) -> int:
         """Optimizer steps in the whole run for ``train_size`` training images (a fractional ``retain_epoch``
         rounds to the nearest step)."""
-        return round(self.steps_per_epoch(train_size) * self.retain_epoch)
+        return round(self.steps_per_epoch(train_size, min_rest) * self.retain_epoch)
 
-    def steps_per_epoch(self, train_size: int) -> int:
-        # A last partial batch of one image is dropped: BatchNorm (and the aux head) cannot train on it.
+    def steps_per_epoch(self, train_size: int, min_rest: int = 2) -> int:
+        # A last partial batch of one image is dropped: BatchNorm (and the aux head) cannot train on it; a
+        # data-parallel job needs two per process (``min_rest``).
         full, rest = divmod(train_size, self.batch_size)
-        return full + (1 if rest >= 2 else 0)
+        return full + (1 if rest >= min_rest else 0)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -307,10 +311,14 @@ class Trainer:
     """
 
     def __init__(self, space: SearchSpace, tokens: Sequence[int], data: TrainingData, recipe: Recipe,
-                 parent: nn.Module | None = None) -> None:
+                 parent: nn.Module | None = None, launch: Launch | None = None, sync_bn: bool = False) -> None:
         self.tokens = space.validate(tokens)
         self.recipe = recipe
-        self.device = recipe.resolve_device()
+        #: The data-parallel job this process belongs to (``None``: a single process). See training.distributed.
+        self.launch = launch
+        self.device = recipe.resolve_device() if launch is None else launch.device(recipe.resolve_device())
+        if launch is not None:
+            check_launch(launch.world_size, recipe.batch_size, launch.backend, self.device.type == "cuda")
         self.data = data.to(self.device)
         if self.data.in_channels != getattr(space, "in_channels", self.data.in_channels):
             raise ValueError(f"the space expects {space.in_channels} input channels, the {data.dataset.name} "
@@ -336,26 +344,42 @@ class Trainer:
         else:
             net = space.token2arch(self.tokens)
         self._check_fits(net)
+        if launch is not None and sync_bn:
+            net = convert_sync_batchnorm(net, self.device)
         self.net: nn.Module = net.to(self.device, memory_format=self.memory_format)
         if channels_last and self.device.type == "cpu":
             _avoid_cpu_channels_last_crash(self.net)
-        self.model: nn.Module = torch.compile(self.net) if recipe.compile else self.net
+        model: nn.Module = self.net
+        if launch is not None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # Rank 0's initial weights and buffers reach every rank here; gradients are averaged in backward.
+            model = DistributedDataParallel(self.net, device_ids=[self.device.index] if self.device.type == "cuda"
+                                            else None)
+            torch.manual_seed(rank_seed(recipe.seed, launch.rank))  # drop-path masks differ per rank
+        self.model = torch.compile(model) if recipe.compile else model
         lr = recipe.finetune_lr if self.inherited else recipe.learning_rate
         self.optimizer = torch.optim.SGD(self.net.parameters(), lr=lr, momentum=recipe.momentum,
                                          weight_decay=recipe.weight_decay)
         self.train_images, self.train_labels = self.data.train()
-        self.steps_per_epoch = recipe.steps_per_epoch(len(self.train_labels))
+        # A data-parallel job drops a last partial batch that cannot give every rank two images (BatchNorm).
+        self.world_size = 1 if launch is None else launch.world_size
+        self.steps_per_epoch = recipe.steps_per_epoch(len(self.train_labels), min_rest=2 * self.world_size)
         if self.steps_per_epoch == 0:
             raise ValueError(f"{len(self.train_labels)} training images cannot fill one batch; need at least 2")
         #: Optimizer steps of the whole run (a fractional ``retain_epoch`` ends inside an epoch), and done so far.
-        self.total_steps = recipe.total_steps(len(self.train_labels))
+        self.total_steps = recipe.total_steps(len(self.train_labels), min_rest=2 * self.world_size)
         self.steps_done = 0
         self._order: torch.Tensor | None = None
         self._position = 0
+        self._global_batch = 0
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.optimizer, T_max=max(1, self.total_steps), eta_min=0.0)
         # One generator drives shuffling and augmentation, on the device so no host round trips are needed.
         self.generator = torch.Generator(self.device).manual_seed(recipe.seed)
+        # Data-parallel: shuffling stays on that generator (the same on every rank: one global batch order);
+        # augmentation draws from a generator of this rank's own, reseeded every epoch (see _augment_generator).
+        self._aug_generator = None if launch is None else torch.Generator(self.device)
         ds = self.data.dataset
         self.augment = Augment(ds.mean, ds.std, cutout=recipe.cutout)
         self.epoch = 0
@@ -386,13 +410,17 @@ class Trainer:
         return self.recipe.drop_path_prob * self.epoch / self.recipe.retain_epoch
 
     def _next_batch(self) -> torch.Tensor:
-        """Indices of the next training batch; a new seeded shuffle starts every ``steps_per_epoch`` batches."""
+        """Indices of the next training batch; a new seeded shuffle starts every ``steps_per_epoch`` batches.
+        Data-parallel: this rank's slice of the global batch (the slices of all ranks are the global batch)."""
         if self._order is None or self._position >= self.steps_per_epoch:
             self._order = torch.randperm(len(self.train_labels), generator=self.generator, device=self.device)
             self._position = 0
         b = self.recipe.batch_size
         idx = self._order[self._position * b:(self._position + 1) * b]
         self._position += 1
+        if self.launch is not None:
+            self._global_batch = len(idx)
+            idx = idx.tensor_split(self.launch.world_size)[self.launch.rank]
         return idx
 
     @torch.no_grad()
@@ -438,6 +466,7 @@ class Trainer:
         :class:`TrainingFailed` on a non-finite loss.
         """
         r = self.recipe
+        ds = self.data.dataset
         self.net.train()
         if hasattr(self.net, "set_drop_path_prob"):
             self.net.set_drop_path_prob(self.drop_path_prob())
@@ -446,27 +475,34 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         seen = 0
+        augment_generator = self.generator
+        if self._aug_generator is not None and self.launch is not None:
+            augment_generator = self._aug_generator.manual_seed(rank_seed(r.seed, self.launch.rank, self.epoch))
         if reporter is not None:
             reporter.start_epoch(self.epoch, steps)
         # Checking for NaN needs a device sync; on CUDA do it every few batches, on CPU it is free.
         check_every = 1 if self.device.type == "cpu" else 20
         for step in range(steps):
             idx = self._next_batch()
-            x = self.augment(self.train_images[idx], self.generator, channels_last=self.channels_last)
+            if r.augment:
+                x = self.augment(self.train_images[idx], augment_generator, channels_last=self.channels_last)
+            else:
+                x = normalize(self.train_images[idx], ds.mean, ds.std).contiguous(memory_format=self.memory_format)
             y = self.train_labels[idx]
             with self._autocast():
                 out = self.model(x)
                 # sanas' networks return (logits, aux_logits) in training mode; any other nn.Module just logits.
                 logits, aux_logits = out if isinstance(out, tuple) else (out, None)
-                loss = F.cross_entropy(logits.float(), y)
+                loss = self._loss(logits, y)
                 if aux_logits is not None and r.aux_weight > 0:
-                    loss = loss + r.aux_weight * F.cross_entropy(aux_logits.float(), y)
+                    loss = loss + r.aux_weight * self._loss(aux_logits, y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(self.net.parameters(), r.grad_clip)
             self.optimizer.step()
             self.scheduler.step()
-            loss_sum += loss.detach() * len(y)
+            loss_sum += (loss.detach() * self._global_batch / self.world_size if self.launch is not None
+                         else loss.detach() * len(y))
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
             self.steps_done += 1
@@ -477,12 +513,26 @@ class Trainer:
                                          f"step {step + 1}; lr {self.optimizer.param_groups[0]['lr']:.4g}")
                 if reporter is not None:
                     reporter.advance(step + 1, mean_loss)
+        if self.launch is not None:  # the epoch's metrics over the global batches, as one process would report
+            loss_sum, correct, total = all_reduce_sum(loss_sum, correct, torch.tensor(float(seen)))
+            seen = int(total)
         return float(loss_sum) / max(seen, 1), float(correct) / max(seen, 1)
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of this step's batch. Data-parallel: this rank's share of the global batch's mean (its
+        sum over the global batch size, times the world size that DistributedDataParallel averages over), so the
+        averaged gradient is the one-process gradient of the global batch even when the slices are uneven."""
+        if self.launch is None:
+            return F.cross_entropy(logits.float(), y)
+        return F.cross_entropy(logits.float(), y, reduction="sum") * (self.world_size / self._global_batch)
 
     @torch.inference_mode()
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, float]:
-        """(mean loss, top-1, top-5) of the network in eval mode on uint8 ``images`` (normalised only)."""
+        """(mean loss, top-1, top-5) of the network in eval mode on uint8 ``images`` (normalised only).
+        Data-parallel: each rank scores every ``world_size``-th image and the sums are combined."""
         self.net.eval()
+        total = len(labels)
+        images, labels = self._shard(images, labels)
         ds = self.data.dataset
         k = min(5, ds.num_classes)
         loss_sum = torch.zeros((), device=self.device)
@@ -500,8 +550,15 @@ class Trainer:
             best = logits.topk(k, dim=1).indices
             top1 += (best[:, 0] == y).sum()
             topk += (best == y[:, None]).any(dim=1).sum()
-        n = max(len(labels), 1)
+        if self.launch is not None:
+            loss_sum, top1, topk = all_reduce_sum(loss_sum, top1, topk)
+        n = max(total, 1)
         return float(loss_sum) / n, float(top1) / n, float(topk) / n
+
+    def _shard(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.launch is None:
+            return images, labels
+        return images[self.launch.rank::self.world_size], labels[self.launch.rank::self.world_size]
 
     def run_epoch(self, reporter: _Reporter | None = None, steps: int | None = None) -> EpochMetrics:
         """Train one epoch (or ``steps`` batches), then evaluate on the reward split; records and returns the
