@@ -7,7 +7,8 @@ torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTE
 :func:`launch_from_env`; :func:`check_launch` refuses a launch that cannot work before anything is written. What
 is the same as one process: the *global* batch (each rank trains on its ``1/world_size`` slice of the same
 shuffled batch), the learning-rate schedule and the meaning of every metric (sums over all ranks). What differs
-per rank, seeded and recorded: the augmentation draws and the drop-path masks (:func:`rank_seed`).
+per rank, seeded every epoch from the recipe's seed, the rank and the epoch (so a resumed job draws the same,
+at any world size): the augmentation draws and the drop-path masks (:func:`rank_seed`).
 
 BatchNorm normalises each rank's slice with that slice's statistics unless ``sync_bn``: then every BatchNorm uses
 the statistics of the whole global batch — PyTorch's ``SyncBatchNorm`` on CUDA, :class:`CPUSyncBatchNorm` (the
@@ -17,6 +18,7 @@ same arithmetic over gloo) on CPU, where PyTorch's own does not run.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -26,8 +28,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["BACKENDS", "CPUSyncBatchNorm", "Launch", "all_reduce_sum", "barrier", "check_launch",
-           "convert_sync_batchnorm", "init_process_group", "launch_from_env", "rank_seed"]
+__all__ = ["BACKENDS", "STREAMS", "CPUSyncBatchNorm", "Launch", "all_reduce_sum", "barrier", "check_launch",
+           "convert_sync_batchnorm", "init_process_group", "launch_from_env", "rank_seed", "unused_parameters"]
 
 BACKENDS = ("auto", "gloo", "nccl")
 
@@ -90,23 +92,40 @@ def check_launch(world_size: int, batch_size: int, backend: str, cuda: bool) -> 
                          "(or 'auto')")
 
 
-def init_process_group(launch: Launch, timeout_s: float = 600.0) -> None:
-    """Join the job's process group (torchrun's rendezvous gave the address); NCCL pins this rank's GPU first."""
+def init_process_group(launch: Launch, timeout_s: float = 600.0,
+                       environ: dict[str, str] | None = None) -> None:
+    """Join the job's process group through torchrun's store (``env://``); NCCL pins this rank's GPU first.
+
+    The group's keys live under a prefix of their own for each restart of the job
+    (``TORCHELASTIC_RESTART_COUNT``): torchrun's agent keeps one store across restarts, and a restarted gloo
+    rank could otherwise read the address a killed rank published before it and fail to connect (seen with
+    ``--max-restarts`` on PyTorch 2.13, about one restart in two).
+    """
+    env = os.environ if environ is None else environ
     if launch.backend == "nccl":
         torch.cuda.set_device(launch.local_rank)
-    if not dist.is_initialized():
-        dist.init_process_group(launch.backend, rank=launch.rank, world_size=launch.world_size,
-                                timeout=timedelta(seconds=timeout_s))
+    if dist.is_initialized():
+        return
+    timeout = timedelta(seconds=timeout_s)
+    store, rank, world = next(dist.rendezvous("env://", launch.rank, launch.world_size, timeout=timeout))
+    store = dist.PrefixStore(f"sanas/restart-{env.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+    dist.init_process_group(launch.backend, store=store, rank=rank, world_size=world, timeout=timeout)
 
 
-def rank_seed(seed: int, rank: int, epoch: int = 0) -> int:
-    """The seed of rank ``rank``'s augmentation and drop-path draws in ``epoch``: distinct per rank and epoch, a
-    function of the recipe's seed alone, so a resumed job (at any world size) draws the same for the same rank.
+STREAMS = ("augment", "drop_path")
 
-    >>> rank_seed(0, 0) != rank_seed(0, 1) != rank_seed(1, 0)
+
+def rank_seed(seed: int, rank: int, epoch: int = 0, stream: str = "augment") -> int:
+    """The seed of rank ``rank``'s ``stream`` draws (``"augment"``: crops, flips, cutout; ``"drop_path"``: the
+    drop-path masks) in ``epoch``: distinct per rank, epoch and stream, a function of the recipe's seed alone, so
+    a resumed job (at any world size) draws the same for the same rank and epoch.
+
+    >>> rank_seed(0, 0) != rank_seed(0, 1) != rank_seed(1, 0) != rank_seed(0, 0, stream="drop_path")
     True
     """
-    return (seed * 1_000_003 + rank * 7_919 + epoch * 104_729 + 1) % 2**63
+    if stream not in STREAMS:
+        raise ValueError(f"stream is {stream!r}, expected one of {', '.join(STREAMS)}")
+    return (seed * 1_000_003 + rank * 7_919 + epoch * 104_729 + STREAMS.index(stream) * 15_485_863 + 1) % 2**63
 
 
 def all_reduce_sum(*values: torch.Tensor) -> list[torch.Tensor]:
@@ -125,6 +144,22 @@ def barrier() -> None:
         dist.barrier()
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """The sum over all ranks, differentiable: the gradient of a sum is the sum of the ranks' gradients."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        y = x.clone()
+        dist.all_reduce(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        g = grad.clone()
+        dist.all_reduce(g)
+        return g
+
+
 class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training statistics are those of the whole global batch, over any process group (gloo on
     CPU): each rank's sums of ``x`` and ``x²`` and its count are all-reduced (with autograd, so the gradient is
@@ -140,17 +175,18 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         if not self.training or not (dist.is_available() and dist.is_initialized()):
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                                 self.training or not self.track_running_stats, self.momentum or 0.0, self.eps)
-        from torch.distributed.nn.functional import all_reduce
-
         dims = [0, *range(2, x.dim())]
         xf = x.float()
         count = torch.tensor([x.numel() / x.shape[1]], dtype=torch.float32, device=x.device)
-        stats = torch.cat([xf.sum(dims), (xf * xf).sum(dims), count])
-        stats = all_reduce(stats)
         c = x.shape[1]
+        shape = [1, c, *([1] * (x.dim() - 2))]
+        # Two passes (the global mean, then the global sum of squared deviations), as exact as one process's
+        # BatchNorm: E[x²] - E[x]² loses digits to cancellation.
+        stats = _AllReduceSum.apply(torch.cat([xf.sum(dims), count]))
         n = stats[-1]
         mean = stats[:c] / n
-        var = stats[c:2 * c] / n - mean * mean
+        centred = xf - mean.view(shape)
+        var = _AllReduceSum.apply((centred * centred).sum(dims)) / n
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():
                 self.num_batches_tracked += 1
@@ -158,8 +194,7 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
                 unbiased = var * (n / (n - 1)) if float(n) > 1 else var
                 self.running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
                 self.running_var.mul_(1 - momentum).add_(momentum * unbiased.detach())
-        shape = [1, c, *([1] * (x.dim() - 2))]
-        y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        y = centred * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
         return y.to(x.dtype)
@@ -190,3 +225,28 @@ def convert_sync_batchnorm(net: nn.Module, device: torch.device) -> nn.Module:
         return out
 
     return convert(net)
+
+
+def unused_parameters(net: nn.Module, x: torch.Tensor, objective: Callable[[Any], torch.Tensor]) -> list[str]:
+    """Names of ``net``'s trainable parameters that one training step on ``x`` leaves without a gradient
+    (``objective`` maps the forward's output to the loss). The probe leaves no trace: the random state, every
+    buffer (BatchNorm statistics) and every gradient are as before, and the network is back in its mode."""
+    params = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+    saved_grads = [p.grad for _, p in params]
+    buffers = {n: b.detach().clone() for n, b in net.named_buffers()}
+    was_training = net.training
+    devices = [x.device] if x.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            for _, p in params:
+                p.grad = None
+            net.train()
+            objective(net(x)).backward()
+            return [n for n, p in params if p.grad is None]
+    finally:
+        for (_, p), g in zip(params, saved_grads, strict=True):
+            p.grad = g
+        with torch.no_grad():
+            for n, b in net.named_buffers():
+                b.copy_(buffers[n])
+        net.train(was_training)

@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save
 from sanas.atomic import atomic_write_bytes, clean_stale_temporaries
 from sanas.spaces import SearchSpace, space_from_config
 from sanas.training.data import TrainingData
-from sanas.training.distributed import Launch, barrier, rank_seed
+from sanas.training.distributed import STREAMS, Launch, barrier, rank_seed
 from sanas.training.trainer import EpochMetrics, Progress, Recipe, Trainer, _Reporter
 
 __all__ = ["FinalResult", "export_onnx", "load_model", "missing_onnx_packages", "train_final", "weights_digest"]
@@ -196,6 +196,9 @@ def train_final(tokens: Sequence[int], space: SearchSpace, data: TrainingData, r
     if main:
         out.mkdir(parents=True, exist_ok=True)
         clean_stale_temporaries(out)  # left by a run killed while writing its checkpoint
+    if resumed_from and progress != "none":
+        print(f"final: resuming {checkpoint} after epoch {resumed_from}/{math.ceil(recipe.retain_epoch)}",
+              file=sys.stderr, flush=True)
     reporter = _Reporter(progress, "final", math.ceil(recipe.retain_epoch))
     with reporter:
         while trainer.steps_done < trainer.total_steps:
@@ -217,9 +220,12 @@ def train_final(tokens: Sequence[int], space: SearchSpace, data: TrainingData, r
     atomic_write_bytes(out / WEIGHTS, save(weights, metadata={"format": "sanas"}))
     record: dict[str, Any] = {**identity, "params": params, "metrics": [m.to_dict() for m in trainer.metrics],
                               "test": {"loss": test_loss, "top1": test_top1, "top5": test_top5}}
-    if launch is not None:  # how the last run was launched; the seeds of each rank's augmentation and drop path
-        record["distributed"] = {"world_size": launch.world_size, "backend": launch.backend, "sync_bn": sync_bn,
-                                 "rank_seeds": [rank_seed(recipe.seed, r) for r in range(launch.world_size)]}
+    if launch is not None:  # how the last run was launched; each rank's seeds of its random streams, epoch 0
+        record["distributed"] = {
+            "world_size": launch.world_size, "backend": launch.backend, "sync_bn": sync_bn,
+            "seed_rule": "sanas.training.distributed.rank_seed(seed, rank, epoch, stream), reseeded every epoch",
+            "seeds_epoch0": {stream: [rank_seed(recipe.seed, r, 0, stream) for r in range(launch.world_size)]
+                             for stream in STREAMS}}
     _atomic_json(out / MODEL_JSON, record)
     if onnx:
         message = export_onnx(load_model(out), trainer.data.in_channels, out / ONNX)

@@ -26,7 +26,14 @@ from sanas.spaces import SearchSpace
 from sanas.spaces.inherit import IMPORTANCE
 from sanas.training.augment import Augment, normalize
 from sanas.training.data import TrainingData
-from sanas.training.distributed import Launch, all_reduce_sum, check_launch, convert_sync_batchnorm, rank_seed
+from sanas.training.distributed import (
+    Launch,
+    all_reduce_sum,
+    check_launch,
+    convert_sync_batchnorm,
+    rank_seed,
+    unused_parameters,
+)
 
 __all__ = ["EVALUATIONS", "CandidateResult", "EpochMetrics", "Recipe", "StopRule", "Trainer", "TrainingFailed",
            "check_points", "evaluate_candidate"]
@@ -143,16 +150,16 @@ class Recipe:
             raise ValueError(f"device is {self.device!r} but CUDA is not available; use 'cpu' or 'auto'")
         return device
 
-    def total_steps(self, train_size: int, min_rest: int = 2) -> int:
+    def total_steps(self, train_size: int) -> int:
         """Optimizer steps in the whole run for ``train_size`` training images (a fractional ``retain_epoch``
         rounds to the nearest step)."""
-        return round(self.steps_per_epoch(train_size, min_rest) * self.retain_epoch)
+        return round(self.steps_per_epoch(train_size) * self.retain_epoch)
 
-    def steps_per_epoch(self, train_size: int, min_rest: int = 2) -> int:
-        # A last partial batch of one image is dropped: BatchNorm (and the aux head) cannot train on it; a
-        # data-parallel job needs two per process (``min_rest``).
+    def steps_per_epoch(self, train_size: int) -> int:
+        # A last partial batch of one image is dropped: BatchNorm (and the aux head) cannot train on it. The
+        # count does not depend on the world size of a data-parallel job (see Trainer._next_batch).
         full, rest = divmod(train_size, self.batch_size)
-        return full + (1 if rest >= min_rest else 0)
+        return full + (1 if rest >= 2 else 0)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -354,21 +361,25 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             # Rank 0's initial weights and buffers reach every rank here; gradients are averaged in backward.
+            # A parameter no step reaches (an auxiliary head after the last cell, or one the loss ignores at
+            # aux_weight 0) would stall DDP's reduction: found once, with one probing step that changes nothing.
+            x, y = (t[:2] for t in self.data.train())
+            x = normalize(x, self.data.dataset.mean, self.data.dataset.std).contiguous(memory_format=self.memory_format)
+            unused = unused_parameters(self.net, x, lambda out: self._objective(out, y, "sum")[0])
             model = DistributedDataParallel(self.net, device_ids=[self.device.index] if self.device.type == "cuda"
-                                            else None)
-            torch.manual_seed(rank_seed(recipe.seed, launch.rank))  # drop-path masks differ per rank
+                                            else None, find_unused_parameters=bool(unused))
         self.model = torch.compile(model) if recipe.compile else model
         lr = recipe.finetune_lr if self.inherited else recipe.learning_rate
         self.optimizer = torch.optim.SGD(self.net.parameters(), lr=lr, momentum=recipe.momentum,
                                          weight_decay=recipe.weight_decay)
         self.train_images, self.train_labels = self.data.train()
-        # A data-parallel job drops a last partial batch that cannot give every rank two images (BatchNorm).
         self.world_size = 1 if launch is None else launch.world_size
-        self.steps_per_epoch = recipe.steps_per_epoch(len(self.train_labels), min_rest=2 * self.world_size)
-        if self.steps_per_epoch == 0:
-            raise ValueError(f"{len(self.train_labels)} training images cannot fill one batch; need at least 2")
+        self.steps_per_epoch = recipe.steps_per_epoch(len(self.train_labels))
+        if self.steps_per_epoch == 0 or len(self.train_labels) < 2 * self.world_size:
+            raise ValueError(f"{len(self.train_labels)} training images cannot fill one batch; need at least "
+                             f"{2 * self.world_size}" + (" (2 per process)" if launch is not None else ""))
         #: Optimizer steps of the whole run (a fractional ``retain_epoch`` ends inside an epoch), and done so far.
-        self.total_steps = recipe.total_steps(len(self.train_labels), min_rest=2 * self.world_size)
+        self.total_steps = recipe.total_steps(len(self.train_labels))
         self.steps_done = 0
         self._order: torch.Tensor | None = None
         self._position = 0
@@ -411,7 +422,8 @@ class Trainer:
 
     def _next_batch(self) -> torch.Tensor:
         """Indices of the next training batch; a new seeded shuffle starts every ``steps_per_epoch`` batches.
-        Data-parallel: this rank's slice of the global batch (the slices of all ranks are the global batch)."""
+        Data-parallel: this rank's slice of the global batch (the slices of all ranks are the global batch).
+        Every rank draws the same shuffle (the generator is seeded alike and checkpointed)."""
         if self._order is None or self._position >= self.steps_per_epoch:
             self._order = torch.randperm(len(self.train_labels), generator=self.generator, device=self.device)
             self._position = 0
@@ -419,8 +431,13 @@ class Trainer:
         idx = self._order[self._position * b:(self._position + 1) * b]
         self._position += 1
         if self.launch is not None:
+            # A last partial batch too small to give every rank two images (BatchNorm needs them) is topped up
+            # with the epoch's first images, so that an epoch has as many steps at every world size.
+            short = 2 * self.world_size - len(idx)
+            if short > 0:
+                idx = torch.cat([idx, self._order[:short]])
             self._global_batch = len(idx)
-            idx = idx.tensor_split(self.launch.world_size)[self.launch.rank]
+            idx = idx.tensor_split(self.world_size)[self.launch.rank]
         return idx
 
     @torch.no_grad()
@@ -478,6 +495,9 @@ class Trainer:
         augment_generator = self.generator
         if self._aug_generator is not None and self.launch is not None:
             augment_generator = self._aug_generator.manual_seed(rank_seed(r.seed, self.launch.rank, self.epoch))
+            # The drop-path masks come from the global generator: this rank's own stream, reseeded every epoch
+            # (a checkpoint holds rank 0's random state only).
+            torch.manual_seed(rank_seed(r.seed, self.launch.rank, self.epoch, "drop_path"))
         if reporter is not None:
             reporter.start_epoch(self.epoch, steps)
         # Checking for NaN needs a device sync; on CUDA do it every few batches, on CPU it is free.
@@ -490,12 +510,7 @@ class Trainer:
                 x = normalize(self.train_images[idx], ds.mean, ds.std).contiguous(memory_format=self.memory_format)
             y = self.train_labels[idx]
             with self._autocast():
-                out = self.model(x)
-                # sanas' networks return (logits, aux_logits) in training mode; any other nn.Module just logits.
-                logits, aux_logits = out if isinstance(out, tuple) else (out, None)
-                loss = self._loss(logits, y)
-                if aux_logits is not None and r.aux_weight > 0:
-                    loss = loss + r.aux_weight * self._loss(aux_logits, y)
+                loss, logits = self._objective(self.model(x), y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(self.net.parameters(), r.grad_clip)
@@ -518,13 +533,26 @@ class Trainer:
             seen = int(total)
         return float(loss_sum) / max(seen, 1), float(correct) / max(seen, 1)
 
-    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of this step's batch. Data-parallel: this rank's share of the global batch's mean (its
-        sum over the global batch size, times the world size that DistributedDataParallel averages over), so the
-        averaged gradient is the one-process gradient of the global batch even when the slices are uneven."""
-        if self.launch is None:
-            return F.cross_entropy(logits.float(), y)
-        return F.cross_entropy(logits.float(), y, reduction="sum") * (self.world_size / self._global_batch)
+    def _objective(self, out: Any, y: torch.Tensor, reduction: str = "batch") -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, logits) of one training forward's output ``out``: cross-entropy, plus ``aux_weight`` times the
+        auxiliary head's. sanas' networks return ``(logits, aux_logits)`` in training mode, any other module just
+        logits. ``reduction="batch"``: the batch mean; data-parallel, this rank's share of the global batch's mean
+        (its sum over the global batch size, times the world size that DistributedDataParallel averages over), so
+        the averaged gradient is the one-process gradient of the global batch even when the slices are uneven.
+        ``"sum"``: the plain sum."""
+        logits, aux_logits = out if isinstance(out, tuple) else (out, None)
+
+        def ce(z: torch.Tensor) -> torch.Tensor:
+            if reduction == "sum":
+                return F.cross_entropy(z.float(), y, reduction="sum")
+            if self.launch is None:
+                return F.cross_entropy(z.float(), y)
+            return F.cross_entropy(z.float(), y, reduction="sum") * (self.world_size / self._global_batch)
+
+        loss = ce(logits)
+        if aux_logits is not None and self.recipe.aux_weight > 0:
+            loss = loss + self.recipe.aux_weight * ce(aux_logits)
+        return loss, logits
 
     @torch.inference_mode()
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, float]:
