@@ -145,6 +145,15 @@ class Watched:
         return "".join(self.lines)
 
 
+def wait_for_file(path: Path, timeout: float = 60) -> Path:
+    """``path`` once it exists: an epoch's progress line is printed just before its checkpoint is written."""
+    end = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < end, f"{path} never appeared"
+        time.sleep(0.02)
+    return path
+
+
 def worker_pids(tag: str, rank: int) -> list[int]:
     """The processes of the job tagged ``tag`` whose RANK is ``rank`` (torchrun's workers; a one-process job
     has no RANK: rank 0 is then the process itself)."""
@@ -168,6 +177,7 @@ def test_a_rank_killed_mid_epoch_restarts_the_job_which_resumes_its_last_checkpo
     job = Watched(["train", *LONG, "--out", "model", "--nproc", "2", "--max-restarts", "1", "--progress", "lines"],
                   tmp_path, {"SANAS_TEST_TAG": tag})
     job.wait_for("final epoch 1/3")
+    wait_for_file(tmp_path / "model" / "checkpoint.pt")
     time.sleep(0.5)  # inside epoch 2 (an epoch takes seconds)
     before = "".join(job.lines)
     pids = worker_pids(tag, 1)
@@ -176,7 +186,7 @@ def test_a_rank_killed_mid_epoch_restarts_the_job_which_resumes_its_last_checkpo
     out = job.finish()
     assert job.proc.returncode == 0, out[-4000:]
     assert "final epoch 2/3" not in before  # the kill landed inside epoch 2
-    assert "resuming" in out and "after epoch 1/3" in out, out[-4000:]
+    assert "resuming" in out and "1 of 3 epochs done" in out, out[-4000:]
     # lost less than one epoch: epoch 1 was not trained again, epoch 2 was
     assert out.count("final epoch 1/3") == 1 and out.count("final epoch 2/3") == 1, out[-4000:]
     record = json.loads((tmp_path / "model" / "model.json").read_text())
@@ -192,15 +202,16 @@ def test_a_checkpoint_of_one_world_size_resumes_at_another(tmp_path: Path, first
     job = Watched(["train", *LONG, "--out", "model", "--nproc", str(first), "--progress", "lines"], tmp_path,
                   {"SANAS_TEST_TAG": tag})
     job.wait_for("final epoch 1/3")
+    checkpoint = wait_for_file(tmp_path / "model" / "checkpoint.pt")
     for pid in worker_pids(tag, 0) + worker_pids(tag, 1):  # torchrun's workers have process groups of their own
         os.kill(pid, signal.SIGKILL)
     job.kill()  # the whole job, kill -9, during epoch 2
-    state = torch.load(tmp_path / "model" / "checkpoint.pt", weights_only=True)
+    state = torch.load(checkpoint, weights_only=True)
     assert state["epoch"] == 1
     again = sanas("train", *LONG, "--out", "model", "--nproc", str(then), "--resume", "--progress", "lines",
                   cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-4000:]
-    assert "after epoch 1/3" in again.stderr and "final epoch 1/3" not in again.stderr
+    assert "1 of 3 epochs done" in again.stderr and "final epoch 1/3" not in again.stderr
     record = json.loads((tmp_path / "model" / "model.json").read_text())
     assert [m["epoch"] for m in record["metrics"]] == [0, 1, 2]
     assert ("distributed" in record) == (then > 1)

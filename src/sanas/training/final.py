@@ -197,7 +197,7 @@ def train_final(tokens: Sequence[int], space: SearchSpace, data: TrainingData, r
         out.mkdir(parents=True, exist_ok=True)
         clean_stale_temporaries(out)  # left by a run killed while writing its checkpoint
     if resumed_from and progress != "none":
-        print(f"final: resuming {checkpoint} after epoch {resumed_from}/{math.ceil(recipe.retain_epoch)}",
+        print(f"final: resuming {checkpoint}: {resumed_from} of {math.ceil(recipe.retain_epoch)} epochs done",
               file=sys.stderr, flush=True)
     reporter = _Reporter(progress, "final", math.ceil(recipe.retain_epoch))
     with reporter:
