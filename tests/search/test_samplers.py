@@ -38,7 +38,7 @@ def diff_positions(a, b) -> int:
 
 def test_sa_moves_one_position_never_repeats_respects_the_budget_and_starts_at_init() -> None:
     space = get_space("DartsSpace")
-    sa = SANAS("DartsSpace", search_steps=60, save_checkpoint=None, max_params=BUDGET, seed=1)
+    sa = SANAS("DartsSpace", search_steps=60, save_checkpoint=None, max_params=BUDGET, seed=1, move="plain")
     history = run(sa)
     trials = sa.study.get_trials(states=[TrialState.COMPLETE])
     assert len(trials) == 60 and len(history) == 60
@@ -71,7 +71,7 @@ def test_same_seed_same_search_and_another_seed_another() -> None:
 def test_infeasible_init_is_skipped_not_evaluated() -> None:
     space = get_space("DartsSpace")
     budget = space.count_params(space.init_tokens()) - 1
-    history = run(SANAS(space, search_steps=5, save_checkpoint=None, max_params=budget))
+    history = run(SANAS(space, search_steps=5, save_checkpoint=None, max_params=budget, move="plain"))
     assert all(space.count_params(t) <= budget for _, t, _ in history)
     assert diff_positions(history[0][1], space.init_tokens()) == 1
 

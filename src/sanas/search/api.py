@@ -41,7 +41,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 from torch import nn
 
-from sanas.search.budget import parse_budget
+from sanas.search.budget import DEFAULT_FILL, DEFAULT_MOVE, Budget, BudgetFill, check_fill, check_move, parse_budget
 from sanas.search.chain import (
     CURVE_KEY,
     DEFAULT_INIT_TEMPERATURE,
@@ -124,6 +124,13 @@ class SANAS:
             parameters (``3770000``), or a string as on the CLI: ``"3.77M"``, ``"500k"``, ``"0.9x"`` (of the init
             tokens' count). PaddleSlim's ``MAX_PARAMS = 3.77`` (millions) is refused with that hint, and so is a
             budget below the space's smallest network.
+        max_macs: a budget of multiply-accumulates per example (``space.count_macs``), written the same way
+            (``"0.5x"`` of the init tokens' MACs); with ``max_params`` both hold.
+        move: ``"fill"`` (default): every candidate is repaired into the band ``[fill · budget, budget]``, a move
+            on one position compensated on the others (:class:`~sanas.search.budget.BudgetFill`), and a start
+            over the budget is the init tokens narrowed evenly into the band; ``"plain"``: PaddleSlim's
+            one-token move exactly, candidates anywhere under the budget. Without a budget both are plain.
+        fill: the band's lower edge as a fraction of the budget, in (0, 1] (default 0.95).
         sampler: a registered name (:data:`~sanas.search.samplers.SAMPLERS`: ``"sa"``, the default, ``"random"``,
             ``"evolution"``, ``"tpe"``), a :class:`TokenSampler`, or any Optuna sampler (wrapped in
             :class:`OptunaTokenSampler`).
@@ -155,6 +162,7 @@ class SANAS:
                  load_checkpoint: str | os.PathLike[str] | None = None, is_server: bool = True,
                  storage: str | BaseStorage | None = None, study_name: str = DEFAULT_STUDY_NAME,
                  constraint: Callable[[list[int]], bool] | None = None, max_params: int | float | str | None = None,
+                 max_macs: int | float | str | None = None, move: str = DEFAULT_MOVE, fill: float = DEFAULT_FILL,
                  sampler: str | BaseSampler | None = None, seed: int = 0,
                  max_try_times: int = DEFAULT_MAX_TRY_TIMES, heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
                  grace_period: float = DEFAULT_GRACE_PERIOD, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
@@ -168,8 +176,14 @@ class SANAS:
         self.connect_timeout = float(connect_timeout)
         init = self.space.validate(init_tokens) if init_tokens is not None else self.space.init_tokens()
         self.max_params = self._budget(max_params, init)
+        self.max_macs = parse_budget(max_macs, self.space.count_macs(init), "max_macs")
+        self.move, fill = check_move(move), check_fill(fill)
+        budgets = [Budget(name, cost, limit) for name, cost, limit in (
+            ("params", self.space.count_params, self.max_params), ("macs", self.space.count_macs, self.max_macs))
+            if limit is not None]
+        self.fill = BudgetFill(budgets, self.space.range_table(), fill) if budgets and self.move == "fill" else None
         self.sampler = self._make_sampler(sampler, init_temperature, reduce_rate, init, constraint,
-                                          self.max_params, seed, max_try_times)
+                                          budgets, seed, max_try_times)
         self._server: GrpcServer | None = None
         self._client_of: tuple[str, int] | None = None
         self._where = (f"{os.fspath(load_checkpoint if load_checkpoint is not None else save_checkpoint)}/"
@@ -232,20 +246,23 @@ class SANAS:
 
     def _make_sampler(self, sampler: str | BaseSampler | TokenSampler | None, init_temperature: float | str | None,
                       reduce_rate: float, init: list[int], constraint: Callable[[list[int]], bool] | None,
-                      max_params: int | None, seed: int, max_try_times: int) -> TokenSampler:
-        if max_params is not None:
+                      budgets: list[Budget], seed: int, max_try_times: int) -> TokenSampler:
+        if budgets:
             user = constraint
 
             def constraint(tokens: list[int]) -> bool:
-                return self.space.count_params(tokens) <= max_params and (user is None or bool(user(tokens)))
+                return all(b.cost(tokens) <= b.limit for b in budgets) and (user is None or bool(user(tokens)))
 
         return resolve_sampler(sampler, self.space.range_table(), init_tokens=init, constraint=constraint, seed=seed,
                                max_try_times=max_try_times, init_temperature=init_temperature,
-                               reduce_rate=reduce_rate)
+                               reduce_rate=reduce_rate, fill=self.fill)
 
     def settings(self) -> dict[str, Any]:
         """What a study records at creation and checks on every resume."""
-        return {**self.sampler.settings(), "max_params": self.max_params}
+        out = {**self.sampler.settings(), "max_params": self.max_params}
+        if self.max_macs is not None:  # absent without one: studies made before MAC budgets resume as they are
+            out["max_macs"] = self.max_macs
+        return out
 
     # --- the loop ---------------------------------------------------------------------------------------------
     @property

@@ -31,6 +31,7 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
+from sanas.search.budget import BudgetFill
 from sanas.search.chain import (
     DEFAULT_INIT_TEMPERATURE,
     DEFAULT_REDUCE_RATE,
@@ -133,7 +134,7 @@ class TokenSampler(BaseSampler):
 
     def __init__(self, range_table: Sequence[int], init_tokens: Sequence[int] | None = None,
                  constraint: Callable[[list[int]], bool] | None = None, seed: int = 0,
-                 max_try_times: int = DEFAULT_MAX_TRY_TIMES) -> None:
+                 max_try_times: int = DEFAULT_MAX_TRY_TIMES, fill: BudgetFill | None = None) -> None:
         self.range_table = [int(r) for r in range_table]
         if not self.range_table or min(self.range_table) < 1:
             raise ValueError(f"range_table must be a non-empty list of positive ints, got {list(range_table)}")
@@ -149,6 +150,12 @@ class TokenSampler(BaseSampler):
         self.constraint = constraint
         self.seed = int(seed)
         self.max_try_times = int(max_try_times)
+        if fill is not None and list(fill.range_table) != self.range_table:
+            raise ValueError(f"the budget fill's range_table {fill.range_table} does not match {self.range_table}")
+        #: Repairs every candidate into the budget band (see :class:`~sanas.search.budget.BudgetFill`); ``None``:
+        #: candidates anywhere under the budget, PaddleSlim's moves exactly.
+        self.fill = fill
+        self._start: Tokens | None = None
         self._replayer = ChainReplayer(*self.chain_params())
         self._fallback = RandomSampler(seed=seed)
         self._nonce = os.urandom(8).hex()
@@ -173,8 +180,11 @@ class TokenSampler(BaseSampler):
 
     def settings(self) -> dict[str, Any]:
         """The settings that define this search; a study refuses to resume with different ones."""
-        return {"sampler": type(self).__name__, "seed": self.seed, "max_try_times": self.max_try_times,
-                "init_tokens": None if self.init_tokens is None else list(self.init_tokens)}
+        out = {"sampler": type(self).__name__, "seed": self.seed, "max_try_times": self.max_try_times,
+               "init_tokens": None if self.init_tokens is None else list(self.init_tokens)}
+        if self.fill is not None:  # absent for plain moves: a study made before the band existed resumes as is
+            out["fill"] = self.fill.fill
+        return out
 
     # --- shared machinery -------------------------------------------------------------------------------------
     def chain(self, trials: Sequence[FrozenTrial]) -> ChainState:
@@ -186,15 +196,33 @@ class TokenSampler(BaseSampler):
         return self.constraint is None or bool(self.constraint(list(tokens)))
 
     def one_token_move(self, center: Tokens, rng: random.Random) -> Tokens:
-        """PaddleSlim's move: copy ``center``, redraw one uniformly chosen position uniformly (may keep its value)."""
+        """PaddleSlim's move: copy ``center``, redraw one uniformly chosen position uniformly (may keep its value);
+        with a budget fill, the other positions then compensate it (:meth:`repaired`)."""
         pos = rng.randrange(len(center))
         moved = list(center)
         moved[pos] = rng.randrange(self.range_table[pos])
-        return tuple(moved)
+        return self.repaired(tuple(moved), pos, rng)
 
     def random_tokens(self, rng: random.Random) -> Tokens:
-        """A uniformly random token vector."""
-        return tuple(rng.randrange(r) for r in self.range_table)
+        """A uniformly random token vector (repaired into the budget band with a budget fill)."""
+        return self.repaired(tuple(rng.randrange(r) for r in self.range_table), None, rng)
+
+    def repaired(self, tokens: Tokens, moved: int | None, rng: random.Random) -> Tokens:
+        """``tokens`` repaired into the budget band, position ``moved`` kept (as they are without a fill, or when
+        not even the narrowest network fits)."""
+        if self.fill is None:
+            return tokens
+        return self.fill.repair(tokens, moved, rng) or tokens
+
+    def start_tokens(self) -> Tokens | None:
+        """The first candidate: the init tokens, or — over a budget, with a budget fill — the init tokens repaired
+        into the band (every position narrowed in proportion: close to a uniform ratio), the same in every
+        worker."""
+        if self.init_tokens is None or self.fill is None or self.fill.fits(self.init_tokens):
+            return self.init_tokens
+        if self._start is None:
+            self._start = self.repaired(self.init_tokens, None, random.Random(f"{self.seed}:start"))
+        return self._start
 
     def propose(self, study: Study | None, trials: Sequence[FrozenTrial]) -> list[int]:
         """The next candidate given the study's ``trials``: feasible and never proposed before.
@@ -202,8 +230,9 @@ class TokenSampler(BaseSampler):
         Raises :class:`SearchExhausted` when ``max_try_times`` draws give nothing new and feasible.
         """
         seen = self.claims.claimed(trials)
-        if self.init_tokens is not None and self.init_tokens not in seen and self.feasible(self.init_tokens):
-            return list(self.init_tokens)
+        start = self.start_tokens()
+        if start is not None and start not in seen and self.feasible(start):
+            return list(start)
         # Crashed trials given back are not counted, so a crash (and its retry) leaves later proposals unchanged.
         n = len(trials) - self.claims.released
         rng = random.Random(f"{self.seed}:{n}")
@@ -267,11 +296,11 @@ class SimulatedAnnealingSampler(TokenSampler):
                  constraint: Callable[[list[int]], bool] | None = None, seed: int = 0,
                  max_try_times: int = DEFAULT_MAX_TRY_TIMES,
                  init_temperature: float | str = DEFAULT_INIT_TEMPERATURE, reduce_rate: float = DEFAULT_REDUCE_RATE,
-                 widen_when_stuck: bool = True) -> None:
+                 widen_when_stuck: bool = True, fill: BudgetFill | None = None) -> None:
         self.init_temperature = check_init_temperature(init_temperature)
         self.reduce_rate = check_reduce_rate(reduce_rate)
         self.widen_when_stuck = bool(widen_when_stuck)
-        super().__init__(range_table, init_tokens, constraint, seed, max_try_times)
+        super().__init__(range_table, init_tokens, constraint, seed, max_try_times, fill)
 
     def chain_params(self) -> tuple[float | str, float]:
         return self.init_temperature, self.reduce_rate
@@ -296,8 +325,8 @@ class SimulatedAnnealingSampler(TokenSampler):
 
     def _candidates(self, study: Study | None, trials: Sequence[FrozenTrial], rng: random.Random) -> Iterator[Tokens]:
         center = self.chain(trials).current_tokens
-        if center is None:  # nothing evaluated yet (init running elsewhere, or infeasible): move around init
-            center = self.init_tokens if self.init_tokens is not None else self.random_tokens(rng)
+        if center is None:  # nothing evaluated yet (the start running elsewhere, or infeasible): move around it
+            center = self.start_tokens() or self.random_tokens(rng)
         if not self.widen_when_stuck:
             while True:
                 yield self.one_token_move(center, rng)
@@ -329,7 +358,7 @@ class SimulatedAnnealingSampler(TokenSampler):
             if self.range_table[pos] > 1:
                 value = rng.randrange(self.range_table[pos] - 1)
                 moved[pos] = value + (value >= center[pos])
-        return tuple(moved)
+        return self.repaired(tuple(moved), None, rng)
 
 
 class RandomTokenSampler(TokenSampler):
@@ -358,13 +387,13 @@ class RegularizedEvolutionSampler(TokenSampler):
     def __init__(self, range_table: Sequence[int], init_tokens: Sequence[int] | None = None,
                  constraint: Callable[[list[int]], bool] | None = None, seed: int = 0,
                  max_try_times: int = DEFAULT_MAX_TRY_TIMES,
-                 population_size: int = 20, tournament_size: int = 5) -> None:
+                 population_size: int = 20, tournament_size: int = 5, fill: BudgetFill | None = None) -> None:
         if population_size < 1 or not 1 <= tournament_size <= population_size:
             raise ValueError(f"need population_size >= tournament_size >= 1, got {population_size}, "
                              f"{tournament_size}")
         self.population_size = int(population_size)
         self.tournament_size = int(tournament_size)
-        super().__init__(range_table, init_tokens, constraint, seed, max_try_times)
+        super().__init__(range_table, init_tokens, constraint, seed, max_try_times, fill)
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "population_size": self.population_size,
@@ -399,9 +428,9 @@ class OptunaTokenSampler(TokenSampler):
 
     def __init__(self, sampler: BaseSampler, range_table: Sequence[int], init_tokens: Sequence[int] | None = None,
                  constraint: Callable[[list[int]], bool] | None = None, seed: int = 0,
-                 max_try_times: int = DEFAULT_MAX_TRY_TIMES) -> None:
+                 max_try_times: int = DEFAULT_MAX_TRY_TIMES, fill: BudgetFill | None = None) -> None:
         self.wrapped = sampler
-        super().__init__(range_table, init_tokens, constraint, seed, max_try_times)
+        super().__init__(range_table, init_tokens, constraint, seed, max_try_times, fill)
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "wrapped": type(self.wrapped).__name__}
@@ -420,7 +449,7 @@ class OptunaTokenSampler(TokenSampler):
             for name, dist in space.items():
                 if name not in params:
                     params[name] = self.wrapped.sample_independent(study, provisional, name, dist)
-            yield tuple(int(params[param_name(i)]) for i in range(len(self.range_table)))
+            yield self.repaired(tuple(int(params[param_name(i)]) for i in range(len(self.range_table))), None, rng)
         while True:
             yield self.random_tokens(rng)
 
@@ -447,7 +476,7 @@ def make_sampler(name: str, range_table: Sequence[int], init_tokens: Sequence[in
                  constraint: Callable[[list[int]], bool] | None = None, seed: int = 0,
                  max_try_times: int = DEFAULT_MAX_TRY_TIMES,
                  init_temperature: float | str = DEFAULT_INIT_TEMPERATURE,
-                 reduce_rate: float = DEFAULT_REDUCE_RATE) -> TokenSampler:
+                 reduce_rate: float = DEFAULT_REDUCE_RATE, fill: BudgetFill | None = None) -> TokenSampler:
     """The sampler registered as ``name`` (see :data:`SAMPLERS`); the temperature settings go to SA only.
 
     >>> type(make_sampler("tpe", [3, 3])).__name__, make_sampler("sa", [3, 3]).init_temperature
@@ -456,7 +485,7 @@ def make_sampler(name: str, range_table: Sequence[int], init_tokens: Sequence[in
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLERS)}")
     common: dict[str, Any] = {"init_tokens": init_tokens, "constraint": constraint, "seed": seed,
-                              "max_try_times": max_try_times}
+                              "max_try_times": max_try_times, "fill": fill}
     if name == "sa":
         common.update(init_temperature=init_temperature, reduce_rate=reduce_rate)
     return SAMPLERS[name](range_table, **common)
@@ -466,9 +495,10 @@ def resolve_sampler(sampler: str | TokenSampler | BaseSampler | None, range_tabl
                     init_tokens: Sequence[int] | None = None, constraint: Callable[[list[int]], bool] | None = None,
                     seed: int = 0, max_try_times: int = DEFAULT_MAX_TRY_TIMES,
                     init_temperature: float | str | None = None,
-                    reduce_rate: float = DEFAULT_REDUCE_RATE) -> TokenSampler:
+                    reduce_rate: float = DEFAULT_REDUCE_RATE, fill: BudgetFill | None = None) -> TokenSampler:
     """What ``SANAS(sampler=...)`` accepts, as a :class:`TokenSampler`: a registered name (``None``: the
-    default), a :class:`TokenSampler` (given ``constraint`` is attached to it), or any Optuna sampler (wrapped).
+    default), a :class:`TokenSampler` (given ``constraint`` and ``fill`` are attached to it unless it has its
+    own), or any Optuna sampler (wrapped).
 
     >>> type(resolve_sampler(None, [3, 3])).__name__, type(resolve_sampler(RandomSampler(), [3])).__name__
     ('SimulatedAnnealingSampler', 'OptunaTokenSampler')
@@ -484,9 +514,11 @@ def resolve_sampler(sampler: str | TokenSampler | BaseSampler | None, range_tabl
                              f"{list(range_table)}")
         if constraint is not None:
             sampler.constraint = constraint
+        if fill is not None and sampler.fill is None:
+            sampler.fill = fill
         return sampler
     common: dict[str, Any] = {"init_tokens": init_tokens, "constraint": constraint, "seed": seed,
-                              "max_try_times": max_try_times}
+                              "max_try_times": max_try_times, "fill": fill}
     if isinstance(sampler, BaseSampler):
         return OptunaTokenSampler(sampler, range_table, **common)
     name = DEFAULT_SAMPLER if sampler is None else sampler
