@@ -24,6 +24,7 @@ from rich.console import Console
 from sanas.network import GENOTYPES
 from sanas.runs.config import DATA_DEFAULTS, SEARCH_DEFAULTS, defaults_of
 from sanas.runs.worker import USER_ERRORS, user_error_text
+from sanas.search.budget import MOVES
 from sanas.search.chain import PADDLESLIM_INIT_TEMPERATURE, check_init_temperature
 from sanas.search.samplers import SAMPLERS
 from sanas.search.storage import DEFAULT_CONNECT_TIMEOUT
@@ -90,8 +91,8 @@ RECIPE_KEYS = {"retain_epoch": "retain_epoch", "batch_size": "batch_size", "lear
                "compile": "compile", "channels_last": "channels_last", "evaluation": "evaluation",
                "bn_batches": "bn_batches", "finetune_lr": "finetune_lr", "importance": "importance",
                "early_stop": "early_stop", "stop_checks": "stop_checks", "augment": "augment"}
-SEARCH_KEYS = ("sampler", "search_steps", "max_params", "init_temperature", "reduce_rate", "seed", "study_name",
-               "parent", "parent_epochs")
+SEARCH_KEYS = ("sampler", "search_steps", "max_params", "max_macs", "move", "fill", "init_temperature", "reduce_rate",
+               "seed", "study_name", "parent", "parent_epochs")
 
 
 def _count(minimum: int, what: str) -> Any:
@@ -548,6 +549,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"finished evaluations over all workers ({SEARCH_DEFAULTS['search_steps']})")
     g.add_argument("--max-params", help=f"budget: count (3770000, 3.77M) or ratio of the init model "
                                         f"(default: {SEARCH_DEFAULTS['max_params']})")
+    g.add_argument("--max-macs", help="MAC budget per example, written like --max-params (0.5x of the init "
+                                      "model's MACs); with --max-params both hold (default: none)")
+    g.add_argument("--move", choices=MOVES,
+                   help=f"fill: every candidate repaired into [fill × budget, budget], a move on one token "
+                        f"compensated on the others; plain: PaddleSlim's one-token move, candidates anywhere under "
+                        f"the budget (default: {SEARCH_DEFAULTS['move']})")
+    g.add_argument("--fill", type=float, help=f"the budget band's lower edge, a fraction of the budget in (0, 1] "
+                                  f"(default: {SEARCH_DEFAULTS['fill']})")
     g.add_argument("--init-temperature", type=_init_temperature, metavar="auto|T0",
                    help=f"SA temperature: auto (scale-free, from the reward differences seen) or a fixed T0 "
                         f"(PaddleSlim's: {PADDLESLIM_INIT_TEMPERATURE}) "

@@ -54,6 +54,12 @@ CASES = {
                                  [*SYNTHETIC, "--val-indices", "{tmp}/indices.txt"], "is outside the training set"),
     "budget below the smallest network": ([*SYNTHETIC, "--max-params", "10"], [*SYNTHETIC, "--max-params", "1.0x"],
                                           "below the smallest network of the space"),
+    "band edge 0": ([*SYNTHETIC, "--fill", "0"], [*SYNTHETIC, "--fill", "0.9"],
+                    "budget fill is 0.0, expected the band's lower edge as a fraction of the budget in (0, 1]"),
+    "band edge above the budget": ([*SYNTHETIC, "--fill", "1.2"], [*SYNTHETIC, "--fill", "1"],
+                                   "budget fill is 1.2, expected the band's lower edge"),
+    "MAC budget in millions": ([*SYNTHETIC, "--max-macs", "3.5"], [*SYNTHETIC, "--max-macs", "1.0x"],
+                               "max_macs is '3.5', which is not a whole number of MACs"),
 }
 
 

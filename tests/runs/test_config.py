@@ -95,3 +95,17 @@ def test_search_defaults_come_from_the_search_package_and_old_configs_keep_their
                               ("sampler", "annealing", "sampler is 'annealing'")]:
         with pytest.raises(ValueError, match=message):
             RunConfig.from_sources(overrides={"data": {"dataset": "synthetic"}, "search": {key: bad}})
+
+
+def test_a_config_saved_before_the_budget_band_resumes_with_plain_moves(tmp_path) -> None:
+    config = RunConfig.from_sources(overrides={"data": {"dataset": "synthetic"}})
+    assert (config.search["move"], config.search["fill"], config.search["max_macs"]) == ("fill", 0.95, None)
+    old = config.to_dict()
+    for key in ("move", "fill", "max_macs"):
+        del old["search"][key]  # a run directory made before these settings existed searched with plain moves
+    loaded = RunConfig.from_dict(old)
+    assert loaded.search["move"] == "plain"
+    with pytest.raises(ValueError, match=r"search\.move: 'plain' there, 'fill' now"):
+        config.check_matches(loaded, "run directory r")
+    RunConfig.from_sources(overrides={"data": {"dataset": "synthetic"}, "search": {"move": "plain"}}).check_matches(
+        loaded, "run directory r")

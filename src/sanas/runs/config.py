@@ -43,7 +43,7 @@ from typing import Any
 
 from sanas.atomic import atomic_write_text
 from sanas.search.api import SANAS
-from sanas.search.budget import parse_budget
+from sanas.search.budget import check_fill, check_move, parse_budget
 from sanas.search.chain import PADDLESLIM_INIT_TEMPERATURE, check_init_temperature, check_reduce_rate
 from sanas.search.samplers import DEFAULT_SAMPLER, SAMPLERS
 from sanas.spaces import DEFAULT_SPACE, SearchSpace, get_space
@@ -69,8 +69,8 @@ SEARCH_DEFAULTS: dict[str, Any] = {
     "sampler": DEFAULT_SAMPLER,  # SANAS(sampler=None) means this one
     **defaults_of(SANAS, "search_steps"),
     "max_params": "1.0x",  # a run always has a budget: by default, no larger than the init network
-    **defaults_of(SANAS, "init_temperature", "reduce_rate", "seed", "max_try_times", "study_name",
-                  "heartbeat_interval", "grace_period"),
+    **defaults_of(SANAS, "max_macs", "move", "fill", "init_temperature", "reduce_rate", "seed", "max_try_times",
+                  "study_name", "heartbeat_interval", "grace_period"),
     # The inherit evaluation: a trained parent (a `sanas train` folder); without one, the search first trains the
     # init tokens for parent_epochs epochs (from scratch, the [recipe]'s learning rate) into <run dir>/parent.
     "parent": None,
@@ -141,6 +141,8 @@ class RunConfig:
         config = cls(**{k: dict(raw.get(k, {})) for k in SECTIONS})
         if "init_temperature" in config.search and config.search["init_temperature"] is None:
             config.search["init_temperature"] = PADDLESLIM_INIT_TEMPERATURE  # saved before "auto", when None was 1.0
+        if config.search and "move" not in config.search:  # saved before the budget band: PaddleSlim's moves
+            config.search.update(move="plain", fill=SEARCH_DEFAULTS["fill"], max_macs=None)
         config.validate()
         return config
 
@@ -199,6 +201,9 @@ class RunConfig:
                 raise ValueError(f"max_params is {self.search.get('max_params')!r} ({budget:,} params), below the "
                                  f"smallest network of the space ({smallest:,} params, every token 0); expected "
                                  f"at least {smallest:,}")
+        parse_budget(self.search.get("max_macs"), 1, "max_macs")
+        check_move(self.search.get("move"))
+        check_fill(self.search.get("fill"))
         self.build_recipe()
         if self.search.get("sampler") not in SAMPLERS:
             raise ValueError(f"sampler is {self.search.get('sampler')!r}, expected one of {', '.join(SAMPLERS)}")

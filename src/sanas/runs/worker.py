@@ -119,7 +119,8 @@ def open_search(config: RunConfig | None, run_dir: Path | None, *, storage: str 
     sa = SANAS(space, server_addr=server_addr, is_server=is_server, storage=storage,
                save_checkpoint=run_dir if storage is None and not (server_addr and not is_server) else None,
                study_name=study_name or s["study_name"], search_steps=s["search_steps"],
-               max_params=config.budget(space), sampler=s["sampler"], init_temperature=s["init_temperature"],
+               max_params=config.budget(space), max_macs=s["max_macs"], move=s["move"], fill=s["fill"],
+               sampler=s["sampler"], init_temperature=s["init_temperature"],
                reduce_rate=s["reduce_rate"], seed=s["seed"], max_try_times=s["max_try_times"],
                heartbeat_interval=s["heartbeat_interval"], grace_period=s["grace_period"],
                connect_timeout=connect_timeout)
