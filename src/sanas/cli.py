@@ -92,7 +92,7 @@ RECIPE_KEYS = {"retain_epoch": "retain_epoch", "batch_size": "batch_size", "lear
                "bn_batches": "bn_batches", "finetune_lr": "finetune_lr", "importance": "importance",
                "early_stop": "early_stop", "stop_checks": "stop_checks", "augment": "augment"}
 SEARCH_KEYS = ("sampler", "search_steps", "max_params", "max_macs", "move", "fill", "init_temperature", "reduce_rate",
-               "seed", "study_name", "parent", "parent_epochs")
+               "seed", "study_name", "parent", "parent_epochs", "finalists", "finalist_epochs")
 
 
 def _count(minimum: int, what: str) -> Any:
@@ -258,10 +258,11 @@ def _study_trials(run_dir: Path | None, storage: str | None, server_addr: tuple[
 
 def _report(run_dir: Path | None, args: argparse.Namespace) -> Any:
     from sanas.report.search import build_report
+    from sanas.runs.finalists import read_finalists
 
     trials, config = _study_trials(run_dir, getattr(args, "storage", None), getattr(args, "server_addr", None),
                                    getattr(args, "study_name", None))
-    return build_report(trials, config.build_space(), config)
+    return build_report(trials, config.build_space(), config, read_finalists(run_dir) if run_dir else None)
 
 
 def _write_report(run_dir: Path, args: argparse.Namespace, console: Console, out: Path | None = None) -> None:
@@ -275,6 +276,7 @@ def _write_report(run_dir: Path, args: argparse.Namespace, console: Console, out
 
 
 def cmd_search(args: argparse.Namespace, console: Console) -> int:
+    from sanas.runs.finalists import finalists_stage
     from sanas.runs.launcher import launch_workers
     from sanas.runs.worker import (
         Interrupted,
@@ -332,6 +334,13 @@ def cmd_search(args: argparse.Namespace, console: Console) -> int:
     except (Interrupted, KeyboardInterrupt):
         print(f"sanas search: interrupted; the pending candidate is recorded as failed. Rerun the same command to "
               f"resume {run_dir}.", file=sys.stderr)
+        return 130
+    try:
+        finalists_stage(config, run_dir, storage=args.storage, study_name=args.study_name, device=args.device,
+                        progress=args.progress)
+    except KeyboardInterrupt:
+        print(f"sanas search: interrupted while fine-tuning the finalists; the finished ones are kept. Rerun the same "
+              f"command to resume {run_dir}.", file=sys.stderr)
         return 130
     if not args.no_report:
         # Read the study where it lives (the run directory or --storage): with --server-addr this process was the
@@ -410,11 +419,18 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     if tokens is None:
         if run_dir is None:
             raise CLIError("give --token, or --run-dir of a search to train its best candidate")
-        best = _report(run_dir, args).best
-        if best is None:
+        report = _report(run_dir, args)
+        if report.chosen is not None:
+            tokens = report.chosen["tokens"]
+            console.print(f"training the search's chosen candidate (the best of its finalists): tokens {tokens}")
+        elif report.best is None:
             raise CLIError(f"{run_dir} has no finished feasible candidate to train; pass --token")
-        tokens = best.tokens
-        console.print(f"training the search's best candidate: tokens {tokens}")
+        else:
+            if report.finalists and report.finalists.get("finalists"):
+                raise CLIError(f"{run_dir}'s finalists are not all fine-tuned yet: rerun sanas search on it to finish "
+                               f"them, or pass --token")
+            tokens = report.best.tokens
+            console.print(f"training the search's best candidate: tokens {tokens}")
     tokens = space.validate(tokens)
     out = Path(args.out) if args.out else (run_dir / "final" if run_dir else Path("final"))
     parent = None
@@ -568,6 +584,12 @@ def build_parser() -> argparse.ArgumentParser:
                                     "without it the init tokens are trained first into RUN/parent")
     g.add_argument("--parent-epochs", type=int, help=f"epochs of that parent training when no --parent is given "
                                                      f"({SEARCH_DEFAULTS['parent_epochs']})")
+    g.add_argument("--finalists", type=int,
+                   help=f"--evaluation inherit: when the search is done, fine-tune its N best candidates "
+                        f"--finalist-epochs each and choose the best of them ({SEARCH_DEFAULTS['finalists']}; 0 = "
+                        f"the search's best)")
+    g.add_argument("--finalist-epochs", type=float,
+                   help=f"fine-tuning epochs per finalist ({SEARCH_DEFAULTS['finalist_epochs']:g})")
     add_join_arguments(p)
     p.add_argument("--workers", type=int, default=1, help="local worker processes (one per GPU when GPUs exist)")
     p.add_argument("--progress", **progress)

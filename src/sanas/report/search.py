@@ -21,6 +21,7 @@ from rich.text import Text
 
 from sanas.atomic import atomic_write_bytes, atomic_write_text
 from sanas.runs.config import SEARCH_DEFAULTS, RunConfig
+from sanas.runs.finalists import chosen
 from sanas.search.chain import (
     FAIL_REASON_KEY,
     STATUS_KEY,
@@ -64,6 +65,13 @@ class SearchReport:
     candidates: list[Candidate]
     chain: list[dict[str, Any]] = field(default_factory=list)  # per evaluation: k, trial, reward, T, current, best
     search_steps: int = 0
+    #: ``RUN/finalists.json`` (see :mod:`sanas.runs.finalists`), when the search has a finalists stage.
+    finalists: dict[str, Any] | None = None
+
+    @property
+    def chosen(self) -> dict[str, Any] | None:
+        """The finalist with the best fine-tuned reward, once every finalist is done (else ``None``)."""
+        return chosen(self.finalists)
 
     @property
     def complete(self) -> list[Candidate]:
@@ -109,8 +117,10 @@ def _state(trial: FrozenTrial) -> str:
     return {TrialState.COMPLETE: "complete", TrialState.RUNNING: "running"}.get(trial.state, "failed")
 
 
-def build_report(trials: Sequence[FrozenTrial], space: SearchSpace, config: RunConfig) -> SearchReport:
-    """Summarise a study's trials (from ``study.get_trials()``) for ``space`` under ``config``."""
+def build_report(trials: Sequence[FrozenTrial], space: SearchSpace, config: RunConfig,
+                 finalists: dict[str, Any] | None = None) -> SearchReport:
+    """Summarise a study's trials (from ``study.get_trials()``) for ``space`` under ``config``, with the record of
+    its finalists stage if there is one (:func:`sanas.runs.finalists.read_finalists`)."""
     budget = config.budget(space)
     search = {**SEARCH_DEFAULTS, **config.search}  # a run saved by an older sanas may lack newer settings
     real = [t for t in trials if t.system_attrs.get(STATUS_KEY) not in VOID_STATUSES and trial_tokens(t) is not None]
@@ -148,7 +158,7 @@ def build_report(trials: Sequence[FrozenTrial], space: SearchSpace, config: RunC
     order = {row["trial"]: i for i, row in enumerate(chain_rows)}
     ordered = sorted(candidates.values(), key=lambda c: (order.get(c.trial, len(order)), c.trial))
     return SearchReport(config.to_dict(), budget, space.init_tokens(), space.count_params(space.init_tokens()),
-                        ordered, chain_rows, int(search["search_steps"]))
+                        ordered, chain_rows, int(search["search_steps"]), finalists)
 
 
 def _pct(value: float, base: float) -> str:
@@ -176,6 +186,7 @@ def headline(report: SearchReport) -> list[str]:
                      f"evaluated and there is no baseline reward.")
     else:
         lines.append("The init tokens have no finished evaluation, so there is no baseline reward.")
+    lines += _finalist_lines(report)
     recipe = report.config.get("recipe", {})
     epochs = recipe.get("retain_epoch")
     if recipe.get("evaluation") == "inherit":
@@ -194,6 +205,21 @@ def headline(report: SearchReport) -> list[str]:
             reasons[key] = reasons.get(key, 0) + 1
         lines.append("Failed: " + ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())) + ".")
     return lines
+
+
+def _finalist_lines(report: SearchReport) -> list[str]:
+    record = report.finalists
+    if not record or not record.get("finalists"):
+        return []
+    finalists, epochs = record["finalists"], record["settings"]["epochs"]
+    done = [f for f in finalists if f.get("done")]
+    pick = report.chosen
+    if pick is None:
+        return [f"Finalists: {len(done)} of {len(finalists)} fine-tuned {epochs:g} epoch(s) so far."]
+    rank = finalists.index(pick) + 1
+    return [f"Chosen: trial {pick['trial']}, tokens {pick['tokens']}, reward {pick['reward']:.4f} after {epochs:g} "
+            f"epoch(s) of fine-tuning, {pick.get('params', 0):,} params — the best of the {len(finalists)} best "
+            f"screened candidates (it screened #{rank}); `sanas train` fine-tunes it."]
 
 
 def _row(c: Candidate, report: SearchReport) -> list[str]:
@@ -227,6 +253,14 @@ def _markdown(report: SearchReport, top_k: int) -> str:
     out.write(f"\n## Top {top_k} candidates\n\n| " + " | ".join(HEADER) + " |\n|" + "---|" * len(HEADER) + "\n")
     for c in report.top(top_k):
         out.write("| " + " | ".join(_row(c, report)) + " |\n")
+    if report.finalists and report.finalists.get("finalists"):
+        epochs = report.finalists["settings"]["epochs"]
+        out.write(f"\n## Finalists (fine-tuned {epochs:g} epoch(s) each)\n\n| screen rank | trial | tokens | params | "
+                  f"screening reward | fine-tuned reward | seconds |\n|---:|---:|---|---:|---:|---:|---:|\n")
+        for i, f in enumerate(report.finalists["finalists"], 1):
+            reward = ("failed" if "failed" in f else "—" if f.get("reward") is None else f"{f['reward']:.4f}")
+            out.write(f"| {i} | {f['trial']} | {' '.join(map(str, f['tokens']))} | {f.get('params', 0):,} | "
+                      f"{f['screen_reward']:.4f} | {reward} | {f.get('seconds', '')} |\n")
     if report.failed:
         out.write("\n## Failed candidates\n\n| trial | tokens | reason |\n|---|---|---|\n")
         for c in report.failed:

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from sanas.atomic import atomic_write_text
+from sanas.runs.finalists import DEFAULT_FINALIST_EPOCHS, DEFAULT_FINALISTS, check_finalists
 from sanas.search.api import SANAS
 from sanas.search.budget import check_fill, check_move, parse_budget
 from sanas.search.chain import PADDLESLIM_INIT_TEMPERATURE, check_init_temperature, check_reduce_rate
@@ -75,6 +76,10 @@ SEARCH_DEFAULTS: dict[str, Any] = {
     # init tokens for parent_epochs epochs (from scratch, the [recipe]'s learning rate) into <run dir>/parent.
     "parent": None,
     "parent_epochs": 30,
+    # The inherit evaluation: the best `finalists` screened candidates fine-tuned `finalist_epochs` each at the end
+    # (sanas.runs.finalists).
+    "finalists": DEFAULT_FINALISTS,
+    "finalist_epochs": DEFAULT_FINALIST_EPOCHS,
 }
 
 
@@ -143,6 +148,8 @@ class RunConfig:
             config.search["init_temperature"] = PADDLESLIM_INIT_TEMPERATURE  # saved before "auto", when None was 1.0
         if config.search and "move" not in config.search:  # saved before the budget band: PaddleSlim's moves
             config.search.update(move="plain", fill=SEARCH_DEFAULTS["fill"], max_macs=None)
+        if config.search and "finalists" not in config.search:  # saved before finalists: the screening's best
+            config.search.update(finalists=0, finalist_epochs=SEARCH_DEFAULTS["finalist_epochs"])
         config.validate()
         return config
 
@@ -204,6 +211,7 @@ class RunConfig:
         parse_budget(self.search.get("max_macs"), 1, "max_macs")
         check_move(self.search.get("move"))
         check_fill(self.search.get("fill"))
+        check_finalists(self.search.get("finalists"), self.search.get("finalist_epochs"))
         self.build_recipe()
         if self.search.get("sampler") not in SAMPLERS:
             raise ValueError(f"sampler is {self.search.get('sampler')!r}, expected one of {', '.join(SAMPLERS)}")

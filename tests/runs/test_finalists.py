@@ -1,0 +1,129 @@
+"""Finalists: the search screens cheaply, then fine-tunes its few best and chooses among them."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from sanas.cli import main
+from sanas.runs.finalists import FINALISTS_FILE, check_finalists, chosen, pick_finalists
+from sanas.search.chain import STATUS_KEY, STOPPED, TOKENS_KEY
+
+
+def trial(number: int, tokens: list[int], reward: float, stopped: bool = False) -> optuna.trial.FrozenTrial:
+    t = create_trial(state=TrialState.COMPLETE, value=reward, params={"t0": tokens[0]},
+                     distributions={"t0": IntDistribution(0, 9)}, user_attrs={TOKENS_KEY: tokens},
+                     system_attrs={STATUS_KEY: STOPPED} if stopped else {})
+    t.number = number
+    t.datetime_complete = datetime(2026, 1, 1) + timedelta(seconds=number)
+    return t
+
+
+def test_finalists_are_the_best_distinct_unstopped_evaluations_in_reward_order() -> None:
+    trials = [trial(0, [5], 0.70), trial(1, [4], 0.80), trial(2, [3], 0.95, stopped=True), trial(3, [2], 0.80),
+              trial(4, [1], 0.60)]
+    picked = pick_finalists(trials, 3)
+    assert [f["trial"] for f in picked] == [1, 3, 0]  # 0.80 (earlier first), 0.80, 0.70; the stopped 0.95 is partial
+    assert picked[0] == {"trial": 1, "tokens": [4], "screen_reward": 0.80}
+    assert len(pick_finalists(trials, 10)) == 4
+
+
+def test_the_choice_waits_for_every_finalist_and_skips_failed_ones() -> None:
+    record = {"settings": {"epochs": 1.0}, "finalists": [
+        {"trial": 1, "tokens": [4], "screen_reward": 0.8, "reward": 0.81, "done": True},
+        {"trial": 3, "tokens": [2], "screen_reward": 0.8, "reward": None}]}
+    assert chosen(record) is None
+    record["finalists"][1].update(reward=0.84, done=True)
+    assert chosen(record)["trial"] == 3
+    record["finalists"][1].update(reward=None, failed="out of memory")
+    assert chosen(record)["trial"] == 1
+    assert chosen(None) is None and chosen({"finalists": []}) is None
+
+
+@pytest.mark.parametrize(("count", "epochs", "message"), [(-1, 1.0, "finalists is -1"), (2.5, 1.0, "finalists is 2.5"),
+                                                         (2, 0, "finalist_epochs is 0"),
+                                                         (2, float("inf"), "finalist_epochs is inf")])
+def test_bad_finalist_settings_name_the_value(count: object, epochs: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        check_finalists(count, epochs)
+
+
+TINY = """
+[space]
+name = "PlainCNNSpace"
+layers = 3
+filter_num = [4, 8, 12, 16]
+stem_channels = 8
+
+[data]
+dataset = "synthetic"
+channels = 1
+train_size = 160
+test_size = 40
+
+[recipe]
+evaluation = "inherit"
+retain_epoch = 0
+batch_size = 16
+cutout = 0
+device = "cpu"
+bn_batches = 3
+
+[search]
+search_steps = 6
+max_params = "0.8x"
+parent_epochs = 2
+finalists = 2
+finalist_epochs = 0.5
+"""
+
+
+@pytest.mark.slow
+def test_a_search_screens_then_fine_tunes_its_finalists_and_train_takes_the_chosen_one(tmp_path, capsys) -> None:
+    run = tmp_path / "run"
+    (tmp_path / "c.toml").write_text(TINY)
+    search = ["search", "--config", str(tmp_path / "c.toml"), "--run-dir", str(run), "--progress", "none"]
+    assert main(search) == 0
+    record = json.loads((run / FINALISTS_FILE).read_text())
+    candidates = [json.loads(p.read_text()) for p in (run / "candidates").glob("trial-*.json")]
+    assert len(candidates) == 6 and all(c["epochs"] == 0 for c in candidates)  # screening: BatchNorm only
+    best_two = sorted(candidates, key=lambda c: (-c["reward"], c["trial"]))[:2]
+    assert [f["trial"] for f in record["finalists"]] == [c["trial"] for c in best_two]
+    assert all(f["done"] and f["epochs"] == pytest.approx(0.5, abs=0.07) for f in record["finalists"])
+    pick = max(record["finalists"], key=lambda f: f["reward"])
+    report = (run / "report" / "report.md").read_text()
+    assert "## Finalists" in report and f"Chosen: trial {pick['trial']}" in report
+    capsys.readouterr()
+
+    # a rerun trains no finalist again
+    before = (run / FINALISTS_FILE).read_text()
+    assert main(search) == 0
+    assert (run / FINALISTS_FILE).read_text() == before
+
+    # an interrupted stage resumes: the finished finalist is kept, the other is trained
+    record["finalists"][1] = {k: record["finalists"][1][k] for k in ("trial", "tokens", "screen_reward")}
+    (run / FINALISTS_FILE).write_text(json.dumps(record))
+    assert main(search) == 0
+    again = json.loads((run / FINALISTS_FILE).read_text())
+    assert again["finalists"][0] == record["finalists"][0] and again["finalists"][1]["done"]
+
+    capsys.readouterr()
+    assert main(["train", "--run-dir", str(run), "--retain-epoch", "1", "--no-onnx", "--progress", "none"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    pick = max(again["finalists"], key=lambda f: f["reward"])
+    assert f"chosen candidate (the best of its finalists): tokens {' '.join(str(pick['tokens']).split())}" in out
+    assert json.loads((run / "final" / "model.json").read_text())["tokens"] == pick["tokens"]
+
+
+def test_finalists_need_a_finished_search(tmp_path: Path) -> None:
+    from sanas.runs.config import RunConfig
+    from sanas.runs.finalists import finalists_stage
+
+    config = RunConfig.from_sources(overrides={"data": {"dataset": "synthetic"}, "recipe": {"evaluation": "scratch"}})
+    assert finalists_stage(config, tmp_path) is None  # scratch searches have no finalists stage
