@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 __all__ = ["DEFAULT_SPACE", "SPACES", "CellWidthSpace", "SearchSpace", "get_space", "positive_int", "register_space",
-           "space_from_config", "tag_network"]
+           "space_from_config", "tag_network", "uniform_tokens"]
 
 
 class SearchSpace(ABC):
@@ -56,6 +56,11 @@ class SearchSpace(ABC):
         """
         raise NotImplementedError(f"{self.name or type(self).__name__} cannot build a child from a trained parent "
                                   f"(no weight inheritance for this space); use the scratch evaluation")
+
+    def token_widths(self) -> list[list[int]]:
+        """The width choices of each token, narrow to wide (what a uniform ratio scales); spaces whose tokens are
+        not widths raise ``NotImplementedError``."""
+        raise NotImplementedError(f"{self.name}'s tokens are not channel widths: it has no uniform-width child")
 
     def trained_parent(self) -> nn.Module | None:
         """The trained network this space was made from, when it holds one (:class:`~sanas.spaces.ModelSpace`):
@@ -142,6 +147,37 @@ class CellWidthSpace(SearchSpace):
     def widths(self, tokens: Sequence[int]) -> list[int]:
         """Channel width of each cell."""
         return [self.filter_num[t] for t in self.validate(tokens)]
+
+    def token_widths(self) -> list[list[int]]:
+        return [list(self.filter_num) for _ in range(self.layers)]
+
+
+def uniform_tokens(space: SearchSpace, max_params: int) -> list[int]:
+    """The uniform-width child: every token's width scaled by one ratio ``r`` of the init tokens' widths (each
+    the widest choice not above ``r`` × its init width, the narrowest at least), ``r`` the largest whose network
+    has at most ``max_params`` parameters — the trivial answer a width search has to beat.
+
+    >>> from sanas.spaces import get_space
+    >>> space = get_space("DartsSpace", layers=5, filter_num=[4, 8, 12, 16, 24, 32, 48, 64], init_channels=8)
+    >>> space.widths(space.init_tokens()), space.widths(uniform_tokens(space, 30000))
+    ([8, 16, 16, 32, 32], [4, 12, 12, 24, 24])
+    """
+    choices, init = space.token_widths(), space.init_tokens()
+    base = [c[t] for c, t in zip(choices, init, strict=True)]
+
+    def at(r: float) -> list[int]:
+        return [max([j for j, w in enumerate(c) if w <= r * b] or [0]) for c, b in zip(choices, base, strict=True)]
+
+    if space.count_params(at(0.0)) > max_params:
+        raise ValueError(f"max_params is {max_params:,}, below the narrowest uniform child of {space.name} "
+                         f"({space.count_params(at(0.0)):,} parameters)")
+    lo, hi = 0.0, max(max(c) / b for c, b in zip(choices, base, strict=True))
+    if space.count_params(at(hi)) <= max_params:
+        return at(hi)
+    for _ in range(50):  # the count is a step function of r: bisect to well below the narrowest step
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if space.count_params(at(mid)) <= max_params else (lo, mid)
+    return at(lo)
 
 
 SPACES: dict[str, Callable[..., SearchSpace]] = {}

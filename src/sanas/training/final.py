@@ -304,3 +304,20 @@ def load_model(out_dir: str | Path) -> torch.nn.Module:
     net.load_state_dict(weights)
     net.sanas_info = info  # model.json: metrics, test accuracy, params (what a fine-tuned child is compared with)
     return net.eval()
+
+
+#: The final fine-tune from the parent, as a fraction of the parent's own training epochs (``sanas train`` in
+#: inherit mode without ``--retain-epoch``). Chosen from the measured curve of ``benchmarks/final_curve.py``.
+DEFAULT_FINAL_FRACTION = 0.25
+
+
+def final_epochs(parent_epochs: float, fraction: float = DEFAULT_FINAL_FRACTION) -> int:
+    """Epochs of the final fine-tune from a parent trained ``parent_epochs`` epochs: ``fraction`` of them, rounded
+    up, at least one.
+
+    >>> final_epochs(24), final_epochs(600), final_epochs(2)
+    (6, 150, 1)
+    """
+    if not parent_epochs > 0:
+        raise ValueError(f"parent_epochs is {parent_epochs!r}, expected the parent's training epochs (> 0)")
+    return max(1, math.ceil(fraction * parent_epochs))
