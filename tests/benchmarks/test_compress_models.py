@@ -1,8 +1,7 @@
-"""The ModelSpace compression benchmark (benchmarks/compress_models.py): its harness, and the committed numbers."""
+"""The compression benchmark (benchmarks/compress_models.py): its networks, its harness, and the committed runs."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -14,57 +13,93 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import compress_models as cm  # noqa: E402
+from harness import PassMeter, provenance  # noqa: E402
 from sanas.spaces import ModelSpace  # noqa: E402
-from sanas.training import prepare_data  # noqa: E402
+from sanas.training import Recipe, Trainer, prepare_data  # noqa: E402
 
 
-def test_the_search_starts_from_the_widest_network_that_fits():
-    space = ModelSpace(cm.ResNet20(), example_input=[1, 32, 32], granularity="stage", ratio_step=0.0625)
-    budget = int(0.7 * space.count_params(space.init_tokens()))
-    tokens = cm.start_tokens(space, budget)
-    assert space.count_params(tokens) <= budget
-    for i, r in enumerate(space.range_table()):  # no single token can grow any further
-        if tokens[i] + 1 < r:
-            assert space.count_params([*tokens[:i], tokens[i] + 1, *tokens[i + 1:]]) > budget
+@pytest.mark.parametrize("name", list(cm.MODELS))
+def test_every_network_is_a_model_space_whose_counts_match_the_network(name: str) -> None:
+    torch.manual_seed(0)
+    net = cm.MODELS[name]()
+    space = ModelSpace(net, example_input=[1, 32, 32])
+    assert space.count_params(space.init_tokens()) == cm.params(net)
+    assert space.count_macs(space.init_tokens()) == cm.macs(net)
+    child = space.inherit(net, [1] * len(space.range_table()))
+    assert child(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
 
 
-def test_pruned_networks_are_fine_tuned_like_sanas_children():
+def test_the_pass_meter_charges_training_bn_evaluation_and_teacher_passes() -> None:
+    torch.manual_seed(0)
+    parent = cm.ResNet20().eval()
+    data = prepare_data("synthetic", train_size=64, test_size=16, channels=1, val_fraction=0.25)
+    train, val = len(data.train_indices), len(data.val_indices)
+    recipe = Recipe(evaluation="inherit", retain_epoch=1, batch_size=16, bn_batches=2, distill=0.5, device="cpu")
+    meter = PassMeter()
+    with meter.active():
+        trainer = Trainer(cm.FixedNet(parent), [0], data, recipe, parent=parent)
+        trainer.reestimate_bn(recipe.bn_batches)
+        trainer.run_epoch()  # trains one epoch, then scores the held-out split
+    steps = recipe.steps_per_epoch(train)
+    assert meter.train == train
+    # BatchNorm batches, the held-out evaluation, and the teacher's forward on every training image
+    assert meter.forward == 2 * 16 + val + train
+    assert meter.epochs(train) == pytest.approx((train + (32 + val + train) / 3) / train)
+    assert steps == trainer.steps_done
+    # outside the meter, nothing is counted
+    trainer.run_epoch()
+    assert meter.train == train
+
+
+def test_pruned_networks_get_the_final_fine_tune_of_every_method(tmp_path: Path) -> None:
     torch.manual_seed(0)
     parent = cm.MobileNetV2().eval()
     data = prepare_data("synthetic", train_size=64, test_size=16, channels=1)
-    args = argparse.Namespace(final_epochs=1, final_lr=0.02, bn_batches=2, batch_size=16, stop_checks=2)
-    out = cm.finetune(cm.FixedNet(parent), [0], parent, data, 0, args)
-    assert out["params"] == cm.params(parent) and out["final_epochs"] == 1.0 and 0 <= out["test_top1"] <= 1
+    out = cm.finetune(cm.FixedNet(parent), [0], parent, data, 0, 1, tmp_path / "final")
+    assert out["params"] == cm.params(parent) and 0 <= out["test_top1"] <= 1
+    assert out["final"]["train_images"] >= len(data.train_indices) and out["final"]["forward_images"] > 0
+    assert (tmp_path / "final" / "model.json").exists()
 
 
-def test_torch_pruning_baseline_fits_the_budget():
+def test_torch_pruning_baseline_fits_the_budget() -> None:
     parent = cm.ResNet20().eval()
     budget = int(0.7 * cm.params(parent))
     pruned, ratio = cm.tp_prune(parent, budget, global_pruning=False)
     assert cm.params(pruned) <= budget and 0 < ratio < 0.5 and pruned(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("stem", ["compress_models", "compress_models_0.4"])
-def test_committed_results_hold_together(stem):
-    results = json.loads((BENCHMARKS / "data" / f"{stem}.json").read_text())
-    settings = results["settings"]
-    assert results["torch_pruning"] == "1.6.1" and set(results["models"]) == set(cm.MODELS)
-    table = (BENCHMARKS / "data" / f"{stem}.md").read_text()
-    for name, model in results["models"].items():
+def test_provenance_names_the_commit_and_the_dirty_files_with_repository_paths() -> None:
+    record = provenance("benchmarks/compress_models.py", {"work_dir": BENCHMARKS / "results" / "x"})
+    assert record["settings"]["work_dir"] == "benchmarks/results/x"
+    assert isinstance(record["dirty"], list) and record["git_commit"]
+
+
+def committed_runs() -> list[Path]:
+    return sorted((BENCHMARKS / "data" / "compress_models_runs").glob("*/*x/seed-*.json"))
+
+
+def test_committed_runs_hold_together() -> None:
+    """Every committed run record: within its budget, counts that match the networks, costs that add up, and the
+    table rows of finished runs in the committed tables."""
+    for path in committed_runs():
+        run = json.loads(path.read_text())
+        name, ratio = path.parent.parent.name, float(path.parent.name.rstrip("x"))
+        parent = json.loads((path.parent.parent / "parent.json").read_text())
         net = cm.MODELS[name]()
-        parent = model["parent"]
-        assert parent["params"] == cm.params(net) and parent["macs"] == cm.macs(net)
-        space = ModelSpace(net, example_input=[1, 32, 32], granularity=settings["granularity"],
-                           ratio_step=settings["ratio_step"])
-        assert len(model["seeds"]) == 3
-        for st in model["seeds"]:
-            assert st["budget"] == int(settings["budget_ratio"] * parent["params"])
-            for method in cm.METHODS:
-                assert st[method]["params"] <= st["budget"] and 0.5 < st[method]["test_top1"] <= 1
-            tokens = st["sanas"]["tokens"]
-            assert space.count_params(tokens) == st["sanas"]["params"]
-            assert space.count_macs(tokens) == st["sanas"]["macs"]
-            log = st["search"]["log"]
-            assert len(log) == settings["candidates"] and all(r["params"] <= st["budget"] for r in log)
-            assert st["sanas"]["search_epochs"] == pytest.approx(sum(r["epochs"] for r in log))
-            assert f"{100 * st['sanas']['test_top1']:.2f}" in table
+        assert parent["params"] == cm.params(net) and run["budget"] == int(ratio * parent["params"])
+        for method in cm.METHODS:
+            if method not in run:
+                continue
+            r = run[method]
+            assert r["params"] <= run["budget"] and 0.5 < r["test_top1"] <= 1
+            assert r["final"]["epochs"] >= run["final_epochs"]  # every pass charged: at least its training
+        if "sanas" in run:
+            space = ModelSpace(net, example_input=[1, 32, 32])
+            tokens = run["sanas"]["tokens"]
+            assert space.count_params(tokens) == run["sanas"]["params"]
+            assert space.count_macs(tokens) == run["sanas"]["macs"]
+            assert all(r["params"] <= run["budget"] for r in run["sanas"]["log"])
+            assert run["sanas"]["search"]["epochs"] > 0
+            table = BENCHMARKS / "data" / f"compress_models_{ratio:g}.md"
+            if table.exists() and all(m in run for m in cm.METHODS):
+                assert f"{100 * run['sanas']['test_top1']:.2f}" in table.read_text()
