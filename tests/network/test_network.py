@@ -191,6 +191,7 @@ def test_bf16_channels_last_forward_on_cpu():
         torch.testing.assert_close(out.float(), net(x), rtol=0.1, atol=0.1)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_bf16_channels_last_training_step_on_cuda():
     logits, _ = _training_step("cuda", torch.channels_last, bf16=True)

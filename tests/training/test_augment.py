@@ -112,6 +112,7 @@ def test_rejects_bad_input() -> None:
         Augment([0.5, 0.5], [0.2])
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_runs_on_cuda_with_a_cuda_generator() -> None:
     images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8).cuda()
