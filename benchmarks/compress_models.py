@@ -264,7 +264,7 @@ def train_parent(name: str, data: TrainingData, args: argparse.Namespace) -> tup
     """The parent: the network trained from scratch (seed 0, checkpointed every epoch, resumable), so every run
     compresses the same one; its record (committed) holds the weights' digest."""
     work = args.work_dir / name
-    record_path = RUNS_DIR / name / "parent.json"
+    record_path = args.runs_dir / name / "parent.json"
     torch.manual_seed(0)  # the same untrained network in every process
     net = MODELS[name]()
     space = ModelSpace(net, example_input=[1, 32, 32])
@@ -328,7 +328,7 @@ def run(name: str, ratio: float, seed: int, parent: nn.Module, parent_info: dict
         args: argparse.Namespace) -> dict[str, Any]:
     """One (network, budget, seed): each method's record, committed under RUNS_DIR as it finishes."""
     work = args.work_dir / name / f"{ratio:g}x" / f"seed-{seed}"
-    record_path = RUNS_DIR / name / f"{ratio:g}x" / f"seed-{seed}.json"
+    record_path = args.runs_dir / name / f"{ratio:g}x" / f"seed-{seed}.json"
     state: dict[str, Any] = json.loads(record_path.read_text()) if record_path.exists() else {"seed": seed}
 
     def save() -> None:
@@ -382,8 +382,9 @@ def summarise(args: argparse.Namespace, ratio: float) -> int:
              "wall-clock on a shared 2-core machine (one process per network).", ""]
     payload: dict[str, Any] = {}
     for name in MODELS:
-        parent_path = RUNS_DIR / name / "parent.json"
-        states = [json.loads(p.read_text()) for p in sorted((RUNS_DIR / name / f"{ratio:g}x").glob("seed-*.json"))]
+        parent_path = args.runs_dir / name / "parent.json"
+        folder = args.runs_dir / name / f"{ratio:g}x"
+        states = [json.loads(p.read_text()) for p in sorted(folder.glob("seed-*.json"))]
         states = [s for s in states if all(m in s for m in METHODS)]
         if not states or not parent_path.exists():
             continue
@@ -460,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--candidates", type=int, default=30, help="evaluations per search (sanas' default is 300)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work-dir", type=Path, default=WORK_DIR)
+    p.add_argument("--runs-dir", type=Path, default=RUNS_DIR, help="the finished runs' records (committed)")
     p.add_argument("--out", type=Path, default=OUT, help="tables as OUT_<ratio>.md and .json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

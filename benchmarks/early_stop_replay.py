@@ -1,8 +1,10 @@
-"""Early-stop rules replayed on the recorded searches of ``benchmarks/inherit_e2e.py`` (no training: seconds).
+"""Early-stop rules replayed on recorded searches (no training: seconds).
 
-    .venv/bin/python benchmarks/early_stop_replay.py [--data benchmarks/data/inherit_e2e.json]
+    .venv/bin/python benchmarks/early_stop_replay.py [--data benchmarks/data/early_stop_searches.json]
 
-``inherit_e2e.py`` records every candidate of its sanas searches (B) with its acceptance threshold and its curve
+``benchmarks/data/early_stop_searches.json`` is the record of ``inherit_e2e.py``'s earlier protocol (November 2026:
+¼-epoch candidates with the SA-aware early stop): every candidate of its sanas searches (B) with its acceptance
+threshold and its curve
 (held-out top-1 at each check), and finishes each stopped candidate anyway to record its final reward. Each rule
 is asked, for every candidate in the recorded order and with the curves the recorded search had finished by then,
 whether it would stop the candidate and where. A stop is *false* when the candidate's final reward reached its
@@ -82,7 +84,7 @@ def replay(seeds: Sequence[dict], rule: Rule) -> dict[str, float]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=str(Path(__file__).with_name("data") / "inherit_e2e.json"))
+    p.add_argument("--data", default=str(Path(__file__).with_name("data") / "early_stop_searches.json"))
     args = p.parse_args()
     seeds = json.loads(Path(args.data).read_text())["seeds"]
     rules = {

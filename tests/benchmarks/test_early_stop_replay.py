@@ -13,7 +13,7 @@ import early_stop_replay  # noqa: E402
 
 
 def recorded() -> list[dict]:
-    return json.loads((BENCHMARKS / "data" / "inherit_e2e.json").read_text())["seeds"]
+    return json.loads((BENCHMARKS / "data" / "early_stop_searches.json").read_text())["seeds"]
 
 
 def test_the_old_rule_replayed_gives_the_stops_measured_live() -> None:
