@@ -57,8 +57,9 @@ def test_stop_rule_compares_score_plus_margin_with_the_threshold():
 
 def test_a_dip_below_an_earlier_check_does_not_stop_a_candidate():
     # Recorded in benchmarks/data/early_stop_searches.json (seed 2, trial 3): 0.6235 after BatchNorm
-    # re-estimation, 0.422 mid-fine-tune, 0.7495 at the end, threshold 0.7097, margins learned from three finished curves. The rule on the
-    # mid score alone stopped it (0.422 + 0.178 < 0.71), a false stop; from its best score so far it goes on.
+    # re-estimation, 0.422 mid-fine-tune, 0.7495 at the end, threshold 0.7097, margins learned from three finished
+    # curves. The rule on the mid score alone stopped it (0.422 + 0.178 < 0.71), a false stop; from its best score
+    # so far it goes on.
     rule = StopRule(threshold=0.7097, margins=(0.3115, 0.178))
     assert not rule.should_stop(0, 0.6235)
     assert rule.should_stop(1, 0.422)  # the old rule's view: the mid score alone
