@@ -90,7 +90,10 @@ RECIPE_KEYS = {"retain_epoch": "retain_epoch", "batch_size": "batch_size", "lear
                "drop_path_prob": "drop_path_prob", "cutout": "cutout", "train_seed": "seed", "device": "device",
                "compile": "compile", "channels_last": "channels_last", "evaluation": "evaluation",
                "bn_batches": "bn_batches", "finetune_lr": "finetune_lr", "importance": "importance",
-               "early_stop": "early_stop", "stop_checks": "stop_checks", "augment": "augment"}
+               "early_stop": "early_stop", "stop_checks": "stop_checks", "augment": "augment", "distill": "distill",
+               "distill_temperature": "distill_temperature"}
+#: Where ``sanas train --uniform`` puts the uniform-width child, inside the run directory.
+UNIFORM_DIR = "uniform"
 SEARCH_KEYS = ("sampler", "search_steps", "max_params", "max_macs", "move", "fill", "init_temperature", "reduce_rate",
                "seed", "study_name", "parent", "parent_epochs", "finalists", "finalist_epochs")
 
@@ -197,6 +200,12 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
                        help="do not stop candidates that cannot reach the SA acceptance threshold")
     group.add_argument("--stop-checks", type=int,
                        help=f"scores taken while fine-tuning, for early stopping ({RECIPE_DEFAULTS.stop_checks})")
+    group.add_argument("--distill", type=float, metavar="ALPHA",
+                       help=f"distil from the parent while fine-tuning: loss = (1 - ALPHA)·CE(student, labels) + "
+                            f"ALPHA·T²·KL(softmax(parent/T) ‖ softmax(student/T)), the frozen parent seeing the same "
+                            f"batch; ALPHA in [0, 1] ({RECIPE_DEFAULTS.distill:g} = off)")
+    group.add_argument("--distill-temperature", type=float, metavar="T",
+                       help=f"temperature T of --distill ({RECIPE_DEFAULTS.distill_temperature:g})")
 
 
 def add_join_arguments(parser: argparse.ArgumentParser) -> None:

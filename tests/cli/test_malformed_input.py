@@ -106,3 +106,36 @@ def test_a_bad_server_address_is_one_line(tmp_path, capsys) -> None:
         err = capsys.readouterr().err
         assert err.startswith("sanas: error: server address") and err.count("\n") == 1, err
     assert not (tmp_path / "run").exists()
+
+
+TRAIN = ["train", "--token", "1", "1", "1", "--layers", "3", "--filter-num", "4,8,16", "--init-channels", "4",
+         "--device", "cpu", "--no-onnx", "--progress", "none", *SYNTHETIC]
+# Distillation from the parent (--distill): a bad weight or temperature, or no parent to distil from.
+DISTILL_CASES = {
+    "search, distill 1.5": (["search", *TINY, *SYNTHETIC, "--evaluation", "inherit", "--distill", "1.5"],
+                            "distill is 1.5, expected a weight in [0, 1] (0 = off)"),
+    "search, distill -0.1": (["search", *TINY, *SYNTHETIC, "--evaluation", "inherit", "--distill", "-0.1"],
+                             "distill is -0.1, expected a weight in [0, 1] (0 = off)"),
+    "search, temperature 0": (["search", *TINY, *SYNTHETIC, "--evaluation", "inherit", "--distill", "0.5",
+                               "--distill-temperature", "0"], "distill_temperature is 0.0, expected a temperature > 0"),
+    "scratch search": (["search", *TINY, *SYNTHETIC, "--distill", "0.5"],
+                       "distill is 0.5 but the scratch evaluation has no parent to distil from: distillation needs "
+                       "--evaluation inherit with a trained parent (--parent)"),
+    "train, distill 1.5": ([*TRAIN, "--retain-epoch", "2", "--distill", "1.5"],
+                           "distill is 1.5, expected a weight in [0, 1]"),
+    "train from scratch": ([*TRAIN, "--retain-epoch", "2", "--distill", "0.5"],
+                           "distill is 0.5 but the scratch evaluation has no parent to distil from"),
+    "train inherit without a parent": ([*TRAIN, "--evaluation", "inherit", "--retain-epoch", "1", "--distill", "0.5"],
+                                       "fine-tuning from the parent needs --parent DIR"),
+}
+
+
+@pytest.mark.parametrize("case", list(DISTILL_CASES))
+def test_a_bad_distillation_request_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch, case) -> None:
+    argv, message = DISTILL_CASES[case]
+    monkeypatch.chdir(tmp_path)  # sanas train's default output folder is ./final
+    where = ["--run-dir", str(tmp_path / "run")] if argv[0] == "search" else ["--out", str(tmp_path / "out")]
+    assert main([*argv, *where]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []

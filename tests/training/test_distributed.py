@@ -81,6 +81,28 @@ def test_two_processes_with_sync_bn_train_the_weights_of_one_at_the_same_global_
 
 
 @pytest.mark.slow
+def test_distillation_from_the_parent_keeps_two_processes_equal_to_one(tmp_path: Path) -> None:
+    """Fine-tuning from a parent with --distill: every rank's teacher scores its slice, and the distillation term is
+    that rank's share of the global batch like the cross-entropy. 37 images at batch 32: the second step's global
+    batch of 5 is split 3 + 2 across the ranks, where a per-rank batch mean would weigh them wrongly."""
+    parent = sanas("train", *EXACT, "--out", "parent", cwd=tmp_path)
+    assert parent.returncode == 0, parent.stderr
+    child = [*TINY, "--token", "0", "1", "0", "--train-subset", "37", "--val-subset", "20", "--retain-epoch", "1",
+             "--batch-size", "32", "--no-augment", "--progress", "none", "--evaluation", "inherit", "--parent",
+             "parent", "--bn-batches", "0", "--finetune-lr", "0.2"]
+    one = sanas("train", *child, "--distill", "0.7", "--out", "one", cwd=tmp_path)
+    assert one.returncode == 0, one.stderr
+    two = sanas("train", *child, "--distill", "0.7", "--out", "two", "--nproc", "2", "--sync-bn", cwd=tmp_path)
+    assert two.returncode == 0, two.stderr
+    assert weight_gap(tmp_path / "one", tmp_path / "two") < 1e-4
+    assert json.loads((tmp_path / "two" / "model.json").read_text())["recipe"]["distill"] == 0.7
+    # The tolerance can tell: without distillation the same fine-tune ends elsewhere.
+    plain = sanas("train", *child, "--out", "plain", cwd=tmp_path)
+    assert plain.returncode == 0, plain.stderr
+    assert weight_gap(tmp_path / "one", tmp_path / "plain") > 1e-3
+
+
+@pytest.mark.slow
 def test_only_rank_0_writes_files(tmp_path: Path) -> None:
     audit = tmp_path / "audit"
     audit.mkdir()

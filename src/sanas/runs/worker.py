@@ -235,7 +235,7 @@ def ensure_parent(config: RunConfig, run_dir: Path | None, data: Any, progress: 
     space = config.build_space()
     keep = {k: v for k, v in config.build_recipe().to_dict().items()
             if k not in ("evaluation", "retain_epoch", "bn_batches", "finetune_lr", "importance", "early_stop",
-                         "stop_checks")}
+                         "stop_checks", "distill", "distill_temperature")}
     recipe = Recipe(**keep, retain_epoch=int(config.search["parent_epochs"]))
     _say(progress, f"training the parent (init tokens {space.init_tokens()}, {recipe.retain_epoch} epochs from "
                    f"scratch) into {run_dir / PARENT_DIR}")

@@ -134,10 +134,12 @@ def train_final(tokens: Sequence[int], space: SearchSpace, data: TrainingData, r
     With ``recipe.evaluation == "inherit"`` the model starts from the trained ``parent`` (a network or a
     ``sanas train`` folder): the child is cut or widened from it, its BatchNorm statistics re-estimated, then
     it is fine-tuned for ``retain_epoch`` epochs at ``recipe.finetune_lr`` (cosine to 0) — a short schedule
-    instead of training from scratch. With ``resume=True`` an existing checkpoint is continued (it must be for
-    the same space, tokens, recipe, data split and parent); without it an existing checkpoint is an error rather
-    than silently overwritten. The test set is evaluated once, at the end. ``on_epoch`` is called after each
-    checkpoint.
+    instead of training from scratch; with ``recipe.distill > 0`` it is distilled from the parent while it
+    fine-tunes (a frozen copy of ``parent`` is the teacher, see :class:`~sanas.training.Recipe`), and a resumed
+    run rebuilds that teacher from the same parent. With ``resume=True`` an existing checkpoint is continued (it
+    must be for the same space, tokens, recipe, data split and parent); without it an existing checkpoint is an
+    error rather than silently overwritten. The test set is evaluated once, at the end. ``on_epoch`` is called
+    after each checkpoint.
 
     Under torchrun, ``launch`` (:func:`sanas.training.distributed.launch_from_env`, the process group joined)
     trains data-parallel: every rank trains its slice of each global batch (``recipe.batch_size``), ``sync_bn``

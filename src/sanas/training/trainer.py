@@ -8,6 +8,7 @@ port, never). Drop path is ``drop_path_prob · epoch / retain_epoch`` with epoch
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import gc
 import math
@@ -53,6 +54,11 @@ class TrainingFailed(RuntimeError):
         self.reason = reason
 
 
+def _no_teacher(distill: float, why: str) -> str:
+    return (f"distill is {distill!r} but {why} to distil from: distillation needs --evaluation inherit with a "
+            f"trained parent (--parent)")
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How a candidate is trained. Defaults are PaddleSlim's DARTS demo (``sanas_darts_space.py``).
@@ -73,6 +79,13 @@ class Recipe:
     cosine from ``learning_rate`` to 0 stepped after every batch; drop path is
     ``drop_path_prob · epoch / retain_epoch``. ``augment=False`` trains on the normalised images alone (no crop,
     flip or cutout).
+
+    ``distill`` (α in [0, 1]; default 0 = off) distils from the trained parent while fine-tuning (inherit only:
+    :func:`evaluate_candidate` and :func:`sanas.training.train_final`): the training loss becomes
+    ``(1 − α)·CE(student, y) + α·T²·KL(softmax(teacher/T) ‖ softmax(student/T))`` (Hinton et al.) with
+    ``T = distill_temperature`` (default 4), the teacher being a frozen copy of the parent in eval mode that sees
+    the same augmented batch; the auxiliary head keeps its plain cross-entropy. The default stays off until a
+    measurement chooses one.
 
     >>> Recipe(retain_epoch=2, batch_size=32).total_steps(100)
     8
@@ -100,6 +113,8 @@ class Recipe:
     early_stop: bool = True
     stop_checks: int = 2
     augment: bool = True
+    distill: float = 0.0
+    distill_temperature: float = 4.0
 
     def __post_init__(self) -> None:
         if self.evaluation not in EVALUATIONS:
@@ -139,6 +154,14 @@ class Recipe:
             raise ValueError(f"drop_path_prob is {self.drop_path_prob!r}, expected a number in [0, 1)")
         if self.cutout < 0:
             raise ValueError(f"cutout is {self.cutout!r}, expected a non-negative size")
+        if (isinstance(self.distill, bool) or not isinstance(self.distill, int | float)
+                or not 0 <= self.distill <= 1):
+            raise ValueError(f"distill is {self.distill!r}, expected a weight in [0, 1] (0 = off)")
+        if (isinstance(self.distill_temperature, bool) or not isinstance(self.distill_temperature, int | float)
+                or not math.isfinite(self.distill_temperature) or self.distill_temperature <= 0):
+            raise ValueError(f"distill_temperature is {self.distill_temperature!r}, expected a temperature > 0")
+        if self.distill > 0 and self.evaluation != "inherit":
+            raise ValueError(_no_teacher(self.distill, f"the {self.evaluation} evaluation has no parent"))
         if self.device != "auto":
             torch.device(self.device)  # raises on nonsense like "gpu"
 
@@ -170,7 +193,8 @@ class EpochMetrics:
     """What one epoch measured. Accuracies are fractions in [0, 1].
 
     ``epoch`` counts from 0; ``lr`` and ``drop_path_prob`` are the values at the epoch's start; ``train_*``
-    averages over the epoch's augmented batches (train mode, drop path on); ``val_*`` is the reward split in
+    averages over the epoch's augmented batches (train mode, drop path on; the loss is the training objective,
+    distillation's term included when there is one); ``val_*`` is the reward split in
     eval mode after the epoch; ``seconds`` covers both.
     """
 
@@ -340,6 +364,8 @@ class Trainer:
             channels_last = False
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         torch.manual_seed(recipe.seed)  # same seed, same initial weights, whatever the device
+        if recipe.distill > 0 and parent is None:
+            raise ValueError(_no_teacher(recipe.distill, "there is no parent"))
         self.inherited = recipe.evaluation == "inherit"
         if self.inherited:
             if parent is None:
@@ -381,6 +407,16 @@ class Trainer:
         #: Optimizer steps of the whole run (a fractional ``retain_epoch`` ends inside an epoch), and done so far.
         self.total_steps = recipe.total_steps(len(self.train_labels))
         self.steps_done = 0
+        #: Distillation's teacher: a frozen copy of the parent in eval mode, on the training device in the
+        #: network's memory format (the caller's module is untouched); ``None`` when ``recipe.distill`` is 0 or
+        #: there is no step to distil (``retain_epoch=0``: BatchNorm re-estimation only).
+        self.teacher: nn.Module | None = None
+        if recipe.distill > 0 and self.total_steps > 0:
+            teacher = copy.deepcopy(parent).to(self.device, memory_format=self.memory_format)  # type: ignore[union-attr]
+            teacher.requires_grad_(False).eval()
+            if channels_last and self.device.type == "cpu":
+                _avoid_cpu_channels_last_crash(teacher)
+            self.teacher = teacher
         self._order: torch.Tensor | None = None
         self._position = 0
         self._global_batch = 0
@@ -510,7 +546,11 @@ class Trainer:
                 x = normalize(self.train_images[idx], ds.mean, ds.std).contiguous(memory_format=self.memory_format)
             y = self.train_labels[idx]
             with self._autocast():
-                loss, logits = self._objective(self.model(x), y)
+                teacher = None
+                if self.teacher is not None:
+                    with torch.no_grad():  # not inference_mode: its tensors cannot enter the student's autograd
+                        teacher = self.teacher(x)
+                loss, logits = self._objective(self.model(x), y, teacher=teacher)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(self.net.parameters(), r.grad_clip)
@@ -533,13 +573,18 @@ class Trainer:
             seen = int(total)
         return float(loss_sum) / max(seen, 1), float(correct) / max(seen, 1)
 
-    def _objective(self, out: Any, y: torch.Tensor, reduction: str = "batch") -> tuple[torch.Tensor, torch.Tensor]:
+    def _objective(self, out: Any, y: torch.Tensor, reduction: str = "batch", teacher: Any = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, logits) of one training forward's output ``out``: cross-entropy, plus ``aux_weight`` times the
         auxiliary head's. sanas' networks return ``(logits, aux_logits)`` in training mode, any other module just
         logits. ``reduction="batch"``: the batch mean; data-parallel, this rank's share of the global batch's mean
         (its sum over the global batch size, times the world size that DistributedDataParallel averages over), so
         the averaged gradient is the one-process gradient of the global batch even when the slices are uneven.
-        ``"sum"``: the plain sum."""
+        ``"sum"``: the plain sum.
+
+        With the ``teacher``'s output on the same batch (distillation, ``recipe.distill = α > 0``) the main head's
+        term is ``(1 − α)·CE + α·T²·KL(softmax(teacher/T) ‖ softmax(student/T))``, the KL reduced like the
+        cross-entropy (per sample: the batch mean, or this rank's share of it); the auxiliary head's stays CE."""
         logits, aux_logits = out if isinstance(out, tuple) else (out, None)
 
         def ce(z: torch.Tensor) -> torch.Tensor:
@@ -550,6 +595,19 @@ class Trainer:
             return F.cross_entropy(z.float(), y, reduction="sum") * (self.world_size / self._global_batch)
 
         loss = ce(logits)
+        if teacher is not None:
+            alpha, t = self.recipe.distill, self.recipe.distill_temperature
+            z_t = teacher[0] if isinstance(teacher, tuple) else teacher
+            student = F.log_softmax(logits.float() / t, dim=1)
+            target = F.log_softmax(z_t.float() / t, dim=1)
+            if reduction == "sum":
+                kl = F.kl_div(student, target, reduction="sum", log_target=True)
+            elif self.launch is None:
+                kl = F.kl_div(student, target, reduction="batchmean", log_target=True)
+            else:
+                kl = F.kl_div(student, target, reduction="sum", log_target=True) * (self.world_size /
+                                                                                   self._global_batch)
+            loss = (1 - alpha) * loss + (alpha * t * t) * kl
         if aux_logits is not None and self.recipe.aux_weight > 0:
             loss = loss + self.recipe.aux_weight * ce(aux_logits)
         return loss, logits
@@ -717,7 +775,8 @@ def evaluate_candidate(tokens: Sequence[int], space: SearchSpace, data: Training
     epochs; ``reward = mean(val_top1[-2:])`` on ``data``'s held-out split. ``"inherit"``: the child of the
     trained ``parent`` (a network, or a folder written by ``sanas train``), BatchNorm re-estimated on
     ``recipe.bn_batches`` training batches, fine-tuned for ``recipe.retain_epoch`` epochs (fractions allowed, 0 =
-    none) at ``recipe.finetune_lr``; reward = held-out top-1 at the end. With a ``stop_rule``, it is scored at
+    none) at ``recipe.finetune_lr``, distilled from the parent when ``recipe.distill > 0`` (see :class:`Recipe`);
+    reward = held-out top-1 at the end. With a ``stop_rule``, it is scored at
     ``recipe.stop_checks`` points on the way and stops as soon as the rule says it cannot be accepted
     (``stopped=True``, reward = the top-1 at the stop). A candidate that cannot be trained —
     non-finite loss, out of memory, too large for the device — gives ``status="failed"`` with a ``reason``
