@@ -24,13 +24,15 @@ system:
 demo: $(STAMP) system
 	$(MAKE) --no-print-directory _demo
 
-# Compress a trained network on Fashion-MNIST at CPU scale: train the parent, SA search with inherited candidates,
-# report (runs/demo/report/), fine-tune the best (runs/demo/final/). Rerunning resumes the same run directory (a
-# finished search just prints its report); `rm -rf runs/demo` starts over.
+# Compress a trained network on Fashion-MNIST at CPU scale: train the parent, SA search with inherited candidates
+# and its finalists, report (runs/demo/report/), fine-tune the uniform-width child at the same budget
+# (runs/demo/uniform/) and the chosen one (runs/demo/final/), printed against both the parent and the uniform child.
+# Rerunning resumes the same run directory (a finished search just prints its report); `rm -rf runs/demo` starts over.
 _demo:
 	$(RUN) -m sanas.cli info --layers 5 --filter-num 4,8,12,16,24,32,48,64 --init-channels 8 --in-channels 1 --no-auxiliary
 	$(RUN) -m sanas.cli search --config configs/demo.toml --run-dir runs/demo --progress lines
-	$(RUN) -m sanas.cli train --run-dir runs/demo --retain-epoch 2 --resume --no-onnx --progress lines
+	$(RUN) -m sanas.cli train --run-dir runs/demo --uniform --resume --no-onnx --progress lines
+	$(RUN) -m sanas.cli train --run-dir runs/demo --resume --no-onnx --progress lines
 
 # The search tests need PostgreSQL: a missing server fails the run (never a skip). Each run works in databases
 # it creates empty and drops (see scripts/ensure_postgres.sh), so parallel runs cannot collide.

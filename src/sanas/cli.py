@@ -28,10 +28,11 @@ from sanas.search.budget import MOVES
 from sanas.search.chain import PADDLESLIM_INIT_TEMPERATURE, check_init_temperature
 from sanas.search.samplers import SAMPLERS
 from sanas.search.storage import DEFAULT_CONNECT_TIMEOUT
-from sanas.spaces import DEFAULT_SPACE, DartsSpace, SearchSpace, get_space
+from sanas.spaces import DEFAULT_SPACE, DartsSpace, SearchSpace, get_space, uniform_tokens
 from sanas.spaces.inherit import IMPORTANCE
 from sanas.training.data import DATASETS
 from sanas.training.distributed import BACKENDS, check_launch, init_process_group, launch_from_env
+from sanas.training.final import DEFAULT_FINAL_FRACTION, final_epochs
 from sanas.training.trainer import DEFAULT_EPOCHS, EVALUATIONS, Recipe
 
 __all__ = ["main", "parse_tokens"]
@@ -425,7 +426,20 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
         config = _search_config(args)
     space = config.build_space()
     tokens = parse_tokens(args.token) if args.token else None
-    if tokens is None:
+    if args.uniform:
+        if tokens is not None:
+            raise CLIError("--uniform trains the uniform-width child: give it or --token, not both")
+        budget = config.budget(space)
+        if budget is None:
+            raise CLIError("--uniform scales the init widths down to the search's budget, and this one has none "
+                           "(--max-params)")
+        try:
+            tokens = uniform_tokens(space, budget)
+        except NotImplementedError as e:
+            raise CLIError(str(e)) from None
+        console.print(f"training the uniform-width child at the budget ({budget:,} params): tokens {tokens}, "
+                      f"{space.count_params(tokens):,} params")
+    elif tokens is None:
         if run_dir is None:
             raise CLIError("give --token, or --run-dir of a search to train its best candidate")
         report = _report(run_dir, args)
@@ -441,18 +455,25 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
             tokens = report.best.tokens
             console.print(f"training the search's best candidate: tokens {tokens}")
     tokens = space.validate(tokens)
-    out = Path(args.out) if args.out else (run_dir / "final" if run_dir else Path("final"))
+    folder = UNIFORM_DIR if args.uniform else "final"
+    out = Path(args.out) if args.out else (run_dir / folder if run_dir else Path(folder))
     parent = None
     if config.recipe.get("evaluation") == "inherit":
-        if args.retain_epoch is None:
-            raise CLIError("fine-tuning from the parent (--evaluation inherit): give the final model's --retain-epoch "
-                           "(fine-tuning epochs, e.g. a tenth of a training from scratch)")
         if args.parent:
             config.search["parent"] = args.parent
         parent = load_parent(config, run_dir)
         if parent is None:
             raise CLIError("fine-tuning from the parent needs --parent DIR (a sanas train folder), or --run-dir of an "
                            "inherit search that has one")
+        if args.retain_epoch is None:
+            trained = len(getattr(parent, "sanas_info", {}).get("metrics", []))
+            if not trained:
+                raise CLIError("fine-tuning from the parent (--evaluation inherit): the parent records no training "
+                               "epochs, so give the final model's --retain-epoch (fine-tuning epochs, e.g. a quarter "
+                               "of the parent's training)")
+            config.recipe["retain_epoch"] = final_epochs(trained)
+            console.print(f"fine-tuning {config.recipe['retain_epoch']} epochs: {DEFAULT_FINAL_FRACTION:g} of the "
+                          f"parent's {trained} (--retain-epoch to change)")
     recipe = config.build_recipe()
     device = recipe.resolve_device()
     launch = launch_from_env(args.backend, cuda=device.type == "cuda")
@@ -489,6 +510,13 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
             top1, params = info["test"]["top1"], info["params"]
             console.print(f"vs the parent: test top-1 {100 * (result.test_top1 - top1):+.2f} points "
                           f"({100 * top1:.2f} %), params {100 * (result.params / params - 1):+.1f} % ({params:,})")
+    uniform = run_dir / UNIFORM_DIR / "model.json" if run_dir is not None and not args.uniform else None
+    if uniform is not None and uniform.is_file() and out.resolve() != uniform.parent.resolve():
+        info = json.loads(uniform.read_text())
+        top1, params = info["test"]["top1"], info["params"]
+        console.print(f"vs the uniform-width child at the same budget: test top-1 "
+                      f"{100 * (result.test_top1 - top1):+.2f} points ({100 * top1:.2f} %), params "
+                      f"{100 * (result.params / params - 1):+.1f} % ({params:,})")
     return 0
 
 
@@ -637,9 +665,15 @@ def build_parser() -> argparse.ArgumentParser:
                                    "checkpointing every epoch; test accuracy once at the end; export safetensors.")
     p.add_argument("--token", nargs="+", metavar="T", help="the token vector (default: the search's best)")
     p.add_argument("--run-dir", help="take space, data and recipe from this search's config")
+    p.add_argument("--storage", help="with --run-dir: the database URL its study lives in, when it was started with "
+                                     "--storage")
+    p.add_argument("--study-name", help=f"the study in that storage (default: {SEARCH_DEFAULTS['study_name']})")
     p.add_argument("--config", help="TOML file (when there is no run directory)")
     p.add_argument("--out", help="output folder (default: RUN/final or ./final)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in the output folder")
+    p.add_argument("--uniform", action="store_true",
+                   help="train the uniform-width child instead: every width scaled by one ratio to the search's "
+                        "budget (into RUN/uniform; the chosen model's training then compares with it)")
     p.add_argument("--parent", help="with --evaluation inherit: fine-tune from this trained model (a sanas train "
                                     "folder; default: the search's parent)")
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export (made if the onnx extra is installed)")

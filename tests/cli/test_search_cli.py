@@ -255,3 +255,24 @@ def test_server_mode_as_the_readme_writes_it_ends_with_its_report(tmp_path):
     assert (run / "report" / "candidates.csv").read_text().count("\n") >= 4
     study = optuna.load_study(study_name="sanas", storage=open_storage(run_dir=run, server=True))
     assert sum(t.state.name == "COMPLETE" for t in study.trials) == 4
+
+
+@pytest.mark.slow
+def test_train_takes_the_best_of_a_search_whose_study_lives_in_a_storage(tmp_path, capsys) -> None:
+    """A search started with --storage keeps no study in its run directory: sanas train --run-dir needs the same
+    --storage (it said so, but had no such flag)."""
+    run = tmp_path / "run"
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    config = write_config(tmp_path, steps=2)
+    assert main(["search", "--config", str(config), "--run-dir", str(run), "--storage", url, "--progress", "none",
+                 "--no-report"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--run-dir", str(run), "--out", str(tmp_path / "final"), "--no-onnx",
+                 "--progress", "none"]) == 2
+    assert "pass the same --storage" in capsys.readouterr().err
+    assert main(["train", "--run-dir", str(run), "--storage", url, "--out", str(tmp_path / "final"), "--no-onnx",
+                 "--progress", "none"]) == 0
+    best = json.loads((tmp_path / "final" / "model.json").read_text())["tokens"]
+    done = [t for t in optuna.load_study(study_name="sanas", storage=url).trials if t.value is not None]
+    top = max(t.value for t in done)
+    assert best in [t.user_attrs["tokens"] for t in done if t.value == top]

@@ -12,8 +12,10 @@ from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 
 from sanas.cli import main
+from sanas.runs.config import RunConfig
 from sanas.runs.finalists import FINALISTS_FILE, check_finalists, chosen, pick_finalists
 from sanas.search.chain import STATUS_KEY, STOPPED, TOKENS_KEY
+from sanas.spaces import uniform_tokens
 
 
 def trial(number: int, tokens: list[int], reward: float, stopped: bool = False) -> optuna.trial.FrozenTrial:
@@ -113,9 +115,18 @@ def test_a_search_screens_then_fine_tunes_its_finalists_and_train_takes_the_chos
     again = json.loads((run / FINALISTS_FILE).read_text())
     assert again["finalists"][0] == record["finalists"][0] and again["finalists"][1]["done"]
 
+    # the uniform-width child at the same budget, then the chosen one, compared with it
     capsys.readouterr()
+    assert main(["train", "--run-dir", str(run), "--uniform", "--retain-epoch", "1", "--no-onnx",
+                 "--progress", "none"]) == 0
+    uniform = json.loads((run / "uniform" / "model.json").read_text())
+    space = RunConfig.load(run).build_space()
+    assert uniform["tokens"] == uniform_tokens(space, RunConfig.load(run).budget(space))
+    assert "training the uniform-width child" in " ".join(capsys.readouterr().out.split())
     assert main(["train", "--run-dir", str(run), "--retain-epoch", "1", "--no-onnx", "--progress", "none"]) == 0
     out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert "vs the uniform-width child at the same budget: test top-1" in out
+    assert f"({100 * uniform['test']['top1']:.2f} %)" in out
     pick = max(again["finalists"], key=lambda f: f["reward"])
     assert f"chosen candidate (the best of its finalists): tokens {' '.join(str(pick['tokens']).split())}" in out
     assert json.loads((run / "final" / "model.json").read_text())["tokens"] == pick["tokens"]

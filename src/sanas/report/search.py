@@ -190,10 +190,12 @@ def headline(report: SearchReport) -> list[str]:
     recipe = report.config.get("recipe", {})
     epochs = recipe.get("retain_epoch")
     if recipe.get("evaluation") == "inherit":
-        lines.append(f"Rewards are held-out top-1 of children inherited from the parent, BatchNorm re-estimated and "
-                     f"fine-tuned for {epochs if epochs is not None else '?'} epoch(s): they rank candidates, they "
-                     f"are not final accuracies. `sanas train --run-dir RUN --retain-epoch N` fine-tunes the best "
-                     f"from the parent and compares it with the parent.")
+        how = ("scored right after BatchNorm re-estimation (no fine-tuning)" if epochs == 0 else
+               f"BatchNorm re-estimated and fine-tuned for {epochs if epochs is not None else '?'} epoch(s)")
+        lines.append(f"Rewards are held-out top-1 of children inherited from the parent, {how}: they rank candidates, "
+                     f"they are not final accuracies. `sanas train --run-dir RUN --retain-epoch N` fine-tunes the "
+                     f"{'chosen' if report.finalists else 'best'} one from the parent and compares it with the "
+                     f"parent.")
     elif epochs is not None:
         lines.append(f"Rewards are {epochs}-epoch proxy trainings (mean held-out top-1 of the last two epochs): "
                      f"they rank candidates, they are not final accuracies, and short proxies are noisy. "

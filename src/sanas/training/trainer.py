@@ -42,8 +42,11 @@ __all__ = ["EVALUATIONS", "CandidateResult", "EpochMetrics", "Recipe", "StopRule
 Progress = Literal["auto", "bar", "lines", "none"]
 #: How a candidate is evaluated: trained from scratch (PaddleSlim's protocol) or inherited from a trained parent.
 EVALUATIONS = ("scratch", "inherit")
-#: Epochs per candidate when the recipe does not say: PaddleSlim's 30 from scratch; ¼ epoch of fine-tuning.
-DEFAULT_EPOCHS: dict[str, int | float] = {"scratch": 30, "inherit": 0.25}
+#: Epochs per candidate when the recipe does not say: PaddleSlim's 30 from scratch; an inherited candidate is
+#: scored right after BatchNorm re-estimation (forward passes only), which ranked candidates as well as a quarter
+#: epoch of fine-tuning or better (``benchmarks/score_fidelity.py``): the search screens many that way and
+#: fine-tunes only its finalists (:mod:`sanas.runs.finalists`).
+DEFAULT_EPOCHS: dict[str, int | float] = {"scratch": 30, "inherit": 0}
 
 
 class TrainingFailed(RuntimeError):
@@ -67,10 +70,11 @@ class Recipe:
     the reward averages the last two epochs (default 30).
 
     ``evaluation="inherit"`` starts each candidate from a trained parent instead (see :func:`evaluate_candidate`):
-    ``bn_batches`` batches re-estimate BatchNorm, then ``retain_epoch`` epochs of fine-tuning (default ¼; any
-    number >= 0) at ``finetune_lr`` (default: half of ``learning_rate``), cosine to 0, no drop path; channels
-    are chosen by ``importance``; ``early_stop`` and ``stop_checks`` control the SA-aware early stop. The
-    defaults are what ranked candidates best per unit of cost in ``benchmarks/rank_fidelity.py``.
+    ``bn_batches`` batches re-estimate BatchNorm, then ``retain_epoch`` epochs of fine-tuning (default 0: scored
+    right after the re-estimation; any number >= 0) at ``finetune_lr`` (default: half of ``learning_rate``),
+    cosine to 0, no drop path; channels are chosen by ``importance``; ``early_stop`` and ``stop_checks`` control
+    the SA-aware early stop of fine-tuned candidates. The defaults are what ranked candidates best per unit of
+    cost in ``benchmarks/rank_fidelity.py`` and ``benchmarks/score_fidelity.py``.
 
     ``device="auto"`` picks CUDA when available. ``bf16=None`` means
     bf16 autocast on CUDA only. ``channels_last`` pays off on CUDA and CPU alike; with ``bf16=True`` on CPU the
