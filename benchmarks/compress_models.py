@@ -53,15 +53,12 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+import harness
 from harness import PassMeter, mean_std, provenance, relative
-from sanas import SANAS
 from sanas.atomic import atomic_write_text
-from sanas.runs.config import SEARCH_DEFAULTS
-from sanas.runs.finalists import chosen, run_finalists
-from sanas.runs.worker import stop_rule
 from sanas.spaces import ModelSpace, SearchSpace
 from sanas.spaces.model import weights_digest
-from sanas.training import Recipe, evaluate_candidate, prepare_data, train_final
+from sanas.training import Recipe, prepare_data, train_final
 from sanas.training.data import TrainingData
 from sanas.training.final import final_epochs
 
@@ -298,30 +295,10 @@ def sanas_search(parent: nn.Module, data: TrainingData, budget: int, seed: int, 
     space = ModelSpace(parent, example_input=[1, 32, 32])
     recipe = Recipe(evaluation="inherit", seed=seed, device="cpu")
     meter = PassMeter()
-    log: list[dict[str, Any]] = []
     with meter.active():
-        sa = SANAS(space, search_steps=args.candidates, max_params=budget, seed=seed, save_checkpoint=work / "study")
-        while (tokens := sa.next_tokens()) is not None:
-            number = sa.trial_number
-            result = evaluate_candidate(tokens, space, data, recipe, progress="none", parent=parent,
-                                        stop_rule=stop_rule(sa, recipe))
-            if not result.ok:
-                sa.fail(result.reason)
-                continue
-            accepted = sa.reward(result.reward, curve=result.curve or None, stopped=result.stopped)
-            log.append({"trial": number, "tokens": tokens, "params": result.params, "reward": result.reward,
-                        "stopped": result.stopped, "accepted": accepted})
-            print(f"    sanas trial {number}: {result.params:,} params, reward {result.reward:.4f} "
-                  f"{'STOPPED' if result.stopped else 'accepted' if accepted else 'rejected'}", flush=True)
-        trials = sa.study.get_trials(deepcopy=False)
-        sa.close()
-        record = run_finalists(work, space, data, recipe, parent, trials, SEARCH_DEFAULTS["finalists"],
-                               SEARCH_DEFAULTS["finalist_epochs"], progress="none")
-    pick = chosen(record)
-    tokens = pick["tokens"] if pick is not None else max(log, key=lambda r: (r["reward"], -r["trial"]))["tokens"]
-    return space, tokens, {"candidates": len(log), "stopped": sum(r["stopped"] for r in log), "log": log,
-                           "finalists": record.get("finalists", []),
-                           "search": meter.to_dict(len(data.train_indices))}
+        tokens, log = harness.sanas_search("sanas", space, data, recipe, parent, budget, seed, args.candidates,
+                                           work / "study")
+    return space, tokens, {**log, "search": meter.to_dict(len(data.train_indices))}
 
 
 def run(name: str, ratio: float, seed: int, parent: nn.Module, parent_info: dict[str, Any], data: TrainingData,

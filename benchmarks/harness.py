@@ -119,3 +119,41 @@ class PassMeter:
             for name, fn in original.items():
                 setattr(cls, name, fn)
             self.seconds += time.perf_counter() - start
+
+
+def sanas_search(label: str, space: Any, data: Any, recipe: Any, parent: Any, budget: int, seed: int,
+                 candidates: int, work: Path) -> tuple[list[int], dict[str, Any]]:
+    """sanas' search as a user runs it, with its defaults: ``candidates`` evaluations of SA (resumable: its journal
+    in ``work``), then — inherited candidates — the default finalists. Returns the chosen tokens and a log."""
+    from sanas import SANAS
+    from sanas.runs.config import SEARCH_DEFAULTS
+    from sanas.runs.finalists import chosen, run_finalists
+    from sanas.runs.worker import stop_rule
+    from sanas.training import evaluate_candidate
+
+    sa = SANAS(space, search_steps=candidates, max_params=budget, seed=seed, save_checkpoint=work)
+    log: list[dict[str, Any]] = []
+    while (tokens := sa.next_tokens()) is not None:
+        number = sa.trial_number
+        rule = stop_rule(sa, recipe) if parent is not None else None
+        result = evaluate_candidate(tokens, space, data, recipe, progress="none", parent=parent, stop_rule=rule)
+        if not result.ok:
+            sa.fail(result.reason)
+            continue
+        accepted = sa.reward(result.reward, curve=result.curve or None, stopped=result.stopped)
+        log.append({"trial": number, "tokens": tokens, "params": result.params, "reward": result.reward,
+                    "stopped": result.stopped, "accepted": accepted})
+        print(f"  {label} trial {number}: {tokens} {result.params:,} params, reward {result.reward:.4f} "
+              f"{'STOPPED' if result.stopped else 'accepted' if accepted else 'rejected'} ({result.seconds:.0f} s)",
+              flush=True)
+    best = sa.current_info()["best_tokens"]
+    trials = sa.study.get_trials(deepcopy=False)
+    sa.close()
+    out: dict[str, Any] = {"candidates": len(log), "stopped": sum(r["stopped"] for r in log), "log": log}
+    if parent is not None:
+        record = run_finalists(work, space, data, recipe, parent, trials, SEARCH_DEFAULTS["finalists"],
+                               SEARCH_DEFAULTS["finalist_epochs"], progress="none")
+        out["finalists"] = record.get("finalists", [])
+        pick = chosen(record)
+        best = pick["tokens"] if pick is not None else best
+    return best, out

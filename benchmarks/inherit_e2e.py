@@ -42,14 +42,11 @@ from typing import Any
 import optuna
 import torch
 
-from harness import PassMeter, mean_std, provenance
-from sanas import SANAS
+from harness import PassMeter, mean_std, provenance, sanas_search
 from sanas.atomic import atomic_write_text
 from sanas.runs.config import SEARCH_DEFAULTS
-from sanas.runs.finalists import chosen, run_finalists
-from sanas.runs.worker import stop_rule
 from sanas.spaces import DartsSpace, uniform_tokens
-from sanas.training import Recipe, evaluate_candidate, load_model, prepare_data, train_final
+from sanas.training import Recipe, load_model, prepare_data, train_final
 from sanas.training.final import final_epochs
 
 HERE = Path(__file__).resolve().parent
@@ -69,37 +66,6 @@ def recipe(args: argparse.Namespace, seed: int, **changes: Any) -> Recipe:
     """The user's training recipe; with ``evaluation="inherit"`` everything else is sanas' default."""
     return Recipe(batch_size=args.batch_size, learning_rate=args.lr, cutout=0, drop_path_prob=0.0, aux_weight=0.0,
                   seed=seed, device="cpu", **changes)
-
-
-def search(name: str, sp: DartsSpace, data: Any, budget: int, seed: int, candidates: int, work: Path,
-           rec: Recipe, parent: torch.nn.Module | None) -> tuple[list[int], list[dict[str, Any]]]:
-    """One SA search with sanas' default settings (resumable: its journal in ``work``); B's finalists after it."""
-    sa = SANAS(sp, search_steps=candidates, max_params=budget, seed=seed, save_checkpoint=work)
-    log: list[dict[str, Any]] = []
-    while (tokens := sa.next_tokens()) is not None:
-        number = sa.trial_number
-        rule = stop_rule(sa, rec) if parent is not None else None
-        result = evaluate_candidate(tokens, sp, data, rec, progress="none", parent=parent, stop_rule=rule)
-        if not result.ok:
-            sa.fail(result.reason)
-            continue
-        accepted = sa.reward(result.reward, curve=result.curve or None, stopped=result.stopped)
-        log.append({"trial": number, "tokens": tokens, "params": result.params, "reward": result.reward,
-                    "stopped": result.stopped, "accepted": accepted})
-        print(f"  {name} seed {seed} trial {number}: {tokens} {result.params:,} params reward {result.reward:.4f} "
-              f"{'STOPPED' if result.stopped else 'accepted' if accepted else 'rejected'} ({result.seconds:.0f}s)",
-              flush=True)
-    info = sa.current_info()
-    trials = sa.study.get_trials(deepcopy=False)
-    sa.close()
-    best = info["best_tokens"]
-    if parent is not None:
-        record = run_finalists(work, sp, data, rec, parent, trials, SEARCH_DEFAULTS["finalists"],
-                               SEARCH_DEFAULTS["finalist_epochs"], progress="none")
-        pick = chosen(record)
-        best = pick["tokens"] if pick is not None else best
-        log.append({"finalists": record.get("finalists", [])})
-    return best, log
 
 
 def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -140,17 +106,17 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     if "A" in rows and "test_top1" not in state.get("A", {}):
         meter = PassMeter()
         with meter.active():
-            tokens, log = search("A", sp, data, budget, seed, args.candidates_a, work / "A",
-                                 recipe(args, seed, retain_epoch=args.scratch_epochs), None)
-        state["A"] = {"search": {"log": log, "cost": meter.to_dict(train_size)}}
+            tokens, log = sanas_search(f"A seed {seed}", sp, data, recipe(args, seed, retain_epoch=args.scratch_epochs),
+                                       None, budget, seed, args.candidates_a, work / "A")
+        state["A"] = {"search": log}
         finish("A", tokens, recipe(args, seed, retain_epoch=args.parent_epochs), False, meter)
         save()
     if "B" in rows and "test_top1" not in state.get("B", {}):
         meter = PassMeter()
         with meter.active():
-            tokens, log = search("B", sp, data, budget, seed, args.candidates_b, work / "B",
-                                 recipe(args, seed, evaluation="inherit"), parent)
-        state["B"] = {"search": {"log": log, "cost": meter.to_dict(train_size)}}
+            tokens, log = sanas_search(f"B seed {seed}", sp, data, recipe(args, seed, evaluation="inherit"), parent,
+                                       budget, seed, args.candidates_b, work / "B")
+        state["B"] = {"search": log}
         finish("B", tokens, recipe(args, seed, evaluation="inherit", retain_epoch=final), True, meter)
         save()
     if "U" in rows and "test_top1" not in state.get("U", {}):
