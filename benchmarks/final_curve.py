@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from compress_models import MODELS, RUNS_DIR, WORK_DIR
+from compress_models import MODELS, WORK_DIR
 from harness import PassMeter, provenance
 from sanas.atomic import atomic_write_text
 from sanas.search.budget import Budget, BudgetFill
@@ -78,7 +78,7 @@ def summarise(args: argparse.Namespace) -> int:
              "each E), the product's defaults otherwise; held-out top-1 on 5,000 training images never trained on "
              "(the test set is not used). E / P: the fraction of the parent's own training.", ""]
     for name in sorted({p["model"] for p in record["points"]}):
-        parent = json.loads((RUNS_DIR / name / "parent.json").read_text())
+        parent = json.loads((args.work_dir / name / "parent.json").read_text())
         pts = [p for p in record["points"] if p["model"] == name]
         weights = sorted({p["distill"] for p in pts})
         lengths = sorted({p["epochs"] for p in pts})
