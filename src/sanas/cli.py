@@ -33,7 +33,7 @@ from sanas.spaces.inherit import IMPORTANCE
 from sanas.training.data import DATASETS
 from sanas.training.distributed import BACKENDS, check_launch, init_process_group, launch_from_env
 from sanas.training.final import DEFAULT_FINAL_FRACTION, final_epochs
-from sanas.training.trainer import DEFAULT_EPOCHS, EVALUATIONS, Recipe
+from sanas.training.trainer import DEFAULT_DISTILL, DEFAULT_EPOCHS, EVALUATIONS, Recipe
 
 __all__ = ["main", "parse_tokens"]
 
@@ -204,7 +204,7 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--distill", type=float, metavar="ALPHA",
                        help=f"distil from the parent while fine-tuning: loss = (1 - ALPHA)·CE(student, labels) + "
                             f"ALPHA·T²·KL(softmax(parent/T) ‖ softmax(student/T)), the frozen parent seeing the same "
-                            f"batch; ALPHA in [0, 1] ({RECIPE_DEFAULTS.distill:g} = off)")
+                            f"batch; ALPHA in [0, 1] (inherit: {DEFAULT_DISTILL:g}; 0 = off)")
     group.add_argument("--distill-temperature", type=float, metavar="T",
                        help=f"temperature T of --distill ({RECIPE_DEFAULTS.distill_temperature:g})")
 

@@ -233,7 +233,7 @@ def test_distillation_pulls_the_student_towards_the_parents_predictions(space, d
 
 
 def test_evaluate_candidate_distils(space, data, parent) -> None:
-    plain = evaluate_candidate([1, 1, 1], space, data, inherit_recipe(early_stop=False), progress="none",
+    plain = evaluate_candidate([1, 1, 1], space, data, inherit_recipe(distill=0.0, early_stop=False), progress="none",
                                parent=parent)
     distilled = evaluate_candidate([1, 1, 1], space, data, inherit_recipe(distill=0.5), progress="none",
                                    parent=parent)
@@ -302,9 +302,9 @@ def test_a_resumed_distilled_final_training_equals_an_uninterrupted_one(tmp_path
 
 
 def test_a_checkpoint_from_before_distillation_resumes_without_it(tmp_path: Path, darts_parent) -> None:
-    """A checkpoint written before the distill settings existed meant no distillation: it resumes with the
-    defaults, and only with them."""
-    recipe = _final_recipe()
+    """A checkpoint written before the distill settings existed meant no distillation: it resumes with distill 0,
+    and not with today's default for a fine-tune from the parent (0.5)."""
+    recipe = _final_recipe(distill=0.0)
     with pytest.raises(_Crash):
         _final(tmp_path, "old", recipe, darts_parent, on_epoch=_crash_after(0))
     path = tmp_path / "old" / "checkpoint.pt"
@@ -314,5 +314,5 @@ def test_a_checkpoint_from_before_distillation_resumes_without_it(tmp_path: Path
     state["identity"] = json.dumps(identity)
     torch.save(state, path)
     with pytest.raises(ValueError, match=r"differs in: recipe"):
-        _final(tmp_path, "old", _final_recipe(distill=0.5), darts_parent, resume=True)
+        _final(tmp_path, "old", _final_recipe(), darts_parent, resume=True)
     assert _final(tmp_path, "old", recipe, darts_parent, resume=True).resumed_from_epoch == 1

@@ -241,7 +241,9 @@ def train_final(tokens: Sequence[int], space: SearchSpace, data: TrainingData, r
 
 
 def _recipe_defaults() -> dict[str, Any]:
-    return {f.name: f.default for f in dataclasses.fields(Recipe)}
+    """What a recipe setting missing from an older checkpoint meant then: its default, and no distillation (a
+    fine-tune from the parent distils by default since the setting exists)."""
+    return {**{f.name: f.default for f in dataclasses.fields(Recipe)}, "distill": 0.0}
 
 
 def _truncated_tensor(path: Path) -> str | None:

@@ -47,6 +47,9 @@ EVALUATIONS = ("scratch", "inherit")
 #: epoch of fine-tuning or better (``benchmarks/score_fidelity.py``): the search screens many that way and
 #: fine-tunes only its finalists (:mod:`sanas.runs.finalists`).
 DEFAULT_EPOCHS: dict[str, int | float] = {"scratch": 30, "inherit": 0}
+#: Distillation weight of a fine-tune from the parent when the recipe does not say (``benchmarks/final_curve.py``:
+#: it raised the held-out top-1 of every fine-tune length measured).
+DEFAULT_DISTILL = 0.5
 
 
 class TrainingFailed(RuntimeError):
@@ -84,12 +87,12 @@ class Recipe:
     ``drop_path_prob · epoch / retain_epoch``. ``augment=False`` trains on the normalised images alone (no crop,
     flip or cutout).
 
-    ``distill`` (α in [0, 1]; default 0 = off) distils from the trained parent while fine-tuning (inherit only:
+    ``distill`` (α in [0, 1]) distils from the trained parent while fine-tuning (inherit only:
     :func:`evaluate_candidate` and :func:`sanas.training.train_final`): the training loss becomes
     ``(1 − α)·CE(student, y) + α·T²·KL(softmax(teacher/T) ‖ softmax(student/T))`` (Hinton et al.) with
     ``T = distill_temperature`` (default 4), the teacher being a frozen copy of the parent in eval mode that sees
-    the same augmented batch; the auxiliary head keeps its plain cross-entropy. The default stays off until a
-    measurement chooses one.
+    the same augmented batch; the auxiliary head keeps its plain cross-entropy. Default: :data:`DEFAULT_DISTILL`
+    with ``evaluation="inherit"`` (measured in ``benchmarks/final_curve.py``), 0 from scratch (no parent).
 
     >>> Recipe(retain_epoch=2, batch_size=32).total_steps(100)
     8
@@ -117,7 +120,7 @@ class Recipe:
     early_stop: bool = True
     stop_checks: int = 2
     augment: bool = True
-    distill: float = 0.0
+    distill: float | None = None
     distill_temperature: float = 4.0
 
     def __post_init__(self) -> None:
@@ -127,6 +130,8 @@ class Recipe:
             object.__setattr__(self, "retain_epoch", DEFAULT_EPOCHS[self.evaluation])
         if self.finetune_lr is None and isinstance(self.learning_rate, int | float):
             object.__setattr__(self, "finetune_lr", self.learning_rate / 2)
+        if self.distill is None:
+            object.__setattr__(self, "distill", DEFAULT_DISTILL if self.evaluation == "inherit" else 0.0)
         if self.evaluation == "scratch":
             if (isinstance(self.retain_epoch, bool) or not isinstance(self.retain_epoch, int)
                     or self.retain_epoch < 2):
