@@ -102,6 +102,9 @@ def test_a_search_screens_then_fine_tunes_its_finalists_and_train_takes_the_chos
     report = (run / "report" / "report.md").read_text()
     assert "## Finalists" in report and f"Chosen: trial {pick['trial']}" in report
     capsys.readouterr()
+    assert main(["status", str(run)]) == 0
+    assert f"Chosen: trial {pick['trial']}" in " ".join(capsys.readouterr().out.split())
+    capsys.readouterr()
 
     # a rerun trains no finalist again
     before = (run / FINALISTS_FILE).read_text()

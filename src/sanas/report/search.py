@@ -379,6 +379,7 @@ def status_lines(report: SearchReport) -> list[str]:
     remaining = report.search_steps - done
     if remaining <= 0:
         lines.append("search complete")
+        lines += _finalist_lines(report)
     elif times:
         median = times[len(times) // 2]
         eta = remaining * median / max(1, running)
