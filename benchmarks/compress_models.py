@@ -175,7 +175,8 @@ MODELS = {"resnet20": ResNet20, "mobilenetv2": MobileNetV2, "vgg11": VGG11}
 
 # --- helpers --------------------------------------------------------------------------------------------------------
 class FixedNet(SearchSpace):
-    """One architecture: a pruned network, so that sanas' trainer fine-tunes it exactly like (b)'s child."""
+    """One architecture: a pruned network, so that sanas' trainer fine-tunes it from the parent exactly like (b)'s
+    child (the same recipe, the same teacher)."""
 
     name = "FixedNet"
 
@@ -192,7 +193,9 @@ class FixedNet(SearchSpace):
         return copy.deepcopy(self.net)
 
     def inherit(self, parent: nn.Module, tokens: Sequence[int], importance: str = "bn") -> nn.Module:
-        return copy.deepcopy(parent)
+        # The pruned network whatever the parent: the parent given to the fine-tune is the original one, so that
+        # a distilling fine-tune learns from it, as sanas' child does.
+        return copy.deepcopy(self.net)
 
     def count_params(self, tokens: Sequence[int]) -> int:
         return params(self.net)
@@ -320,7 +323,7 @@ def run(name: str, ratio: float, seed: int, parent: nn.Module, parent_info: dict
         t0 = time.perf_counter()
         pruned, prune_ratio = tp_prune(parent, budget, global_pruning)
         prune_seconds = time.perf_counter() - t0
-        out = finetune(FixedNet(pruned), [0], pruned, data, seed, epochs, work / method)
+        out = finetune(FixedNet(pruned), [0], parent, data, seed, epochs, work / method)
         out.update(ratio=prune_ratio, prune_seconds=round(prune_seconds, 1), search=PassMeter().to_dict(1))
         state[method] = out
         save()
