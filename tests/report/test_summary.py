@@ -43,3 +43,14 @@ def test_the_headline_of_an_inherit_search_whose_parent_is_over_its_budget() -> 
     assert "The init tokens (1,000 params) are over the budget" in text
     assert "fine-tuned for 0.25 epoch(s)" in text and "sanas train --run-dir RUN --retain-epoch N" in text
     assert "--inherit" not in text
+
+
+def test_the_headline_of_an_inherit_search_with_the_default_epochs() -> None:
+    """A run config that leaves retain_epoch to the recipe's default said 'fine-tuned for ? epoch(s)'."""
+    from sanas.report.search import Candidate, SearchReport, headline
+
+    best = Candidate(trial=3, tokens=[1, 2], state="complete", reward=0.8, params=900, macs=1, seconds=1.0)
+    report = SearchReport(config={"recipe": {"evaluation": "inherit"}}, budget=900, init_tokens=[2, 2],
+                          init_params=1000, candidates=[best], search_steps=1)
+    text = " ".join(headline(report))
+    assert "scored right after BatchNorm re-estimation (no fine-tuning)" in text and "?" not in text

@@ -33,6 +33,7 @@ from sanas.search.chain import (
 )
 from sanas.search.samplers import SAMPLERS, SimulatedAnnealingSampler
 from sanas.spaces import SearchSpace
+from sanas.training.trainer import DEFAULT_EPOCHS
 
 __all__ = ["Candidate", "SearchReport", "build_report", "render_report", "write_report"]
 
@@ -189,6 +190,8 @@ def headline(report: SearchReport) -> list[str]:
     lines += _finalist_lines(report)
     recipe = report.config.get("recipe", {})
     epochs = recipe.get("retain_epoch")
+    if epochs is None:  # the recipe's default for its evaluation
+        epochs = DEFAULT_EPOCHS.get(recipe.get("evaluation", "scratch"))
     if recipe.get("evaluation") == "inherit":
         how = ("scored right after BatchNorm re-estimation (no fine-tuning)" if epochs == 0 else
                f"BatchNorm re-estimated and fine-tuned for {epochs if epochs is not None else '?'} epoch(s)")
