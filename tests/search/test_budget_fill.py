@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -121,3 +122,16 @@ def test_a_band_edge_outside_0_1_is_refused_naming_it(value: object) -> None:
 def test_an_unknown_move_is_refused() -> None:
     with pytest.raises(ValueError, match="move is 'jump', expected one of fill, plain"):
         check_move("jump")
+
+
+def test_a_small_space_whose_band_is_used_up_goes_on_under_the_budget() -> None:
+    """Three tokens of four widths hold few networks in [0.95, 1] × the budget: once the band has no new
+    candidate, the search proposes others under the budget instead of ending with steps left."""
+    space = get_space("PlainCNNSpace", layers=3, filter_num=[4, 8, 12, 16], stem_channels=8, in_channels=1)
+    budget = space.count_params([2, 2, 2])
+    fits = [t for t in itertools.product(range(4), repeat=3) if space.count_params(t) <= budget]
+    sa = SANAS(space, search_steps=len(fits), save_checkpoint=None, max_params=budget, seed=0)
+    history = run(sa)
+    assert sorted(tuple(t) for t in history) == sorted(fits)  # every network that fits, each once
+    in_band = [sa.fill.in_band(t) for t in history]
+    assert in_band[1] and not all(in_band)  # the init (it fits), the band, then the rest of what fits

@@ -241,13 +241,27 @@ class TokenSampler(BaseSampler):
             # the same neighbour and collide. Timing already makes a parallel search non-reproducible, so mix in
             # this sampler's own nonce. Alone (one process, or a restart), proposals stay reproducible.
             rng = random.Random(f"{self.seed}:{n}:{self._nonce}")
-        candidates = self._candidates(study, trials, rng)
+        found = self._first_new(self._candidates(study, trials, rng), seen)
+        if found is None and self.fill is not None:
+            # Every candidate the band offers around the chain is taken (small spaces): go on anywhere under the
+            # budget rather than end the search with steps left. Deterministic like the rest of the proposal.
+            fill, self.fill = self.fill, None
+            try:
+                found = self._first_new(self._candidates(study, trials, random.Random(f"{self.seed}:{n}:plain")),
+                                        seen)
+            finally:
+                self.fill = fill
+        if found is None:
+            raise SearchExhausted(f"{type(self).__name__} found no feasible, never-proposed candidate in "
+                                  f"{self.max_try_times} draws ({len(seen)} proposed so far); the search is over")
+        return found
+
+    def _first_new(self, candidates: Iterator[Tokens], seen: set[Tokens]) -> list[int] | None:
         for _ in range(self.max_try_times):
             cand = next(candidates)
             if cand not in seen and self.feasible(cand):
                 return list(cand)
-        raise SearchExhausted(f"{type(self).__name__} found no feasible, never-proposed candidate in "
-                              f"{self.max_try_times} draws ({len(seen)} proposed so far); the search is over")
+        return None
 
     def acceptance_draw(self, tokens: Sequence[int]) -> float:
         """The stored acceptance draw ``u`` for ``tokens`` (see :func:`sanas.search.chain.acceptance_draw`)."""
