@@ -116,3 +116,21 @@ def test_a_pruned_baseline_is_distilled_from_the_original_parent_like_sanas_chil
     trainer = Trainer(cm.FixedNet(pruned), [0], data, recipe, parent=parent)
     assert recipe.distill > 0 and trainer.teacher is not None
     assert cm.params(trainer.net) == cm.params(pruned) < cm.params(trainer.teacher) == cm.params(parent)
+
+
+def test_the_meter_charges_the_finalists_of_a_search(tmp_path: Path) -> None:
+    """The finalists fine-tune in a child process in the product; a benchmark's meter must still see them (their
+    training images went uncounted in the first two committed runs, which were run again)."""
+    from harness import sanas_search
+
+    torch.manual_seed(0)
+    parent = cm.VGG11().eval()
+    space = ModelSpace(parent, example_input=[1, 32, 32])
+    data = prepare_data("synthetic", train_size=48, test_size=8, channels=1, val_fraction=0.25)
+    recipe = Recipe(evaluation="inherit", batch_size=16, bn_batches=1, device="cpu")
+    meter = PassMeter()
+    with meter.active():
+        _, log = sanas_search("t", space, data, recipe, parent, int(0.5 * cm.params(parent)), 0, 3, tmp_path)
+    assert len(log["finalists"]) == 3 and log["candidates"] == 3
+    # screening trains nothing; each finalist fine-tunes one epoch
+    assert meter.train == 3 * len(data.train_indices)
