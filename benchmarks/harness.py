@@ -26,9 +26,6 @@ from typing import Any
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-# The meter counts the passes of this process: the finalists, which sanas trains in a child process each, train
-# here instead (SANAS_ISOLATION=none changes where a candidate runs, not what it computes).
-os.environ["SANAS_ISOLATION"] = "none"
 
 
 def git(*args: str) -> str | None:
@@ -125,6 +122,25 @@ class PassMeter:
             self.seconds += time.perf_counter() - start
 
 
+@contextlib.contextmanager
+def in_this_process() -> Iterator[None]:
+    """Train isolated candidates in this process while active (``SANAS_ISOLATION=none``), so that the meter, which
+    counts the passes of this process, charges them; the variable is restored on exit. It changes where a
+    candidate runs, not what it computes. Scoped, not set at import: importing the harness (the tests do) must not
+    switch crash isolation off for everything else in the process."""
+    from sanas.runs.isolate import ISOLATION_ENV
+
+    before = os.environ.get(ISOLATION_ENV)
+    os.environ[ISOLATION_ENV] = "none"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ISOLATION_ENV, None)
+        else:
+            os.environ[ISOLATION_ENV] = before
+
+
 def sanas_search(label: str, space: Any, data: Any, recipe: Any, parent: Any, budget: int, seed: int,
                  candidates: int, work: Path) -> tuple[list[int], dict[str, Any]]:
     """sanas' search as a user runs it, with its defaults: ``candidates`` evaluations of SA (resumable: its journal
@@ -155,8 +171,9 @@ def sanas_search(label: str, space: Any, data: Any, recipe: Any, parent: Any, bu
     sa.close()
     out: dict[str, Any] = {"candidates": len(log), "stopped": sum(r["stopped"] for r in log), "log": log}
     if parent is not None:
-        record = run_finalists(work, space, data, recipe, parent, trials, SEARCH_DEFAULTS["finalists"],
-                               SEARCH_DEFAULTS["finalist_epochs"], progress="none")
+        with in_this_process():
+            record = run_finalists(work, space, data, recipe, parent, trials, SEARCH_DEFAULTS["finalists"],
+                                   SEARCH_DEFAULTS["finalist_epochs"], progress="none")
         out["finalists"] = record.get("finalists", [])
         pick = chosen(record)
         best = pick["tokens"] if pick is not None else best

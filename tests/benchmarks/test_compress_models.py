@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -134,3 +136,17 @@ def test_the_meter_charges_the_finalists_of_a_search(tmp_path: Path) -> None:
     assert len(log["finalists"]) == 3 and log["candidates"] == 3
     # screening trains nothing; each finalist fine-tunes one epoch
     assert meter.train == 3 * len(data.train_indices)
+
+
+def test_the_harness_leaves_crash_isolation_on_outside_a_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Importing the harness once set SANAS_ISOLATION=none for the whole process: in the suite, the isolation tests
+    that run after the benchmark tests then ran a segfaulting candidate in pytest's own process (CI died)."""
+    import harness
+    from sanas.runs.isolate import ISOLATION_ENV, start_method
+
+    monkeypatch.delenv(ISOLATION_ENV, raising=False)
+    importlib.reload(harness)
+    assert ISOLATION_ENV not in os.environ and start_method() != "none"
+    with harness.in_this_process():
+        assert start_method() == "none"
+    assert start_method() != "none"
