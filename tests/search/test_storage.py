@@ -7,9 +7,13 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import threading
+import time
 
+import optuna
 import pytest
 from _support import create_database, drop_database, free_port
+from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from sanas.search import SANAS
@@ -162,3 +166,48 @@ def test_a_server_address_is_checked_before_serving() -> None:
     finally:
         busy.kill()
         busy.wait()
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+def test_a_server_stores_finished_trials_in_the_order_of_their_completion_times(tmp_path, monkeypatch,
+                                                                                 ordered) -> None:
+    """Optuna stamps datetime_complete before it writes; threads finishing at once (a server's gRPC threads and its
+    own loop) could store the later stamp first, and the chain — ordered by the stamp — then put a result before one
+    whose reward() had already been judged without it (the tutorial test's rare "accepted != replay" under load).
+    A pause between the stamp and the write provokes it; ordered_finishes must leave no such pair."""
+    import datetime as dt
+    import random
+
+    import optuna.storages._rdb.storage as rdb
+
+    from sanas.search.storage import ordered_finishes
+
+    class SlowStamp(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[override]
+            stamp = dt.datetime.now(tz)
+            time.sleep(random.uniform(0, 0.02))  # the thread is preempted between the stamp and the write
+            return stamp
+
+    storage = open_storage(run_dir=tmp_path, server=True)
+    study = optuna.create_study(storage=storage, study_name="order")
+    trials = [study.ask() for _ in range(24)]
+    if ordered:
+        ordered_finishes(storage)
+    monkeypatch.setattr(rdb, "datetime", SlowStamp)
+    seen: dict[int, set[int]] = {}
+
+    def finish(trial: optuna.trial.Trial) -> None:
+        storage.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, [0.0])
+        seen[trial.number] = {t.number for t in storage.get_all_trials(study._study_id, deepcopy=False)
+                              if t.state == TrialState.COMPLETE}
+
+    threads = [threading.Thread(target=finish, args=(t,)) for t in trials]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done = {t.number: t.datetime_complete for t in study.get_trials()}
+    # a result stamped earlier than X but not yet stored when X's writer read the study
+    late = [(x, y) for x in done for y in done if done[y] < done[x] and y not in seen[x]]
+    assert (not late) if ordered else late, late

@@ -26,6 +26,7 @@ import re
 import socket
 import sqlite3
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -37,7 +38,8 @@ import optuna
 from optuna.storages import BaseStorage, InMemoryStorage, RDBStorage
 
 __all__ = ["DEFAULT_CONNECT_TIMEOUT", "GrpcServer", "StorageUnavailable", "check_serve_address", "connect_server",
-           "existing_store", "is_loopback", "open_storage", "parse_storage_url", "redact", "start_server"]
+           "existing_store", "is_loopback", "open_storage", "ordered_finishes", "parse_storage_url", "redact",
+           "start_server"]
 
 log = logging.getLogger("sanas.search")
 
@@ -378,6 +380,31 @@ def is_loopback(host: str) -> bool:
     return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
 
 
+def ordered_finishes(storage: BaseStorage) -> BaseStorage:
+    """Make ``storage`` store finished trials in the order of their completion times, within this process.
+
+    Optuna stamps ``datetime_complete`` before it takes its lock (journal) or commits (RDB), so two threads finishing
+    at once — a server's gRPC threads and its own loop — can store the later stamp first. The chain orders results by
+    that stamp, so a reader between the two writes (the ``reward()`` of the later-stamped one) judged a chain that
+    the other result then enters *before* it, and the verdict it returned could differ from every replay. One lock
+    around the stamp and the write makes the stored order the stamp order for every writer that goes through this
+    process (a server and all its clients); separate processes writing to one database keep the documented caveat.
+    Patches the instance (idempotent) and returns it.
+    """
+    if getattr(storage, "_sanas_ordered", False):
+        return storage
+    lock = threading.Lock()
+    finish = storage.set_trial_state_values
+
+    def set_trial_state_values(trial_id: int, state: Any, values: Sequence[float] | None = None) -> bool:
+        with lock:
+            return finish(trial_id, state, values)
+
+    storage.set_trial_state_values = set_trial_state_values  # type: ignore[method-assign]
+    storage._sanas_ordered = True  # type: ignore[attr-defined]
+    return storage
+
+
 def start_server(storage: BaseStorage, server_addr: Sequence[Any]) -> GrpcServer:
     """Serve ``storage`` through Optuna's gRPC storage proxy at ``server_addr`` (host defaults to 127.0.0.1).
 
@@ -390,6 +417,7 @@ def start_server(storage: BaseStorage, server_addr: Sequence[Any]) -> GrpcServer
     from optuna.storages._grpc.servicer import OptunaStorageProxyService
 
     host, port = _parse_addr(server_addr, "127.0.0.1")
+    storage = ordered_finishes(storage)  # its gRPC threads and the server's own loop finish trials at once
     # Without so_reuseport=0, a second server on the same port would silently share it with the first.
     server = grpc.server(ThreadPoolExecutor(max_workers=16), options=[("grpc.so_reuseport", 0)])
     api_pb2_grpc.add_StorageServiceServicer_to_server(OptunaStorageProxyService(storage), server)
