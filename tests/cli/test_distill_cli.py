@@ -9,36 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from _configs import inherit_toml
 from sanas.cli import main
 
-TINY = """
-[space]
-name = "PlainCNNSpace"
-layers = 3
-filter_num = [4, 8, 12, 16]
-stem_channels = 8
-
-[data]
-dataset = "synthetic"
-channels = 1
-train_size = 160
-test_size = 40
-
-[recipe]
-evaluation = "inherit"
-retain_epoch = 0.5
-batch_size = 16
-cutout = 0
-device = "cpu"
-bn_batches = 3
-distill = 0.5
-distill_temperature = 2.0
-
-[search]
-search_steps = 2
-max_params = "1.0x"
-parent_epochs = 2
-"""
+TINY = inherit_toml(recipe="distill = 0.5\ndistill_temperature = 2.0\n",
+                    search='search_steps = 2\nmax_params = "1.0x"\nparent_epochs = 2\n')
 
 
 @pytest.mark.slow

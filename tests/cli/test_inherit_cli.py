@@ -9,38 +9,13 @@ from pathlib import Path
 import optuna
 import pytest
 
+from _configs import inherit_toml
 from sanas.cli import main
 from sanas.search.chain import CURVE_KEY, STATUS_KEY, STOPPED
 from sanas.search.storage import open_storage
 
-TINY = """
-[space]
-name = "PlainCNNSpace"
-layers = 3
-filter_num = [4, 8, 12, 16]
-stem_channels = 8
-
-[data]
-dataset = "synthetic"
-channels = 1
-train_size = 160
-test_size = 40
-
-[recipe]
-evaluation = "inherit"
-retain_epoch = 1
-batch_size = 16
-cutout = 0
-device = "cpu"
-bn_batches = 3
-stop_checks = 2
-
-[search]
-search_steps = {steps}
-max_params = "1.0x"
-parent_epochs = 2
-init_temperature = 0.001
-"""
+TINY = inherit_toml(retain_epoch=1, recipe="stop_checks = 2\n",
+                    search='search_steps = {steps}\nmax_params = "1.0x"\nparent_epochs = 2\ninit_temperature = 0.001\n')
 
 
 def write_config(tmp_path: Path, steps: int = 8) -> Path:

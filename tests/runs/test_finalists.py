@@ -11,6 +11,7 @@ import pytest
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 
+from _configs import inherit_toml
 from sanas.cli import main
 from sanas.runs.config import RunConfig
 from sanas.runs.finalists import FINALISTS_FILE, check_finalists, chosen, pick_finalists
@@ -56,34 +57,8 @@ def test_bad_finalist_settings_name_the_value(count: object, epochs: object, mes
         check_finalists(count, epochs)
 
 
-TINY = """
-[space]
-name = "PlainCNNSpace"
-layers = 3
-filter_num = [4, 8, 12, 16]
-stem_channels = 8
-
-[data]
-dataset = "synthetic"
-channels = 1
-train_size = 160
-test_size = 40
-
-[recipe]
-evaluation = "inherit"
-retain_epoch = 0
-batch_size = 16
-cutout = 0
-device = "cpu"
-bn_batches = 3
-
-[search]
-search_steps = 6
-max_params = "0.8x"
-parent_epochs = 2
-finalists = 2
-finalist_epochs = 0.5
-"""
+TINY = inherit_toml(retain_epoch=0, search='search_steps = 6\nmax_params = "0.8x"\nparent_epochs = 2\nfinalists = 2\n'
+                                          'finalist_epochs = 0.5\n')
 
 
 @pytest.mark.slow

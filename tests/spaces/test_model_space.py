@@ -25,6 +25,7 @@ from _cnn_models import (
 )
 from torch.utils.flop_counter import FlopCounterMode
 
+from _configs import inherit_toml
 from sanas import SANAS, get_space, inherit, space_from_config
 from sanas.cli import main
 from sanas.spaces import model as model_module
@@ -321,29 +322,8 @@ def test_inherit_evaluation_with_early_stop(resnet):
     assert stopped.stopped and stopped.epochs == 0.0 and stopped.reward == full.curve[0][1]
 
 
-INHERIT_SEARCH = """
-[space]
-name = "ModelSpace"
-model = "_cnn_models:trained_resnet"
-
-[data]
-dataset = "synthetic"
-channels = 1
-train_size = 160
-test_size = 40
-
-[recipe]
-evaluation = "inherit"
-retain_epoch = 0.5
-batch_size = 16
-cutout = 0
-device = "cpu"
-bn_batches = 2
-
-[search]
-search_steps = 4
-max_params = "0.7x"
-"""
+INHERIT_SEARCH = inherit_toml('search_steps = 4\nmax_params = "0.7x"\n', retain_epoch=0.5, bn_batches=2,
+                              space='[space]\nname = "ModelSpace"\nmodel = "_cnn_models:trained_resnet"\n')
 
 
 @pytest.mark.slow
