@@ -349,6 +349,12 @@ def total_seconds(result: dict[str, Any]) -> float:
     return result["search"]["seconds"] + result["final"]["seconds"] + result.get("prune_seconds", 0.0)
 
 
+def table_path(out: Path, ratio: float) -> Path:
+    """``OUT_<ratio>.md`` (its .json beside it). Not ``with_suffix`` on ``OUT_0.5``: that reads ".5" as the suffix
+    and wrote every budget's table to ``OUT_0.md``."""
+    return out.with_name(f"{out.name}_{ratio:g}.md")
+
+
 def summarise(args: argparse.Namespace, ratio: float) -> int:
     lines = [f"# Compress a trained CNN to ≤ {ratio:g}× its parameters (benchmarks/compress_models.py)", "",
              f"Fashion-MNIST: {args.train_subset:,} training images (class-balanced subset), {args.val_subset:,} held "
@@ -413,7 +419,7 @@ def summarise(args: argparse.Namespace, ratio: float) -> int:
         return 1
     text = "\n".join(lines)
     print(text)
-    out = Path(f"{args.out}_{ratio:g}")
+    out = table_path(args.out, ratio)
     try:
         tp_version = importlib.metadata.version("torch-pruning")
     except importlib.metadata.PackageNotFoundError:
@@ -421,7 +427,7 @@ def summarise(args: argparse.Namespace, ratio: float) -> int:
     settings = {**{k: v for k, v in vars(args).items() if k != "budget_ratio"}, "budget_ratio": ratio}
     record = {**provenance("benchmarks/compress_models.py", settings), "torch_pruning": tp_version,
               "models": payload}
-    atomic_write_text(out.with_suffix(".md"), text + "\n")
+    atomic_write_text(out, text + "\n")
     atomic_write_text(out.with_suffix(".json"), json.dumps(record, indent=1) + "\n")
     return 0
 

@@ -102,9 +102,17 @@ def test_committed_runs_hold_together() -> None:
             assert space.count_macs(tokens) == run["sanas"]["macs"]
             assert all(r["params"] <= run["budget"] for r in run["sanas"]["log"])
             assert run["sanas"]["search"]["epochs"] > 0
-            table = BENCHMARKS / "data" / f"compress_models_{ratio:g}.md"
-            if table.exists() and all(m in run for m in cm.METHODS):
-                assert f"{100 * run['sanas']['test_top1']:.2f}" in table.read_text()
+            if all(m in run for m in cm.METHODS):  # a finished run is in its budget's committed table
+                table = cm.table_path(cm.OUT, ratio).read_text()
+                assert f"| {run['seed']} | {100 * run['tp_uniform']['test_top1']:.2f} |" in table
+                assert f"{100 * run['sanas']['test_top1']:.2f} |" in table
+
+
+def test_every_budget_has_its_own_table(tmp_path: Path) -> None:
+    """The tables of 0.3x, 0.5x and 0.7x were all written to compress_models_0.md (Path.with_suffix read ".5" as a
+    suffix), each budget's overwriting the last."""
+    assert len({cm.table_path(tmp_path / "t", r) for r in (0.3, 0.5, 0.7)}) == 3
+    assert cm.table_path(tmp_path / "t", 0.5).name == "t_0.5.md"
 
 
 def test_a_pruned_baseline_is_distilled_from_the_original_parent_like_sanas_child() -> None:
