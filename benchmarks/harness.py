@@ -30,7 +30,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 def git(*args: str) -> str | None:
     try:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+        # rstrip only: `status --porcelain` lines start with their status columns (" M path")
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.rstrip()
     except (OSError, subprocess.CalledProcessError):
         return None
 
@@ -38,13 +39,19 @@ def git(*args: str) -> str | None:
 def provenance(script: str, settings: dict[str, Any]) -> dict[str, Any]:
     """Where a table came from. ``dirty`` lists the changed tracked files outside ``benchmarks/data`` (a table
     rewriting its own output does not make the code dirty)."""
-    status = git("status", "--porcelain", "--untracked-files=no") or ""
-    changed = [line[3:] for line in status.splitlines() if not line[3:].startswith("benchmarks/data/")]
-    return {"script": script, "git_commit": git("rev-parse", "HEAD"), "dirty": changed,
+    return {"script": script, "git_commit": git("rev-parse", "HEAD"),
+            "dirty": dirty_files(git("status", "--porcelain", "--untracked-files=no") or ""),
             "command": " ".join(["python", *[relative(a) for a in sys.argv]]),
             "settings": {k: relative(v) if isinstance(v, str | Path) else v for k, v in settings.items()},
             "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
             "generated": time.strftime("%Y-%m-%d", time.gmtime())}
+
+
+def dirty_files(porcelain: str) -> list[str]:
+    """The changed paths of ``git status --porcelain`` (two status columns, a space, the path) outside
+    ``benchmarks/data``."""
+    paths = [line[3:] for line in porcelain.splitlines() if len(line) > 3]
+    return [p for p in paths if not p.startswith("benchmarks/data/")]
 
 
 def relative(value: str | Path) -> str:

@@ -76,6 +76,26 @@ def test_provenance_names_the_commit_and_the_dirty_files_with_repository_paths()
     assert isinstance(record["dirty"], list) and record["git_commit"]
 
 
+def test_provenance_lists_a_changed_file_by_its_whole_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """git()'s output was strip()ped, so the first `status --porcelain` line lost its leading status column and its
+    path its first letter ('enchmarks/data/...'), which then counted as a dirty code file."""
+    import subprocess
+
+    import harness
+
+    for args in (["init", "-q"], ["config", "user.email", "t@t"], ["config", "user.name", "t"]):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True)
+    for name in ("benchmarks/data/r.json", "src/x.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("a\n")
+    subprocess.run(["git", "add", "."], cwd=tmp_path, check=True)
+    subprocess.run(["git", "commit", "-qm", "x"], cwd=tmp_path, check=True)
+    for name in ("benchmarks/data/r.json", "src/x.py"):
+        (tmp_path / name).write_text("b\n")
+    monkeypatch.setattr(harness, "REPO", tmp_path)
+    assert harness.provenance("s", {})["dirty"] == ["src/x.py"]
+
+
 def committed_runs() -> list[Path]:
     return sorted((BENCHMARKS / "data" / "compress_models_runs").glob("*/*x/seed-*.json"))
 
