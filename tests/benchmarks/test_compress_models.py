@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -126,6 +127,15 @@ def test_committed_runs_hold_together() -> None:
                 table = cm.table_path(cm.OUT, ratio).read_text()
                 assert f"| {run['seed']} | {100 * run['tp_uniform']['test_top1']:.2f} |" in table
                 assert f"{100 * run['sanas']['test_top1']:.2f} |" in table
+
+
+def test_a_win_is_a_mean_difference_above_every_std() -> None:
+    """A mean difference above the baseline's std but not above the paired differences' std is no win (ResNet-20 at
+    0.5x once read as one: +0.13 points over a std of 0.13, the differences' std 0.23)."""
+    assert cm.beats([0.9015, 0.9025, 0.9050], [0.9028, 0.9002, 0.9019])[2] is False
+    diff, sd, wins = cm.beats([0.9047, 0.9023, 0.9026], [0.9001, 0.8989, 0.8986])
+    assert wins and sd == pytest.approx(0.0013, abs=1e-4) and statistics.mean(diff) == pytest.approx(0.0040)
+    assert cm.beats([0.95], [0.5])[2] is False  # one seed has no std
 
 
 def test_every_budget_has_its_own_table(tmp_path: Path) -> None:
