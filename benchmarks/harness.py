@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import torch
 
@@ -137,15 +138,8 @@ def in_this_process() -> Iterator[None]:
     switch crash isolation off for everything else in the process."""
     from sanas.runs.isolate import ISOLATION_ENV
 
-    before = os.environ.get(ISOLATION_ENV)
-    os.environ[ISOLATION_ENV] = "none"
-    try:
+    with mock.patch.dict(os.environ, {ISOLATION_ENV: "none"}):  # restores the environment as it was
         yield
-    finally:
-        if before is None:
-            os.environ.pop(ISOLATION_ENV, None)
-        else:
-            os.environ[ISOLATION_ENV] = before
 
 
 def sanas_search(label: str, space: Any, data: Any, recipe: Any, parent: Any, budget: int, seed: int,
