@@ -23,8 +23,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sanas.search.early_stop import learned_margins
-from sanas.training.trainer import StopRule
+from sanas.search.early_stop import StopRule, learned_margins
 
 Rule = Callable[[float, list[list[list[float]]], list[float]], int | None]
 

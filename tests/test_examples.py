@@ -24,7 +24,7 @@ import yaml
 
 from sanas.cli import CLIError, build_parser, overrides_from_args, parse_tokens
 from sanas.runs.config import RunConfig
-from sanas.runs.worker import open_search
+from sanas.runs.study import open_search
 from sanas.search.lease import OWNER_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -452,7 +452,7 @@ def test_the_extracted_slurm_worker_line_joins_a_study_and_works_under_its_array
     # The final-training recipes then train that study's best candidate: the tokens their scripts find (SLURM's
     # writes the report with `sanas report` first; Kubernetes' reads the one it left) are those of the report's best.
     from sanas.report.search import build_report
-    from sanas.runs.worker import load_study
+    from sanas.runs.study import load_study
 
     study, config = load_study(run, storage)
     best = build_report(study.get_trials(), config.build_space(), config).best

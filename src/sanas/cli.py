@@ -23,7 +23,7 @@ from rich.console import Console
 
 from sanas.network import GENOTYPES
 from sanas.runs.config import DATA_DEFAULTS, SEARCH_DEFAULTS, defaults_of
-from sanas.runs.worker import USER_ERRORS, user_error_text
+from sanas.runs.console import USER_ERRORS, user_error_text
 from sanas.search.budget import MOVES
 from sanas.search.chain import PADDLESLIM_INIT_TEMPERATURE, check_init_temperature
 from sanas.search.samplers import SAMPLERS
@@ -260,7 +260,7 @@ def _search_config(args: argparse.Namespace) -> Any:
 def _study_trials(run_dir: Path | None, storage: str | None, server_addr: tuple[str, int] | None,
                   study_name: str | None) -> tuple[list[Any], Any]:
     """The study's trials and the run config, read without joining the search."""
-    from sanas.runs.worker import load_study
+    from sanas.runs.study import load_study
 
     study, config = load_study(run_dir, storage, server_addr, study_name)
     return study.get_trials(deepcopy=False), config
@@ -288,16 +288,9 @@ def _write_report(run_dir: Path, args: argparse.Namespace, console: Console, out
 def cmd_search(args: argparse.Namespace, console: Console) -> int:
     from sanas.runs.finalists import finalists_stage
     from sanas.runs.launcher import launch_workers
-    from sanas.runs.worker import (
-        Interrupted,
-        ensure_parent,
-        load_parent,
-        open_search,
-        parent_provenance,
-        preflight,
-        resolve_config,
-        run_worker,
-    )
+    from sanas.runs.parent import ensure_parent, load_parent, parent_provenance
+    from sanas.runs.study import open_search, preflight, resolve_config
+    from sanas.runs.worker import Interrupted, run_worker
 
     run_dir = Path(args.run_dir)
     config = _search_config(args)
@@ -412,7 +405,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_train(args: argparse.Namespace, console: Console) -> int:
     from sanas.runs.config import RunConfig
-    from sanas.runs.worker import load_parent
+    from sanas.runs.parent import load_parent
     from sanas.training import prepare_data, train_final
 
     run_dir = Path(args.run_dir) if args.run_dir else None

@@ -13,8 +13,8 @@ from optuna.trial import TrialState, create_trial
 
 from _configs import inherit_toml
 from sanas.cli import main
-from sanas.runs.config import RunConfig
-from sanas.runs.finalists import FINALISTS_FILE, check_finalists, chosen, pick_finalists
+from sanas.runs.config import RunConfig, check_finalists
+from sanas.runs.finalists import FINALISTS_FILE, chosen, pick_finalists
 from sanas.search.chain import STATUS_KEY, STOPPED, TOKENS_KEY
 from sanas.spaces import uniform_tokens
 

@@ -11,7 +11,8 @@ import optuna
 
 from sanas.runs import launcher
 from sanas.runs.config import RunConfig
-from sanas.runs.worker import open_search, worker_main
+from sanas.runs.study import open_search
+from sanas.runs.worker import worker_main
 
 TINY = {
     "space": {"layers": 3, "filter_num": [4, 8, 16], "init_channels": 4},

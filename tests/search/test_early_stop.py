@@ -7,8 +7,7 @@ from datetime import datetime
 from optuna.trial import FrozenTrial, TrialState
 
 from sanas.search.chain import CURVE_KEY, STATUS_KEY, STOPPED
-from sanas.search.early_stop import MIN_CURVES, finished_curves, learned_margins
-from sanas.training.trainer import StopRule
+from sanas.search.early_stop import MIN_CURVES, StopRule, finished_curves, learned_margins
 
 
 def trial(number: int, curve: list[list[float]] | None, state: TrialState = TrialState.COMPLETE,

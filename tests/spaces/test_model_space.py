@@ -28,10 +28,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from _configs import inherit_toml
 from sanas import SANAS, get_space, inherit, space_from_config
 from sanas.cli import main
+from sanas.search.early_stop import StopRule
 from sanas.spaces import model as model_module
 from sanas.spaces.model import ModelSpace, forward_digest, load_entry_point, weights_digest
 from sanas.training import Recipe, evaluate_candidate, load_model, prepare_data
-from sanas.training.trainer import StopRule
 
 HERE = Path(__file__).parent
 X = torch.randn(4, 1, 32, 32, generator=torch.Generator().manual_seed(1))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sanas.runs.config import RunConfig
-from sanas.runs.worker import parent_provenance
+from sanas.runs.parent import parent_provenance
 from sanas.training import load_dataset, split_data
 
 DATASET = load_dataset("synthetic", train_size=200, test_size=20)

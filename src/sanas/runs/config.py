@@ -42,14 +42,14 @@ from pathlib import Path
 from typing import Any
 
 from sanas.atomic import atomic_write_text
-from sanas.runs.finalists import DEFAULT_FINALIST_EPOCHS, DEFAULT_FINALISTS, check_finalists
 from sanas.search.api import SANAS
 from sanas.search.budget import check_fill, check_move, parse_budget
 from sanas.search.chain import PADDLESLIM_INIT_TEMPERATURE, check_init_temperature, check_reduce_rate
 from sanas.search.samplers import DEFAULT_SAMPLER, SAMPLERS
 from sanas.spaces import DEFAULT_SPACE, SearchSpace, get_space
 
-__all__ = ["CONFIG_FILE", "SEARCH_DEFAULTS", "RunConfig", "load_toml", "parse_budget"]
+__all__ = ["CONFIG_FILE", "DEFAULT_FINALISTS", "DEFAULT_FINALIST_EPOCHS", "SEARCH_DEFAULTS", "RunConfig",
+           "check_finalists", "load_toml", "parse_budget"]
 
 CONFIG_FILE = "config.json"
 
@@ -62,6 +62,27 @@ def defaults_of(function: Any, *names: str) -> dict[str, Any]:
     """
     params = inspect.signature(function).parameters
     return {name: params[name].default for name in names}
+
+
+#: How many of the screened candidates are fine-tuned at the end of an inherit search (0: none, the screening's
+#: best is the choice).
+DEFAULT_FINALISTS = 4
+#: Fine-tuning epochs per finalist.
+DEFAULT_FINALIST_EPOCHS = 1.0
+
+
+def check_finalists(count: object, epochs: object) -> tuple[int, float]:
+    """``(finalists, finalist_epochs)`` checked: a whole number >= 0, and epochs > 0 (fractions allowed).
+
+    >>> check_finalists(4, 0.5)
+    (4, 0.5)
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError(f"finalists is {count!r}, expected a whole number >= 0 (0 = no finalists: the screening's "
+                         f"best is the choice)")
+    if isinstance(epochs, bool) or not isinstance(epochs, int | float) or not 0 < epochs < float("inf"):
+        raise ValueError(f"finalist_epochs is {epochs!r}, expected a number of fine-tuning epochs > 0")
+    return count, float(epochs)
 
 
 #: Settings of the [search] table and their defaults: SANAS's own (PaddleSlim's where it has one), and the

@@ -26,31 +26,14 @@ from typing import Any
 from optuna.trial import FrozenTrial
 
 from sanas.atomic import atomic_write_text
+from sanas.runs.config import DEFAULT_FINALIST_EPOCHS, DEFAULT_FINALISTS, check_finalists
+from sanas.runs.parent import load_parent
+from sanas.runs.study import load_study
 from sanas.search.chain import evaluations
 
-__all__ = ["DEFAULT_FINALISTS", "DEFAULT_FINALIST_EPOCHS", "FINALISTS_FILE", "check_finalists", "chosen",
-           "finalists_stage", "pick_finalists", "read_finalists", "run_finalists"]
+__all__ = ["FINALISTS_FILE", "chosen", "finalists_stage", "pick_finalists", "read_finalists", "run_finalists"]
 
 FINALISTS_FILE = "finalists.json"
-#: How many of the screened candidates are fine-tuned at the end of an inherit search (0: none, the screening's
-#: best is the choice).
-DEFAULT_FINALISTS = 4
-#: Fine-tuning epochs per finalist.
-DEFAULT_FINALIST_EPOCHS = 1.0
-
-
-def check_finalists(count: object, epochs: object) -> tuple[int, float]:
-    """``(finalists, finalist_epochs)`` checked: a whole number >= 0, and epochs > 0 (fractions allowed).
-
-    >>> check_finalists(4, 0.5)
-    (4, 0.5)
-    """
-    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        raise ValueError(f"finalists is {count!r}, expected a whole number >= 0 (0 = no finalists: the screening's "
-                         f"best is the choice)")
-    if isinstance(epochs, bool) or not isinstance(epochs, int | float) or not 0 < epochs < float("inf"):
-        raise ValueError(f"finalist_epochs is {epochs!r}, expected a number of fine-tuning epochs > 0")
-    return count, float(epochs)
 
 
 def pick_finalists(trials: Sequence[FrozenTrial], count: int) -> list[dict[str, Any]]:
@@ -151,7 +134,6 @@ def finalists_stage(config: Any, run_dir: str | Path, *, storage: str | None = N
                     device: str | None = None, progress: str = "auto") -> dict[str, Any] | None:
     """The finalists of a finished search (``sanas search`` runs this once its workers are done): ``None`` for a
     scratch search or ``finalists = 0``; else the record of :func:`run_finalists`."""
-    from sanas.runs.worker import load_parent, load_study
     from sanas.training import prepare_data
 
     count, epochs = check_finalists(config.search.get("finalists", 0), config.search.get("finalist_epochs",

@@ -19,12 +19,14 @@ reward and counts as a rejected evaluation; the chain stays a function of the st
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
 from sanas.search.chain import CURVE_KEY, STATUS_KEY, STOPPED
 
-__all__ = ["MIN_CURVES", "finished_curves", "learned_margins"]
+__all__ = ["MIN_CURVES", "StopRule", "finished_curves", "learned_margins", "stop_rule"]
 
 #: Finished candidates needed before anything is stopped: fewer curves say too little about possible gains.
 MIN_CURVES = 3
@@ -54,3 +56,39 @@ def learned_margins(curves: Sequence[Sequence[Sequence[float]]],
     # Never negative: that finished candidates happened to lose accuracy after a check is no reason to stop one
     # that is still above the threshold there.
     return tuple(max(0.0, *(float(c[-1][1]) - float(c[i][1]) for c in usable)) for i in range(common - 1))
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """When to stop a fine-tuned candidate early (the inherit evaluation's checks, see
+    :func:`sanas.training.trainer.check_points`).
+
+    At check ``i`` the candidate stops if its best held-out top-1 so far (this check's, or an ``earlier`` check's)
+    plus ``margins[i]`` — the most any finished candidate gained from that check to its end — stays below
+    ``threshold``, the reward it needs to be accepted. The best so far, not the last: fine-tuning at a fresh
+    learning rate often dips below the accuracy it started from and recovers by the end, and the candidates that
+    dipped deepest are exactly the ones stopped there, so the finished curves never teach a margin that large.
+
+    >>> rule = StopRule(0.80, (0.05, 0.02))
+    >>> rule.should_stop(0, 0.70), rule.should_stop(1, 0.79), rule.should_stop(1, 0.60, [0.785])
+    (True, False, False)
+    """
+
+    threshold: float
+    margins: tuple[float, ...]
+
+    def should_stop(self, check: int, val_top1: float, earlier: Sequence[float] = ()) -> bool:
+        return check < len(self.margins) and max([val_top1, *earlier]) + self.margins[check] < self.threshold
+
+
+def stop_rule(sa: Any, recipe: Any) -> StopRule | None:
+    """The early-stop rule for ``sa``'s pending candidate (a :class:`~sanas.SANAS` that has proposed it), or
+    ``None``: early stop off in ``recipe`` (a :class:`~sanas.training.Recipe`), a scratch evaluation, no
+    acceptance threshold yet, or too few finished curves to learn margins from."""
+    if recipe.evaluation != "inherit" or not recipe.early_stop:
+        return None
+    threshold = sa.acceptance_threshold()
+    if threshold is None:
+        return None
+    margins = learned_margins(finished_curves(sa.study.get_trials(deepcopy=False)))
+    return None if margins is None else StopRule(threshold, margins)

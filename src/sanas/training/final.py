@@ -15,13 +15,11 @@ the middle of writing a file leaves a temporary behind; the next run in ``out_di
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.util
 import io
 import json
 import logging
 import math
-import struct
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -30,19 +28,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
 from sanas.atomic import atomic_write_bytes, clean_stale_temporaries
-from sanas.spaces import SearchSpace, space_from_config
+from sanas.spaces import SearchSpace
 from sanas.training.data import TrainingData
 from sanas.training.distributed import STREAMS, Launch, barrier, rank_seed
+from sanas.training.saved import MODEL_JSON, WEIGHTS, load_model, weights_digest
 from sanas.training.trainer import EpochMetrics, Progress, Recipe, Trainer, _Reporter
 
 __all__ = ["FinalResult", "export_onnx", "load_model", "missing_onnx_packages", "train_final", "weights_digest"]
 
 CHECKPOINT = "checkpoint.pt"
-WEIGHTS = "model.safetensors"
-MODEL_JSON = "model.json"
 ONNX = "model.onnx"
 # Recipe fields that may change between a run and its resume without changing what is computed.
 _RESUMABLE_CHANGES = ("device", "compile", "eval_batch_size")
@@ -69,16 +66,6 @@ def _identity(space: SearchSpace, tokens: list[int], recipe: Recipe, data: Train
     if parent is not None:
         out["parent"] = parent
     return out
-
-
-def weights_digest(net: torch.nn.Module) -> str:
-    """SHA-256 of a network's state dict (names, shapes, values): which parent a fine-tuned model came from."""
-    h = hashlib.sha256()
-    for name, t in net.state_dict().items():
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.detach().to("cpu").contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
@@ -244,70 +231,6 @@ def _recipe_defaults() -> dict[str, Any]:
     """What a recipe setting missing from an older checkpoint meant then: its default, and no distillation (a
     fine-tune from the parent distils by default since the setting exists)."""
     return {**{f.name: f.default for f in dataclasses.fields(Recipe)}, "distill": 0.0}
-
-
-def _truncated_tensor(path: Path) -> str | None:
-    """The first tensor of a safetensors file whose bytes run past the end of the file, if its header is whole.
-
-    Reads only the header (an 8-byte length, then JSON), never the tensors.
-    """
-    try:
-        with path.open("rb") as f:
-            (length,) = struct.unpack("<Q", f.read(8))
-            if length > 100_000_000:
-                return None
-            header = json.loads(f.read(length))
-        available = path.stat().st_size - 8 - length
-        ends = sorted((v["data_offsets"][1], k) for k, v in header.items() if k != "__metadata__")
-    except (OSError, ValueError, struct.error, KeyError, TypeError, IndexError):
-        return None
-    return next((name for end, name in ends if end > available), None)
-
-
-def load_model(out_dir: str | Path) -> torch.nn.Module:
-    """Rebuild the network saved by :func:`train_final` in ``out_dir``, weights loaded, in eval mode.
-
-    The space config and tokens come from ``model.json``; the weights from ``model.safetensors``. A missing,
-    corrupt or truncated file, or weights that do not fit the network (a tensor too many, missing, or of
-    another shape), raise ``ValueError`` (``FileNotFoundError`` for a missing file) naming the file and the
-    tensor.
-    """
-    out = Path(out_dir)
-    for name in (MODEL_JSON, WEIGHTS):
-        if not (out / name).is_file():
-            raise FileNotFoundError(f"{out / name} is missing: expected a folder written by train_final")
-    meta, weights_path = out / MODEL_JSON, out / WEIGHTS
-    try:
-        info = json.loads(meta.read_text())
-        net = space_from_config(info["space"]).token2arch(info["tokens"])
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{meta} is corrupt ({e}); expected the JSON written by train_final") from None
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"{meta} does not describe a model (no {e}); expected the JSON written by "
-                         f"train_final") from None
-    try:
-        weights = load_file(weights_path)
-    except Exception as e:  # safetensors' own error type is not public API
-        cut = _truncated_tensor(weights_path)
-        what = f"tensor {cut!r} is cut short: the file is truncated" if cut else str(e).splitlines()[0]
-        raise ValueError(f"{weights_path} cannot be read ({what}); expected the weights written by "
-                         f"train_final") from None
-    expected = net.state_dict()
-    extra, missing = sorted(set(weights) - set(expected)), sorted(set(expected) - set(weights))
-    more = len(extra) + len(missing) - 1
-    also = f" (and {more} more tensor{'s' if more > 1 else ''} that differ)" if more > 0 else ""
-    if extra:
-        raise ValueError(f"{weights_path} holds tensor {extra[0]!r}, which the network of {meta.name} does not "
-                         f"have{also}")
-    if missing:
-        raise ValueError(f"{weights_path} lacks tensor {missing[0]!r} of the network of {meta.name}{also}")
-    for name, tensor in weights.items():
-        if tensor.shape != expected[name].shape:
-            raise ValueError(f"{weights_path}: tensor {name!r} has shape {list(tensor.shape)}, the network of "
-                             f"{meta.name} expects {list(expected[name].shape)}")
-    net.load_state_dict(weights)
-    net.sanas_info = info  # model.json: metrics, test accuracy, params (what a fine-tuned child is compared with)
-    return net.eval()
 
 
 #: The final fine-tune from the parent, as a fraction of the parent's own training epochs (``sanas train`` in

@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -35,8 +35,9 @@ from sanas.training.distributed import (
     rank_seed,
     unused_parameters,
 )
+from sanas.training.saved import load_model
 
-__all__ = ["EVALUATIONS", "CandidateResult", "EpochMetrics", "Recipe", "StopRule", "Trainer", "TrainingFailed",
+__all__ = ["EVALUATIONS", "CandidateResult", "EpochMetrics", "Recipe", "StopCheck", "Trainer", "TrainingFailed",
            "check_points", "evaluate_candidate"]
 
 Progress = Literal["auto", "bar", "lines", "none"]
@@ -239,7 +240,7 @@ class CandidateResult:
     #: Training epochs spent (fractional when fine-tuning); BatchNorm re-estimation batches run.
     epochs: float = 0.0
     bn_batches: int = 0
-    #: Stopped early by a :class:`StopRule` (``reward`` is then the partial reward at the stop).
+    #: Stopped early by the early-stop rule (``reward`` is then the partial reward at the stop).
     stopped: bool = False
     threshold: float | None = None
 
@@ -709,26 +710,13 @@ def _is_oom(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
-@dataclass(frozen=True)
-class StopRule:
-    """When to stop a fine-tuned candidate early (the inherit evaluation's checks, see :func:`check_points`).
-
-    At check ``i`` the candidate stops if its best held-out top-1 so far (this check's, or an ``earlier`` check's)
-    plus ``margins[i]`` — the most any finished candidate gained from that check to its end — stays below
-    ``threshold``, the reward it needs to be accepted. The best so far, not the last: fine-tuning at a fresh
-    learning rate often dips below the accuracy it started from and recovers by the end, and the candidates that
-    dipped deepest are exactly the ones stopped there, so the finished curves never teach a margin that large.
-
-    >>> rule = StopRule(0.80, (0.05, 0.02))
-    >>> rule.should_stop(0, 0.70), rule.should_stop(1, 0.79), rule.should_stop(1, 0.60, [0.785])
-    (True, False, False)
-    """
+class StopCheck(Protocol):
+    """What the inherit evaluation asks of an early-stop rule (:class:`sanas.search.early_stop.StopRule`, learned
+    from the search): the reward a candidate needs, and whether to stop it at check ``check``."""
 
     threshold: float
-    margins: tuple[float, ...]
 
-    def should_stop(self, check: int, val_top1: float, earlier: Sequence[float] = ()) -> bool:
-        return check < len(self.margins) and max([val_top1, *earlier]) + self.margins[check] < self.threshold
+    def should_stop(self, check: int, val_top1: float, earlier: Sequence[float] = ()) -> bool: ...
 
 
 def check_points(total_steps: int, checks: int) -> list[int]:
@@ -746,12 +734,10 @@ def check_points(total_steps: int, checks: int) -> list[int]:
 def _load_parent(parent: nn.Module | str | os.PathLike[str]) -> nn.Module:
     if isinstance(parent, nn.Module):
         return parent
-    from sanas.training.final import load_model  # final builds on this module
-
     return load_model(parent)
 
 
-def _finetune(trainer: Trainer, result: CandidateResult, reporter: _Reporter, stop: StopRule | None) -> None:
+def _finetune(trainer: Trainer, result: CandidateResult, reporter: _Reporter, stop: StopCheck | None) -> None:
     """The inherit evaluation: BatchNorm re-estimation, then fine-tuning with checks; fills ``result``."""
     r = trainer.recipe
     trainer.reestimate_bn(r.bn_batches)
@@ -777,7 +763,7 @@ def _finetune(trainer: Trainer, result: CandidateResult, reporter: _Reporter, st
 
 def evaluate_candidate(tokens: Sequence[int], space: SearchSpace, data: TrainingData, recipe: Recipe | None = None,
                        progress: Progress = "auto", parent: nn.Module | str | os.PathLike[str] | None = None,
-                       stop_rule: StopRule | None = None) -> CandidateResult:
+                       stop_rule: StopCheck | None = None) -> CandidateResult:
     """Evaluate ``tokens`` under ``recipe.evaluation`` and return the reward.
 
     ``"scratch"`` (PaddleSlim's protocol): train ``space.token2arch(tokens)`` for ``recipe.retain_epoch``
