@@ -240,8 +240,9 @@ def cmd_info(args: argparse.Namespace, console: Console) -> int:
     from sanas.report import model_summary, render_summary
 
     space = space_from_args(args)
-    if not hasattr(space, "counts"):
-        raise CLIError(f"sanas info supports DartsSpace-like spaces only, not {space.name}")
+    if space.parts(space.init_tokens()) is None:
+        raise CLIError(f"sanas info supports spaces that report their parts (DartsSpace-like) only, not "
+                       f"{space.name}")
     token_sets = [("init tokens", space.init_tokens())]
     for tokens in args.token or []:
         token_sets.append(("tokens", parse_tokens(tokens)))
@@ -544,7 +545,7 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     from sanas.report import model_summary, render_summary
     from sanas.spaces import space_from_config
     from sanas.training import load_model
-    from sanas.training.final import export_onnx, missing_onnx_packages
+    from sanas.training.final import missing_onnx_packages, write_onnx
 
     if args.onnx:  # checked before the (slow) load and export
         missing = missing_onnx_packages()
@@ -558,7 +559,7 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     info = json.loads((src / "model.json").read_text())
     space = space_from_config(info["space"])
     tokens = info["tokens"]
-    if hasattr(space, "counts"):  # DartsSpace-like: one row per cell
+    if space.parts(tokens) is not None:  # DartsSpace-like: one row per part
         console.print(render_summary(model_summary(space, tokens), title=f"model in {src}"))
     else:
         console.print(f"model in {src}: {space.name}, tokens {tokens}, {space.count_params(tokens):,} params, "
@@ -566,9 +567,9 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     if "test" in info:
         console.print(f"test top-1 {100 * info['test']['top1']:.2f} %")
     if args.onnx:
-        message = export_onnx(net, space.config()["in_channels"], Path(args.onnx))
-        console.print(message)
-        if not message.startswith("wrote "):
+        outcome = write_onnx(net, space.config()["in_channels"], Path(args.onnx))
+        console.print(outcome.message)
+        if not outcome.written:
             return 1
     return 0
 

@@ -8,6 +8,8 @@ import sys
 import pytest
 
 from sanas.cli import main, parse_tokens
+from sanas.spaces import PlainCNNSpace, get_space, register_space
+from sanas.spaces.base import Part
 
 SA = "5 5 0 5 5 10 7 7 5 7 7 11 10 12 10 0 5 3 10 8".split()
 
@@ -50,3 +52,26 @@ def test_parse_tokens_forms():
     assert parse_tokens(["[5, 5,0]", "3"]) == [5, 5, 0, 3]
     with pytest.raises(Exception, match="no tokens given"):
         parse_tokens([" "])
+
+
+@register_space
+class _PartsCNN(PlainCNNSpace):
+    """A space that is not DARTS but reports its parts: ``sanas info`` asks what a space can report, not its kind."""
+
+    def parts(self, tokens, input_size=(32, 32)):
+        return [Part("body", "plain", None, self.count_params(tokens), self.count_macs(tokens, input_size)),
+                Part("probe", "training only", None, 7, 0, counted=False)]
+
+
+def test_info_tabulates_any_space_that_reports_its_parts(capsys):
+    assert main(["info", "--space", "_PartsCNN", "--filter-num", "4,8,16", "--layers", "3"]) == 0
+    out = capsys.readouterr().out
+    space = get_space("_PartsCNN", filter_num=[4, 8, 16], layers=3)
+    params = f"{space.count_params(space.init_tokens()):,}"
+    assert "body" in out and params in out and "training only, not counted): 7 params" in out
+
+
+def test_info_on_a_space_without_parts_is_one_line(capsys):
+    assert main(["info", "--space", "PlainCNNSpace", "--filter-num", "4,8,16", "--layers", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "report their parts" in err and "PlainCNNSpace" in err and err.count("\n") == 1

@@ -87,3 +87,23 @@ def test_a_failed_or_skipped_export_writes_nothing(tmp_path: Path, monkeypatch: 
     message = export_onnx(get_space("PlainCNNSpace").token2arch([0, 0, 0, 0]), 1, path)
     assert message == "skipped ONNX export: onnx and onnxscript not installed (pip install 'sanas[onnx]')"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_export_whose_exporter_fails_exits_1_and_leaves_no_file(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    space = get_space("PlainCNNSpace", filter_num=[4, 8, 16], layers=3, stem_channels=4)
+    data = prepare_data("synthetic", train_size=40, test_size=10, channels=1, seed=0)
+    model = tmp_path / "final"
+    train_final([1, 1, 1], space, data, Recipe(retain_epoch=2, batch_size=20, device="cpu", cutout=0), model,
+                progress="none", onnx=False)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("wrote nothing: the exporter broke")  # the status, not the text, says it failed
+
+    monkeypatch.setattr(torch.onnx, "export", broken)
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(model), "--onnx", str(out)]) == 1
+    assert "ONNX export failed (RuntimeError: wrote nothing" in " ".join(capsys.readouterr().out.split())
+    assert not out.exists()
+    outcome = final_module.write_onnx(load_model(model), 1, out)
+    assert not outcome.written and outcome.message.startswith("ONNX export failed")

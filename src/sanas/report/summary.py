@@ -1,4 +1,5 @@
-"""Per-cell model summary of a DartsSpace architecture: type, width, parameters and MACs."""
+"""Part-by-part model summary (type, width, parameters, MACs) of a space that reports its parts (DartsSpace:
+stem, cells, classifier): :meth:`sanas.spaces.base.SearchSpace.parts`."""
 
 from __future__ import annotations
 
@@ -9,18 +10,13 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from sanas.spaces import DartsSpace
+from sanas.spaces.base import Part, SearchSpace
 
 __all__ = ["CellRow", "ModelSummary", "model_summary", "render_summary"]
 
 
-@dataclass(frozen=True)
-class CellRow:
-    name: str
-    kind: str
-    width: int | None
-    params: int
-    macs: int
+#: A row of the summary: one part of the network.
+CellRow = Part
 
 
 @dataclass(frozen=True)
@@ -43,9 +39,10 @@ class ModelSummary:
         return self.macs / self.init_macs
 
 
-def model_summary(space: DartsSpace, tokens: Sequence[int],
+def model_summary(space: SearchSpace, tokens: Sequence[int],
                   input_size: tuple[int, int] = (32, 32)) -> ModelSummary:
-    """Exact per-part counts of ``tokens`` in ``space``, and their ratio to the space's init tokens.
+    """Exact per-part counts of ``tokens`` in ``space``, and their ratio to the space's init tokens. Raises
+    ``ValueError`` for a space whose :meth:`~sanas.spaces.base.SearchSpace.parts` is ``None``.
 
     >>> from sanas import get_space
     >>> s = model_summary(get_space("DartsSpace"), [5, 5, 0, 5, 5, 10, 7, 7, 5, 7, 7, 11, 10, 12, 10, 0, 5, 3, 10, 8])
@@ -53,15 +50,13 @@ def model_summary(space: DartsSpace, tokens: Sequence[int],
     (3344396, 0.888)
     """
     tokens = space.validate(tokens)
-    counts = space.counts(tokens, input_size)
-    init = space.counts(space.init_tokens(), input_size)
-    rows = [CellRow("stem", "stem", space.stem_channels, *counts.stem)]
-    for i, (kind, width, (params, macs)) in enumerate(
-            zip(space.cell_types(), space.widths(tokens), counts.cells, strict=True)):
-        rows.append(CellRow(f"cell {i}", kind, width, params, macs))
-    rows.append(CellRow("classifier", "linear", None, *counts.classifier))
-    return ModelSummary(tokens, rows, counts.params, counts.macs, init.params, init.macs, counts.aux_head_params,
-                        input_size)
+    parts, init = space.parts(tokens, input_size), space.parts(space.init_tokens(), input_size)
+    if parts is None or init is None:
+        raise ValueError(f"{space.name} reports no per-part counts; expected a space such as DartsSpace")
+    rows = [p for p in parts if p.counted]
+    return ModelSummary(tokens, rows, sum(p.params for p in rows), sum(p.macs for p in rows),
+                        sum(p.params for p in init if p.counted), sum(p.macs for p in init if p.counted),
+                        sum(p.params for p in parts if not p.counted), input_size)
 
 
 def render_summary(summary: ModelSummary, title: str | None = None) -> Group:

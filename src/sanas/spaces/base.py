@@ -7,12 +7,27 @@ import json
 import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-__all__ = ["DEFAULT_SPACE", "SPACES", "CellWidthSpace", "SearchSpace", "get_space", "positive_int", "register_space",
-           "space_from_config", "tag_network", "uniform_tokens"]
+__all__ = ["DEFAULT_SPACE", "SPACES", "CellWidthSpace", "Part", "SearchSpace", "get_space", "positive_int",
+           "register_space", "space_from_config", "tag_network", "uniform_tokens"]
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a network (stem, cell, classifier...) with its exact counts, as :meth:`SearchSpace.parts`
+    reports it. ``counted=False`` marks a part left out of the space's parameter count (DARTS' auxiliary head,
+    used in training only)."""
+
+    name: str
+    kind: str
+    width: int | None
+    params: int
+    macs: int
+    counted: bool = True
 
 
 class SearchSpace(ABC):
@@ -61,6 +76,12 @@ class SearchSpace(ABC):
         """The width choices of each token, narrow to wide (what a uniform ratio scales); spaces whose tokens are
         not widths raise ``NotImplementedError``."""
         raise NotImplementedError(f"{self.name}'s tokens are not channel widths: it has no uniform-width child")
+
+    def parts(self, tokens: Sequence[int], input_size: tuple[int, int] = (32, 32)) -> list[Part] | None:
+        """The network of ``tokens`` part by part, in order, with exact counts (the counted parts sum to
+        :meth:`count_params` and :meth:`count_macs`): what ``sanas info`` and ``sanas export`` tabulate. ``None``
+        (the default) when the space reports totals only."""
+        return None
 
     def trained_parent(self) -> nn.Module | None:
         """The trained network this space was made from, when it holds one (:class:`~sanas.spaces.ModelSpace`):

@@ -9,7 +9,7 @@ from torch import nn
 
 from sanas.network import DartsNetwork, NetworkCounts, get_genotype, network_counts, reduction_layers
 from sanas.network.operations import FactorizedReduce
-from sanas.spaces.base import CellWidthSpace, positive_int, register_space, tag_network
+from sanas.spaces.base import CellWidthSpace, Part, positive_int, register_space, tag_network
 from sanas.spaces.inherit import DimSpec, Layout, Segment, group_spec, inherit_state
 
 __all__ = ["DEFAULT_FILTER_NUM", "DartsSpace"]
@@ -126,6 +126,15 @@ class DartsSpace(CellWidthSpace):
         """Per-part parameters and MACs (stem, each cell, classifier, aux head)."""
         return network_counts(self.widths(tokens), self.genotype, self.stem_channels, self.num_classes,
                               self.in_channels, input_size)
+
+    def parts(self, tokens: Sequence[int], input_size: tuple[int, int] = (32, 32)) -> list[Part]:
+        """Stem, each cell (its type and width), classifier, and the auxiliary head (not counted)."""
+        counts = self.counts(tokens, input_size)
+        cells = zip(self.cell_types(), self.widths(tokens), counts.cells, strict=True)
+        return [Part("stem", "stem", self.stem_channels, *counts.stem),
+                *(Part(f"cell {i}", kind, width, *pm) for i, (kind, width, pm) in enumerate(cells)),
+                Part("classifier", "linear", None, *counts.classifier),
+                Part("aux head", "auxiliary", None, counts.aux_head_params, 0, counted=False)]
 
     def count_params(self, tokens: Sequence[int]) -> int:
         return self.counts(tokens).params

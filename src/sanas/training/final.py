@@ -37,7 +37,8 @@ from sanas.training.distributed import STREAMS, Launch, barrier, rank_seed
 from sanas.training.saved import MODEL_JSON, WEIGHTS, load_model, weights_digest
 from sanas.training.trainer import EpochMetrics, Progress, Recipe, Trainer, _Reporter
 
-__all__ = ["FinalResult", "export_onnx", "load_model", "missing_onnx_packages", "train_final", "weights_digest"]
+__all__ = ["FinalResult", "OnnxOutcome", "export_onnx", "load_model", "missing_onnx_packages", "train_final",
+           "weights_digest", "write_onnx"]
 
 CHECKPOINT = "checkpoint.pt"
 ONNX = "model.onnx"
@@ -77,8 +78,17 @@ def missing_onnx_packages() -> list[str]:
     return [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
 
 
-def export_onnx(net: torch.nn.Module, in_channels: int, path: str | Path) -> str:
-    """Export ``net`` to ONNX at ``path`` (dynamic batch, 32×32 input); returns a one-line message of the outcome.
+@dataclass(frozen=True)
+class OnnxOutcome:
+    """What :func:`write_onnx` did: ``written`` (the file is complete at its path) and the line to print."""
+
+    written: bool
+    message: str
+
+
+def write_onnx(net: torch.nn.Module, in_channels: int, path: str | Path) -> OnnxOutcome:
+    """Export ``net`` to ONNX at ``path`` (dynamic batch, 32×32 input); returns whether the file was written and
+    a one-line message of the outcome.
 
     One self-contained file (weights inside), written atomically by PyTorch's ``torch.export``-based exporter;
     input ``images``, output ``logits``. Optional: without the ``onnx`` extra, or when the exporter fails, nothing
@@ -87,7 +97,8 @@ def export_onnx(net: torch.nn.Module, in_channels: int, path: str | Path) -> str
     """
     missing = missing_onnx_packages()
     if missing:
-        return f"skipped ONNX export: {' and '.join(missing)} not installed (pip install 'sanas[onnx]')"
+        return OnnxOutcome(False, f"skipped ONNX export: {' and '.join(missing)} not installed "
+                                  f"(pip install 'sanas[onnx]')")
     net = net.eval().float().to("cpu", memory_format=torch.contiguous_format)
     registration = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = registration.level
@@ -105,10 +116,16 @@ def export_onnx(net: torch.nn.Module, in_channels: int, path: str | Path) -> str
             blob = program.model_proto.SerializeToString()
         atomic_write_bytes(Path(path), blob)
     except Exception as e:  # the export is a convenience: a failure must not lose a finished training
-        return f"ONNX export failed ({type(e).__name__}: {e}); the safetensors weights are complete"
+        return OnnxOutcome(False, f"ONNX export failed ({type(e).__name__}: {e}); the safetensors weights are "
+                                  f"complete")
     finally:
         registration.setLevel(level)
-    return f"wrote {path}"
+    return OnnxOutcome(True, f"wrote {path}")
+
+
+def export_onnx(net: torch.nn.Module, in_channels: int, path: str | Path) -> str:
+    """:func:`write_onnx`, returning only its one-line message (``"wrote PATH"`` when the file was written)."""
+    return write_onnx(net, in_channels, path).message
 
 
 def train_final(tokens: Sequence[int], space: SearchSpace, data: TrainingData, recipe: Recipe,
@@ -217,9 +234,9 @@ def train_final(tokens: Sequence[int], space: SearchSpace, data: TrainingData, r
                              for stream in STREAMS}}
     _atomic_json(out / MODEL_JSON, record)
     if onnx:
-        message = export_onnx(load_model(out), trainer.data.in_channels, out / ONNX)
+        outcome = write_onnx(load_model(out), trainer.data.in_channels, out / ONNX)
         if progress != "none":
-            print(message, file=sys.stderr)
+            print(outcome.message, file=sys.stderr)
     if progress != "none":
         print(f"final: test top1 {100 * test_top1:.2f}% top5 {100 * test_top5:.2f}% ({params:,} params), "
               f"saved to {out}", file=sys.stderr)
