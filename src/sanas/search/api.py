@@ -41,7 +41,15 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 from torch import nn
 
-from sanas.search.budget import DEFAULT_FILL, DEFAULT_MOVE, Budget, BudgetFill, check_fill, check_move, parse_budget
+from sanas.search.budget import (
+    DEFAULT_FILL,
+    DEFAULT_MOVE,
+    BudgetFill,
+    check_fill,
+    check_move,
+    search_budgets,
+    within_budgets,
+)
 from sanas.search.chain import (
     CURVE_KEY,
     DEFAULT_INIT_TEMPERATURE,
@@ -60,18 +68,18 @@ from sanas.search.lease import (
     Lease,
     Ledger,
 )
-from sanas.search.samplers import DEFAULT_MAX_TRY_TIMES, SAMPLERS, TokenSampler, resolve_sampler
+from sanas.search.samplers import DEFAULT_MAX_TRY_TIMES, SAMPLERS, resolve_sampler
 from sanas.search.storage import (
     DEFAULT_CONNECT_TIMEOUT,
     GrpcServer,
     StorageUnavailable,
-    connect_server,
     existing_store,
-    open_storage,
+    join_storage,
+    server_answers,
+    server_unavailable,
     start_server,
 )
 from sanas.spaces import SearchSpace, get_space
-from sanas.spaces.base import CellWidthSpace
 
 __all__ = ["CLOSING_KEY", "DEFAULT_SEARCH_STEPS", "DEFAULT_STUDY_NAME", "HEARTBEAT_KEY", "OWNER_KEY", "SAMPLERS",
            "SANAS", "SEARCH_KEY", "open_study"]
@@ -175,17 +183,14 @@ class SANAS:
         self.search_steps = search_steps
         self.connect_timeout = float(connect_timeout)
         init = self.space.validate(init_tokens) if init_tokens is not None else self.space.init_tokens()
-        self.max_params = self._budget(max_params, init)
-        self.max_macs = parse_budget(max_macs, self.space.count_macs(init), "max_macs")
+        self.max_params, self.max_macs, budgets = search_budgets(self.space, init, max_params, max_macs)
         self.move, fill = check_move(move), check_fill(fill)
-        budgets = [Budget(name, cost, limit) for name, cost, limit in (
-            ("params", self.space.count_params, self.max_params), ("macs", self.space.count_macs, self.max_macs))
-            if limit is not None]
         self.fill = BudgetFill(budgets, self.space.range_table(), fill) if budgets and self.move == "fill" else None
-        self.sampler = self._make_sampler(sampler, init_temperature, reduce_rate, init, constraint,
-                                          budgets, seed, max_try_times)
+        self.sampler = resolve_sampler(sampler, self.space.range_table(), init_tokens=init,
+                                       constraint=within_budgets(budgets, constraint), seed=seed,
+                                       max_try_times=max_try_times, init_temperature=init_temperature,
+                                       reduce_rate=reduce_rate, fill=self.fill)
         self._server: GrpcServer | None = None
-        self._client_of: tuple[str, int] | None = None
         self._where = (f"{os.fspath(load_checkpoint if load_checkpoint is not None else save_checkpoint)}/"
                        if storage is None and (save_checkpoint is not None or load_checkpoint is not None)
                        and not (server_addr is not None and not is_server) else f"study {study_name!r}")
@@ -199,14 +204,7 @@ class SANAS:
         if load_checkpoint is not None and not existing_store(load_checkpoint):
             raise FileNotFoundError(f"load_checkpoint {os.fspath(load_checkpoint)!r} holds no sanas store "
                                     f"(expected sanas.journal or sanas.db in it)")
-        if server_addr is not None and not is_server:
-            if storage is not None:
-                raise ValueError("a client (is_server=False) uses the server's storage; do not pass storage")
-            self.storage = connect_server(server_addr, connect_timeout)
-            self._client_of = (server_addr[0] or "127.0.0.1", server_addr[1])
-        else:
-            self.storage = open_storage(storage, run_dir, server=server_addr is not None,
-                                        connect_timeout=connect_timeout)
+        self.storage, self._client_of = join_storage(storage, run_dir, server_addr, is_server, connect_timeout)
         self.study_name = study_name
         identity = {"fingerprint": self.space.fingerprint(), "space": self.space.config(), "settings": self.settings()}
         try:
@@ -233,30 +231,6 @@ class SANAS:
         atexit.register(self._at_exit)
 
     # --- set-up -----------------------------------------------------------------------------------------------
-    def _budget(self, max_params: object, init: list[int]) -> int | None:
-        budget = parse_budget(max_params, self.space.count_params(init))
-        if budget is not None and isinstance(self.space, CellWidthSpace):
-            smallest = self.space.count_params([0] * self.space.layers)  # filter_num is ascending
-            if budget < smallest:
-                raise ValueError(f"max_params is {max_params!r} ({budget:,} parameters), below the smallest network "
-                                 f"of {self.space.name} ({smallest:,} parameters, every cell at width "
-                                 f"{self.space.filter_num[0]}); budgets count parameters (for millions write "
-                                 f"'{max_params}M')")
-        return budget
-
-    def _make_sampler(self, sampler: str | BaseSampler | TokenSampler | None, init_temperature: float | str | None,
-                      reduce_rate: float, init: list[int], constraint: Callable[[list[int]], bool] | None,
-                      budgets: list[Budget], seed: int, max_try_times: int) -> TokenSampler:
-        if budgets:
-            user = constraint
-
-            def constraint(tokens: list[int]) -> bool:
-                return all(b.cost(tokens) <= b.limit for b in budgets) and (user is None or bool(user(tokens)))
-
-        return resolve_sampler(sampler, self.space.range_table(), init_tokens=init, constraint=constraint, seed=seed,
-                               max_try_times=max_try_times, init_temperature=init_temperature,
-                               reduce_rate=reduce_rate, fill=self.fill)
-
     def settings(self) -> dict[str, Any]:
         """What a study records at creation and checks on every resume."""
         out = {**self.sampler.settings(), "max_params": self.max_params}
@@ -312,7 +286,7 @@ class SANAS:
             except Exception as e:
                 if not self._unavailable(e):
                     raise
-                if attempt < 2 and self._server_back():
+                if attempt < 2 and server_answers(self.storage, min(5.0, self.connect_timeout)):
                     continue  # a blip: the server answers again
                 self._finished = True
                 host, port = self._client_of or ("?", 0)
@@ -389,21 +363,7 @@ class SANAS:
         self.close()
 
     def _unavailable(self, exc: BaseException) -> bool:
-        """Whether ``exc`` is a client's RPC to a server that is not answering (stopped, or the network)."""
-        if self._client_of is None:
-            return False
-        import grpc
-
-        return isinstance(exc, grpc.RpcError) and exc.code() in (grpc.StatusCode.UNAVAILABLE,
-                                                                 grpc.StatusCode.CANCELLED)
-
-    def _server_back(self) -> bool:
-        """After an unanswered RPC: wait a little for the server (a network blip), and say if it answers again."""
-        try:
-            self.storage.wait_server_ready(timeout=min(5.0, self.connect_timeout))  # type: ignore[attr-defined]
-        except ConnectionError:
-            return False
-        return True
+        return self._client_of is not None and server_unavailable(exc)
 
     def _finish_pending(self, what: str) -> Lease:
         if self.ledger.lease is None:

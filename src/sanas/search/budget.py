@@ -15,8 +15,10 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from sanas.spaces.base import CellWidthSpace, SearchSpace
+
 __all__ = ["DEFAULT_FILL", "DEFAULT_MOVE", "MOVES", "Budget", "BudgetFill", "check_fill", "check_move",
-           "parse_budget"]
+           "parse_budget", "search_budgets", "within_budgets"]
 
 _BUDGET = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([xXkKmM]?)\s*$")
 
@@ -181,3 +183,34 @@ class BudgetFill:
                 break
             t[pick(wider)] += 1
         return tuple(t)
+
+
+def search_budgets(space: SearchSpace, init: list[int], max_params: object,
+                   max_macs: object) -> tuple[int | None, int | None, list[Budget]]:
+    """A search's budgets from the values users write (:func:`parse_budget`; ratios are of ``init``'s counts):
+    ``(max_params, max_macs, budgets)``, ``budgets`` holding the ones given. A parameter budget below the
+    smallest network of a one-width-per-cell space is refused (it is usually millions written as a count)."""
+    params = parse_budget(max_params, space.count_params(init))
+    if params is not None and isinstance(space, CellWidthSpace):
+        smallest = space.count_params([0] * space.layers)  # filter_num is ascending
+        if params < smallest:
+            raise ValueError(f"max_params is {max_params!r} ({params:,} parameters), below the smallest network "
+                             f"of {space.name} ({smallest:,} parameters, every cell at width "
+                             f"{space.filter_num[0]}); budgets count parameters (for millions write "
+                             f"'{max_params}M')")
+    macs = parse_budget(max_macs, space.count_macs(init), "max_macs")
+    budgets = [Budget(name, cost, limit) for name, cost, limit in (
+        ("params", space.count_params, params), ("macs", space.count_macs, macs)) if limit is not None]
+    return params, macs, budgets
+
+
+def within_budgets(budgets: Sequence[Budget],
+                   constraint: Callable[[list[int]], bool] | None) -> Callable[[list[int]], bool] | None:
+    """``constraint`` with every budget added to it (unchanged without budgets)."""
+    if not budgets:
+        return constraint
+
+    def feasible(tokens: list[int]) -> bool:
+        return all(b.cost(tokens) <= b.limit for b in budgets) and (constraint is None or bool(constraint(tokens)))
+
+    return feasible

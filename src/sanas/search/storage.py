@@ -37,9 +37,23 @@ from typing import Any
 import optuna
 from optuna.storages import BaseStorage, InMemoryStorage, RDBStorage
 
-__all__ = ["DEFAULT_CONNECT_TIMEOUT", "GrpcServer", "StorageUnavailable", "check_serve_address", "connect_server",
-           "existing_store", "is_loopback", "open_storage", "ordered_finishes", "parse_storage_url", "redact",
-           "start_server"]
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "GrpcServer",
+    "StorageUnavailable",
+    "check_serve_address",
+    "connect_server",
+    "existing_store",
+    "is_loopback",
+    "join_storage",
+    "open_storage",
+    "ordered_finishes",
+    "parse_storage_url",
+    "redact",
+    "server_answers",
+    "server_unavailable",
+    "start_server",
+]
 
 log = logging.getLogger("sanas.search")
 
@@ -452,3 +466,32 @@ def connect_server(server_addr: Sequence[Any], connect_timeout: float = DEFAULT_
         raise StorageUnavailable(f"no sanas server answered at {host}:{port} within {connect_timeout:g} s "
                                  f"(start one with is_server=True, or check server_addr)") from e
     return proxy
+
+
+def join_storage(storage: str | BaseStorage | None, run_dir: str | os.PathLike[str] | None,
+                 server_addr: Sequence[Any] | None, is_server: bool,
+                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> tuple[BaseStorage, tuple[str, int] | None]:
+    """The storage one process of a search works on, and the ``(host, port)`` of the server it is a client of
+    (``None`` for a local store or a server's own): a client (``server_addr`` with ``is_server=False``) talks to
+    the server; everyone else opens ``storage`` or ``run_dir``'s store (a server's, serialised for serving)."""
+    if server_addr is not None and not is_server:
+        if storage is not None:
+            raise ValueError("a client (is_server=False) uses the server's storage; do not pass storage")
+        return connect_server(server_addr, connect_timeout), (server_addr[0] or "127.0.0.1", server_addr[1])
+    return open_storage(storage, run_dir, server=server_addr is not None, connect_timeout=connect_timeout), None
+
+
+def server_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` is a client's RPC to a sanas server that is not answering (stopped, or the network)."""
+    import grpc
+
+    return isinstance(exc, grpc.RpcError) and exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+
+
+def server_answers(proxy: BaseStorage, timeout: float) -> bool:
+    """After an unanswered RPC: wait up to ``timeout`` seconds for the server (a network blip); whether it answers."""
+    try:
+        proxy.wait_server_ready(timeout=timeout)  # type: ignore[attr-defined]
+    except ConnectionError:
+        return False
+    return True
