@@ -46,7 +46,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import optuna
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
@@ -54,11 +53,11 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import harness
-from harness import PassMeter, mean_std, provenance, relative
+from harness import PassMeter, Record, beats, done, mean_std, method_row, provenance, relative, within_one_std
 from sanas.atomic import atomic_write_text
 from sanas.spaces import ModelSpace, SearchSpace
 from sanas.spaces.model import weights_digest
-from sanas.training import Recipe, prepare_data, train_final
+from sanas.training import Recipe, train_final
 from sanas.training.data import TrainingData
 from sanas.training.final import final_epochs
 
@@ -68,6 +67,7 @@ RUNS_DIR = HERE / "data" / "compress_models_runs"
 OUT = HERE / "data" / "compress_models"
 METHODS = {"tp_uniform": "(a1) Torch-Pruning, uniform ratio", "tp_global": "(a2) Torch-Pruning, global ranking",
            "sanas": "(b) sanas, defaults"}
+PARENT_KEYS = ("epochs", "lr", "batch_size", "params", "macs", "val_curve", "test_top1", "seconds")  # parent.json
 
 
 # --- the two networks ---------------------------------------------------------------------------------------------
@@ -271,14 +271,9 @@ def train_parent(name: str, data: TrainingData, args: argparse.Namespace) -> tup
     recipe = Recipe(retain_epoch=args.parent_epochs, batch_size=args.parent_batch, learning_rate=args.parent_lr,
                     cutout=0, drop_path_prob=0.0, aux_weight=0.0, seed=0, device="cpu")
     if not (work / "parent" / "model.safetensors").exists():
-        t0 = time.perf_counter()
-        result = train_final(space.init_tokens(), space, data, recipe, work / "parent", resume=True, onnx=False,
-                             progress="none", on_epoch=lambda m: print(
-                                 f"  parent {name} epoch {m.epoch + 1}: val top-1 {100 * m.val_top1:.2f}%", flush=True))
-        info = {"epochs": recipe.retain_epoch, "lr": recipe.learning_rate, "batch_size": recipe.batch_size,
-                "params": params(net), "macs": macs(net), "val_curve": [m.val_top1 for m in result.metrics],
-                "test_top1": result.test_top1, "seconds": round(time.perf_counter() - t0, 1)}
-        atomic_write_text(work / "parent.json", json.dumps(info, indent=1) + "\n")
+        trained = harness.train_parent(space, data, recipe, work / "parent", on_epoch=lambda m: print(
+            f"  parent {name} epoch {m.epoch + 1}: val top-1 {100 * m.val_top1:.2f}%", flush=True))
+        atomic_write_text(work / "parent.json", json.dumps({k: trained[k] for k in PARENT_KEYS}, indent=1) + "\n")
     net.load_state_dict(load_file(work / "parent" / "model.safetensors"))
     info = json.loads((work / "parent.json").read_text())
     info["digest"] = weights_digest(net)
@@ -308,17 +303,12 @@ def run(name: str, ratio: float, seed: int, parent: nn.Module, parent_info: dict
         args: argparse.Namespace) -> dict[str, Any]:
     """One (network, budget, seed): each method's record, committed under RUNS_DIR as it finishes."""
     work = args.work_dir / name / f"{ratio:g}x" / f"seed-{seed}"
-    record_path = args.runs_dir / name / f"{ratio:g}x" / f"seed-{seed}.json"
-    state: dict[str, Any] = json.loads(record_path.read_text()) if record_path.exists() else {"seed": seed}
-
-    def save() -> None:
-        atomic_write_text(record_path, json.dumps(state, indent=1) + "\n")
-
+    state = Record(args.runs_dir / name / f"{ratio:g}x" / f"seed-{seed}.json", seed)
     budget = int(ratio * parent_info["params"])
     epochs = final_epochs(parent_info["epochs"])
     state.update(budget=budget, final_epochs=epochs)
     for method, global_pruning in (("tp_uniform", False), ("tp_global", True)):
-        if method in state:
+        if done(state, method):
             continue
         t0 = time.perf_counter()
         pruned, prune_ratio = tp_prune(parent, budget, global_pruning)
@@ -326,15 +316,15 @@ def run(name: str, ratio: float, seed: int, parent: nn.Module, parent_info: dict
         out = finetune(FixedNet(pruned), [0], parent, data, seed, epochs, work / method)
         out.update(ratio=prune_ratio, prune_seconds=round(prune_seconds, 1), search=PassMeter().to_dict(1))
         state[method] = out
-        save()
+        state.save()
         print(f"  {name} {ratio:g}x seed {seed} {method}: {out['params']:,} params, test "
               f"{100 * out['test_top1']:.2f}%", flush=True)
-    if "sanas" not in state:
+    if not done(state, "sanas"):
         space, tokens, search = sanas_search(parent, data, budget, seed, args, work)
         out = finetune(space, tokens, parent, data, seed, epochs, work / "sanas_final")
         out.update(tokens=tokens, **search)
         state["sanas"] = out
-        save()
+        state.save()
         print(f"  {name} {ratio:g}x seed {seed} sanas: {out['params']:,} params, test {100 * out['test_top1']:.2f}%",
               flush=True)
     return state
@@ -347,17 +337,6 @@ def total_epochs(result: dict[str, Any]) -> float:
 
 def total_seconds(result: dict[str, Any]) -> float:
     return result["search"]["seconds"] + result["final"]["seconds"] + result.get("prune_seconds", 0.0)
-
-
-def beats(ours: Sequence[float], base: Sequence[float]) -> tuple[list[float], float, bool]:
-    """Paired differences per seed, the largest std (of either method's results and of the differences), and
-    whether the mean difference is above it: "better by more than one std", whichever std one reads. One seed
-    has no std: never a win."""
-    diff = [b - a for a, b in zip(base, ours, strict=True)]
-    if len(diff) < 2:
-        return diff, float("inf"), False
-    sd = max(statistics.stdev(v) for v in (ours, base, diff))
-    return diff, sd, statistics.mean(diff) > sd
 
 
 def table_path(out: Path, ratio: float) -> Path:
@@ -380,9 +359,7 @@ def summarise(args: argparse.Namespace, ratio: float) -> int:
     payload: dict[str, Any] = {}
     for name in MODELS:
         parent_path = args.runs_dir / name / "parent.json"
-        folder = args.runs_dir / name / f"{ratio:g}x"
-        states = [json.loads(p.read_text()) for p in sorted(folder.glob("seed-*.json"))]
-        states = [s for s in states if all(m in s for m in METHODS)]
+        states = harness.finished(args.runs_dir / name / f"{ratio:g}x", METHODS)
         if not states or not parent_path.exists():
             continue
         parent = json.loads(parent_path.read_text())
@@ -399,11 +376,8 @@ def summarise(args: argparse.Namespace, ratio: float) -> int:
         acc = {m: [s[m]["test_top1"] for s in states] for m in METHODS}
         for method, label in METHODS.items():
             rs = [s[method] for s in states]
-            lines.append(f"| {label} | {mean_std(acc[method], 100)} | "
-                         f"{statistics.mean(r['params'] for r in rs):,.0f} | "
-                         f"{statistics.mean(r['macs'] for r in rs):,.0f} | "
-                         f"{mean_std([total_epochs(r) for r in rs], digits=1)} | "
-                         f"{statistics.mean(total_seconds(r) for r in rs):,.0f} |")
+            lines.append(method_row(label, rs, [total_epochs(r) for r in rs],
+                                    f"{statistics.mean(total_seconds(r) for r in rs):,.0f}"))
         lines.append("")
         for base in ("tp_uniform", "tp_global"):
             diff, sd, wins = beats(acc["sanas"], acc[base])
@@ -412,10 +386,9 @@ def summarise(args: argparse.Namespace, ratio: float) -> int:
             lines.append(f"* (b) − {METHODS[base][:4]}: {mean_std(diff, 100)} points (paired); the largest std "
                          f"({METHODS[base][:4]}, (b), the difference) {100 * sd:.2f} — (b) {verdict}; (b) used "
                          f"{statistics.mean(ratio_epochs):.1f}× its epochs (target ≤ 3×).")
-        gap = [s["sanas"]["test_top1"] - parent["test_top1"] for s in states]
-        sd = statistics.stdev(acc["sanas"]) if len(states) > 1 else 0.0
+        gap, sd, within = within_one_std(acc["sanas"], [parent["test_top1"]] * len(states))
         lines.append(f"* (b) − parent: {mean_std(gap, 100)} points; (b)'s std {100 * sd:.2f} — "
-                     f"{'within' if statistics.mean(gap) >= -sd else 'NOT within'} one std of the parent.")
+                     f"{'within' if within else 'NOT within'} one std of the parent.")
         lines += ["", "| seed | (a1) | (a2) | (b) | (a1) params | (a2) params | (b) params | (b) tokens |",
                   "|---:|---:|---:|---:|---:|---:|---:|---|"]
         for s in states:
@@ -427,9 +400,6 @@ def summarise(args: argparse.Namespace, ratio: float) -> int:
     if not payload:
         print(f"nothing finished yet at {ratio:g}x", file=sys.stderr)
         return 1
-    text = "\n".join(lines)
-    print(text)
-    out = table_path(args.out, ratio)
     try:
         tp_version = importlib.metadata.version("torch-pruning")
     except importlib.metadata.PackageNotFoundError:
@@ -437,8 +407,7 @@ def summarise(args: argparse.Namespace, ratio: float) -> int:
     settings = {**{k: v for k, v in vars(args).items() if k != "budget_ratio"}, "budget_ratio": ratio}
     record = {**provenance("benchmarks/compress_models.py", settings), "torch_pruning": tp_version,
               "models": payload}
-    atomic_write_text(out, text + "\n")
-    atomic_write_text(out.with_suffix(".json"), json.dumps(record, indent=1) + "\n")
+    harness.publish(table_path(args.out, ratio), "\n".join(lines), record)
     return 0
 
 
@@ -460,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs-dir", type=Path, default=RUNS_DIR, help="the finished runs' records (committed)")
     p.add_argument("--out", type=Path, default=OUT, help="tables as OUT_<ratio>.md and .json")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    harness.setup(args.threads)
     ratios = [float(r) for r in str(args.budget_ratio).split(",")]
     if not args.summary:
         try:
@@ -469,8 +438,7 @@ def main(argv: list[str] | None = None) -> int:
             print("compress_models.py: the baseline needs Torch-Pruning: .venv/bin/pip install torch-pruning==1.6.1",
                   file=sys.stderr)
             return 2
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        data = prepare_data("fashion-mnist", train_subset=args.train_subset, val_subset=args.val_subset, seed=0)
+        data = harness.fashion_mnist(args.train_subset, args.val_subset)
         for name in args.models.split(","):
             print(f"{name}: parent", flush=True)
             parent, info = train_parent(name, data, args)
@@ -478,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.parents_only:
                 continue
             for ratio in ratios:
-                for seed in (int(s) for s in args.seeds.split(",")):
+                for seed in harness.seeds(args.seeds):
                     run(name, ratio, seed, parent, info, data, args)
     return max(summarise(args, ratio) for ratio in ratios) if not args.parents_only else 0
 

@@ -1,8 +1,16 @@
-"""What the compression benchmarks share: provenance, mean ± std, and a meter that charges every pass.
+"""What the compression benchmarks share, so that each reads as its protocol alone.
 
+* :func:`setup`, :func:`fashion_mnist`, :func:`seeds` — a benchmark process: torch's threads, optuna's log, the
+  data, the seeds.
+* :func:`train_parent` — the network a user arrives with, trained from scratch (resumable), and what a record keeps
+  of it.
+* :class:`Record`, :func:`done`, :func:`finished` — one run's record (``seed-N.json``), committed as it grows so that
+  a run spans sessions: a method runs only where the record has no result for it; :func:`in_processes` runs seeds
+  (or shards) as parallel processes.
 * :func:`provenance` — the commit, whether the tree was dirty (checked before anything is written), versions,
-  threads, and the command, with paths relative to the repository.
-* :func:`mean_std` — ``"m ± s"`` over seeds (sample std).
+  threads, and the command, with paths relative to the repository; :func:`publish` writes a table and its record.
+* :func:`mean_std`, :func:`std`, :func:`paired`, :func:`beats`, :func:`within_one_std`, :func:`method_row` — the
+  tables: mean ± std over seeds (sample std), paired differences and the verdicts read from them.
 * :class:`PassMeter` — counts every image a model sees while it is active: training images (one optimizer-step
   pass each, forward and backward), and forward-only images (BatchNorm re-estimation, held-out and test
   evaluations, a distillation teacher's forwards), by patching sanas' trainer. A forward pass costs about a third
@@ -13,22 +21,104 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from unittest import mock
 
 import torch
 
+from sanas.atomic import atomic_write_text
+
+if TYPE_CHECKING:
+    from sanas.spaces import SearchSpace
+    from sanas.training import Recipe
+    from sanas.training.data import TrainingData
+    from sanas.training.trainer import Progress
+
 REPO = Path(__file__).resolve().parent.parent
 
 
+# --- a benchmark process ------------------------------------------------------------------------------------------
+def setup(threads: int) -> None:
+    """torch on ``threads`` threads, and optuna's line per trial off (its warnings stay)."""
+    import optuna
+
+    torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def fashion_mnist(train_subset: int, val_subset: int) -> TrainingData:
+    """Fashion-MNIST: a class-balanced training subset, ``val_subset`` images held out of it (split seed 0)."""
+    from sanas.training import prepare_data
+
+    return prepare_data("fashion-mnist", train_subset=train_subset, val_subset=val_subset, seed=0)
+
+
+def seeds(text: str) -> list[int]:
+    """``--seeds 0,1,2`` as numbers."""
+    return [int(s) for s in text.split(",")]
+
+
+def in_processes(script: str, argvs: Iterable[Sequence[str]]) -> bool:
+    """Run ``python script *argv`` for every ``argv`` as parallel processes; whether all of them succeeded (waited on
+    in turn: the first failure answers)."""
+    procs = [subprocess.Popen([sys.executable, script, *argv]) for argv in argvs]
+    return not any(proc.wait() for proc in procs)
+
+
+# --- records ------------------------------------------------------------------------------------------------------
+class Record(dict[str, Any]):
+    """One run's record (``seed-N.json``): what its file holds, or ``{"seed": seed}``. It is committed as it grows,
+    so that a run spans sessions: a method runs where the record has no result for it (:func:`done`), and
+    :meth:`save` writes the file atomically after each."""
+
+    def __init__(self, path: Path, seed: int) -> None:
+        super().__init__(json.loads(path.read_text()) if path.exists() else {"seed": seed})
+        self.path = path
+
+    def save(self) -> None:
+        atomic_write_text(self.path, json.dumps(self, indent=1) + "\n")
+
+
+def done(record: dict[str, Any], key: str) -> bool:
+    """Whether ``record`` holds ``key``'s result: a test top-1 (a method's entry may hold its search before)."""
+    return "test_top1" in record.get(key, {})
+
+
+def finished(folder: Path, keys: Iterable[str]) -> list[dict[str, Any]]:
+    """The records ``seed-*.json`` in ``folder`` (in name order) that hold the result of every key."""
+    wanted = list(keys)
+    records = [json.loads(p.read_text()) for p in sorted(folder.glob("seed-*.json"))]
+    return [r for r in records if all(done(r, k) for k in wanted)]
+
+
+def train_parent(space: SearchSpace, data: TrainingData, recipe: Recipe, out: Path, *, progress: Progress = "none",
+                 on_epoch: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    """The network a user arrives with: ``space``'s initial tokens trained from scratch by ``recipe``, checkpointed
+    in ``out`` every epoch (resumable; ``load_model(out)`` or its ``model.safetensors`` is the network). Returns
+    what a record keeps of it: tokens, params, MACs, epochs, lr, batch size, the held-out top-1 per epoch
+    (``val_curve``), the test top-1, and the seconds it took here."""
+    from sanas.training import train_final
+
+    tokens = space.init_tokens()
+    t0 = time.perf_counter()
+    result = train_final(tokens, space, data, recipe, out, resume=True, progress=progress, onnx=False,
+                         on_epoch=on_epoch)
+    return {"tokens": tokens, "params": result.params, "macs": space.count_macs(tokens),
+            "epochs": recipe.retain_epoch, "lr": recipe.learning_rate, "batch_size": recipe.batch_size,
+            "val_curve": [m.val_top1 for m in result.metrics], "test_top1": result.test_top1,
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+# --- provenance and tables ---------------------------------------------------------------------------------------
 def git(*args: str) -> str | None:
     try:
         # rstrip only: `status --porcelain` lines start with their status columns (" M path")
@@ -55,6 +145,13 @@ def dirty_files(porcelain: str) -> list[str]:
     return [p for p in paths if not p.startswith("benchmarks/data/")]
 
 
+def publish(md: Path, text: str, record: dict[str, Any], indent: int = 1) -> None:
+    """Print a table, and write it to ``md`` and its record to the ``.json`` beside it, each atomically."""
+    print(text)
+    atomic_write_text(md, text + "\n")
+    atomic_write_text(md.with_suffix(".json"), json.dumps(record, indent=indent) + "\n")
+
+
 def relative(value: str | Path) -> str:
     """A path inside the repository as a relative path (committed JSON never holds a machine's paths)."""
     text = str(value)
@@ -70,10 +167,47 @@ def mean_std(values: Sequence[float], scale: float = 1.0, digits: int = 2) -> st
     '60.0 ± 14.1'
     """
     m = statistics.mean(values) * scale
-    s = statistics.stdev(values) * scale if len(values) > 1 else 0.0
+    s = std(values) * scale
     return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
+def std(values: Sequence[float]) -> float:
+    """The sample std; 0 for one value."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def paired(ours: Sequence[float], base: Sequence[float]) -> list[float]:
+    """``ours − base`` seed by seed."""
+    return [b - a for a, b in zip(base, ours, strict=True)]
+
+
+def beats(ours: Sequence[float], base: Sequence[float]) -> tuple[list[float], float, bool]:
+    """Paired differences per seed, the largest std (of either method's results and of the differences), and
+    whether the mean difference is above it: "better by more than one std", whichever std one reads. One seed
+    has no std: never a win."""
+    diff = paired(ours, base)
+    if len(diff) < 2:
+        return diff, float("inf"), False
+    sd = max(statistics.stdev(v) for v in (ours, base, diff))
+    return diff, sd, statistics.mean(diff) > sd
+
+
+def within_one_std(ours: Sequence[float], base: Sequence[float]) -> tuple[list[float], float, bool]:
+    """Paired differences per seed, ``ours``' std, and whether the mean difference is at least minus that std:
+    "no worse than ``base`` by more than one std"."""
+    diff, sd = paired(ours, base), std(ours)
+    return diff, sd, statistics.mean(diff) >= -sd
+
+
+def method_row(label: str, results: Sequence[dict[str, Any]], epochs: Sequence[float], wall: str) -> str:
+    """A method's table row over seeds: test top-1 (%) as mean ± std, the mean params and MACs, its total epochs as
+    mean ± std, and the wall-clock column as given."""
+    return (f"| {label} | {mean_std([r['test_top1'] for r in results], 100)} | "
+            f"{statistics.mean(r['params'] for r in results):,.0f} | "
+            f"{statistics.mean(r['macs'] for r in results):,.0f} | {mean_std(epochs, digits=1)} | {wall} |")
+
+
+# --- costs and searches ------------------------------------------------------------------------------------------
 class PassMeter:
     """Counts the images sanas' trainer trains on and runs forward, while :meth:`active`.
 

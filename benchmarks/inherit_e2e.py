@@ -31,22 +31,16 @@ Results: ``benchmarks/data/inherit_e2e.md`` / ``.json`` (committed, with every f
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import optuna
-import torch
-
-from harness import PassMeter, mean_std, provenance, sanas_search
-from sanas.atomic import atomic_write_text
+import harness
+from harness import PassMeter, Record, done, mean_std, method_row, paired, provenance, sanas_search, std, within_one_std
 from sanas.runs.config import SEARCH_DEFAULTS
 from sanas.spaces import DartsSpace, uniform_tokens
-from sanas.training import Recipe, load_model, prepare_data, train_final
+from sanas.training import Recipe, load_model, train_final
 from sanas.training.final import final_epochs
 
 HERE = Path(__file__).resolve().parent
@@ -56,6 +50,7 @@ OUT = HERE / "data" / "inherit_e2e"
 FILTER_NUM = [2, 4, 6, 8, 12, 16, 24, 32]
 ROWS = {"A": "A: PaddleSlim's protocol, from scratch", "B": "B: sanas' defaults",
         "U": "U: uniform-width child, fine-tuned like B"}
+PARENT_KEYS = ("tokens", "params", "macs", "test_top1", "val_curve", "epochs", "seconds")  # a record's "parent"
 
 
 def space() -> DartsSpace:
@@ -69,26 +64,17 @@ def recipe(args: argparse.Namespace, seed: int, **changes: Any) -> Recipe:
 
 
 def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    torch.set_num_threads(args.threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    data = prepare_data("fashion-mnist", train_subset=args.train_subset, val_subset=args.val_subset, seed=0)
+    harness.setup(args.threads)
+    data = harness.fashion_mnist(args.train_subset, args.val_subset)
     train_size = len(data.train_indices)
     sp = space()
     work = args.work_dir / f"seed-{seed}"
-    record_path = args.runs_dir / f"seed-{seed}.json"
-    state: dict[str, Any] = json.loads(record_path.read_text()) if record_path.exists() else {"seed": seed}
-
-    def save() -> None:
-        atomic_write_text(record_path, json.dumps(state, indent=1) + "\n")
-
+    state = Record(args.runs_dir / f"seed-{seed}.json", seed)
     if "parent" not in state:
-        t0 = time.perf_counter()
-        r = train_final(sp.init_tokens(), sp, data, recipe(args, seed, retain_epoch=args.parent_epochs),
-                        work / "parent", resume=True, progress="lines", onnx=False)
-        state["parent"] = {"tokens": sp.init_tokens(), "params": r.params, "macs": sp.count_macs(sp.init_tokens()),
-                           "test_top1": r.test_top1, "val_curve": [m.val_top1 for m in r.metrics],
-                           "epochs": args.parent_epochs, "seconds": round(time.perf_counter() - t0, 1)}
-        save()
+        info = harness.train_parent(sp, data, recipe(args, seed, retain_epoch=args.parent_epochs), work / "parent",
+                                    progress="lines")
+        state["parent"] = {k: info[k] for k in PARENT_KEYS}
+        state.save()
     parent = load_model(work / "parent")
     budget = int(args.budget_ratio * state["parent"]["params"])
     final = final_epochs(args.parent_epochs)
@@ -103,33 +89,32 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
                                           test_top1=r.test_top1, cost=meter.to_dict(train_size))
 
     rows = args.rows.split(",")
-    if "A" in rows and "test_top1" not in state.get("A", {}):
+    if "A" in rows and not done(state, "A"):
         meter = PassMeter()
         with meter.active():
             tokens, log = sanas_search(f"A seed {seed}", sp, data, recipe(args, seed, retain_epoch=args.scratch_epochs),
                                        None, budget, seed, args.candidates_a, work / "A")
         state["A"] = {"search": log}
         finish("A", tokens, recipe(args, seed, retain_epoch=args.parent_epochs), False, meter)
-        save()
-    if "B" in rows and "test_top1" not in state.get("B", {}):
+        state.save()
+    if "B" in rows and not done(state, "B"):
         meter = PassMeter()
         with meter.active():
             tokens, log = sanas_search(f"B seed {seed}", sp, data, recipe(args, seed, evaluation="inherit"), parent,
                                        budget, seed, args.candidates_b, work / "B")
         state["B"] = {"search": log}
         finish("B", tokens, recipe(args, seed, evaluation="inherit", retain_epoch=final), True, meter)
-        save()
-    if "U" in rows and "test_top1" not in state.get("U", {}):
+        state.save()
+    if "U" in rows and not done(state, "U"):
         finish("U", uniform_tokens(sp, budget), recipe(args, seed, evaluation="inherit", retain_epoch=final), True,
                PassMeter())
-        save()
+        state.save()
     return state
 
 
 # --- the table ------------------------------------------------------------------------------------------------------
 def summarise(args: argparse.Namespace) -> int:
-    states = [json.loads(p.read_text()) for p in sorted(args.runs_dir.glob("seed-*.json"))]
-    states = [s for s in states if all("test_top1" in s.get(k, {}) for k in ROWS)]
+    states = harness.finished(args.runs_dir, ROWS)
     if not states:
         print("nothing finished yet", file=sys.stderr)
         return 1
@@ -155,17 +140,12 @@ def summarise(args: argparse.Namespace) -> int:
              f"({p0['epochs']}, not charged) | – |"]
     for key, label in ROWS.items():
         rows = [s[key] for s in states]
-        lines.append(f"| {label} | {mean_std(acc[key], 100)} | {statistics.mean(r['params'] for r in rows):,.0f} | "
-                     f"{statistics.mean(r['macs'] for r in rows):,.0f} | "
-                     f"{mean_std([r['cost']['epochs'] for r in rows], digits=1)} | "
-                     f"{statistics.mean(r['cost']['seconds'] for r in rows) / 60:.1f} |")
-    sd_b = statistics.stdev(acc["B"]) if len(states) > 1 else 0.0
-    gap_parent = [b - p for b, p in zip(acc["B"], parent, strict=True)]
-    gap_u = [b - u for b, u in zip(acc["B"], acc["U"], strict=True)]
-    gap_a = [b - a for b, a in zip(acc["B"], acc["A"], strict=True)]
-    sd_u = statistics.stdev(acc["U"]) if len(states) > 1 else 0.0
+        lines.append(method_row(label, rows, [r["cost"]["epochs"] for r in rows],
+                                f"{statistics.mean(r['cost']['seconds'] for r in rows) / 60:.1f}"))
+    gap_parent, sd_b, within = within_one_std(acc["B"], parent)
+    gap_u, gap_a, sd_u = paired(acc["B"], acc["U"]), paired(acc["B"], acc["A"]), std(acc["U"])
     lines += ["", f"* B − parent: {mean_std(gap_parent, 100)} points (paired); B's std {100 * sd_b:.2f} — target B ≥ "
-              f"parent − one std: {'met' if statistics.mean(gap_parent) >= -sd_b else 'NOT met'}.",
+              f"parent − one std: {'met' if within else 'NOT met'}.",
               f"* B − U: {mean_std(gap_u, 100)} points (paired); U's std {100 * sd_u:.2f} — target B > U by more than "
               f"one std: {'met' if statistics.mean(gap_u) > sd_u else 'NOT met'}.",
               f"* B − A: {mean_std(gap_a, 100)} points (paired); B's final fine-tune {states[0]['final_epochs']} "
@@ -176,11 +156,8 @@ def summarise(args: argparse.Namespace) -> int:
         lines.append(f"| {s['seed']} | {100 * s['parent']['test_top1']:.2f} | {100 * s['A']['test_top1']:.2f} | "
                      f"{100 * s['B']['test_top1']:.2f} | {100 * s['U']['test_top1']:.2f} | {s['A']['params']:,} | "
                      f"{s['B']['params']:,} | {s['U']['params']:,} | {s['B']['tokens']} | {s['U']['tokens']} |")
-    text = "\n".join(lines)
-    print(text)
-    atomic_write_text(args.out.with_suffix(".md"), text + "\n")
     record = {**provenance("benchmarks/inherit_e2e.py", vars(args)), "seeds": states}
-    atomic_write_text(args.out.with_suffix(".json"), json.dumps(record, indent=1) + "\n")
+    harness.publish(args.out.with_suffix(".md"), "\n".join(lines), record)
     return 0
 
 
@@ -209,8 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.summary:
         own = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("seeds", "seed", "summary")]
-        procs = [subprocess.Popen([sys.executable, __file__, *own, f"--seed={s}"]) for s in args.seeds.split(",")]
-        if any(proc.wait() for proc in procs):
+        if not harness.in_processes(__file__, ([*own, f"--seed={s}"] for s in harness.seeds(args.seeds))):
             print("a seed failed; see its output above", file=sys.stderr)
             return 1
     return summarise(args)

@@ -37,7 +37,6 @@ import io
 import json
 import platform
 import random
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -47,6 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
+import harness
 from sanas.atomic import atomic_write_bytes
 from sanas.spaces import PlainCNNSpace
 from sanas.training import Recipe, evaluate_candidate
@@ -60,6 +60,11 @@ OUT_MD = HERE / "data" / "rank_fidelity.md"
 OUT_JSON = HERE / "data" / "rank_fidelity.json"
 SAMPLE, SAMPLE_SEED = 100, 0
 PARENT_TOKENS = [4, 4, 4, 4]
+
+
+def table_space() -> PlainCNNSpace:
+    """The committed width table's space."""
+    return PlainCNNSpace(**{k: v for k, v in SETTINGS["space"].items() if k != "name"})
 
 
 def table_recipe(**changes: Any) -> Recipe:
@@ -153,7 +158,7 @@ def score(method: tuple[str, Callable[[], Recipe] | None, str], space: PlainCNNS
 def run_shard(shard: int, shards: int, work_dir: Path, truth_epochs: float, truth_lr: float,
               only: Sequence[str] | None = None, scores_dir: Path = SCORES_DIR) -> None:
     torch.set_num_threads(SETTINGS["torch_threads"])
-    space = PlainCNNSpace(**{k: v for k, v in SETTINGS["space"].items() if k != "name"})
+    space = table_space()
     data = load_data()
     work_dir.mkdir(parents=True, exist_ok=True)
     parent = parent_network(space, data, work_dir)
@@ -240,8 +245,7 @@ def bootstrap_tau(a: Sequence[float], b: Sequence[float], reps: int = 1000, seed
 
 def summarise(truth_epochs: float, truth_lr: float, scores_dir: Path = SCORES_DIR) -> int:
     # Before this summary rewrites the committed tables (that alone would make the tree dirty).
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE, capture_output=True,
-                           text=True).stdout.strip() != ""
+    dirty = bool(harness.git("status", "--porcelain", "--untracked-files=no"))
     rows = sample_rows()
     table = {r["index"]: r for r in rows}
     scores: dict[str, dict[int, dict[str, Any]]] = {}
@@ -310,17 +314,13 @@ def summarise(truth_epochs: float, truth_lr: float, scores_dir: Path = SCORES_DI
             fr = {t: r[f"tau_{t}"] / c for t, c in ceilings.items()}
             lines.append(f"| {r['method']} | {r['cost_epochs']:.2f} | {fr.get('scratch', float('nan')):.2f} | "
                          f"{fr.get('finetuned', float('nan')):.2f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    OUT_MD.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(OUT_MD, text.encode())
-    provenance = {"script": "benchmarks/rank_fidelity.py", "git_commit": commit, "dirty": dirty, "sample": SAMPLE,
-                  "sample_seed": SAMPLE_SEED, "parent_tokens": PARENT_TOKENS, "truth_epochs": truth_epochs,
-                  "truth_lr": truth_lr, "table_settings": SETTINGS, "torch": torch.__version__,
-                  "python": platform.python_version(), "ceilings": {k: round(v, 4) for k, v in ceilings.items()},
-                  "results": results, "generated": time.strftime("%Y-%m-%d", time.gmtime()),
-                  "cpu_seconds_total": round(sum(r["seconds"] for s in scores.values() for r in s.values()), 1)}
-    atomic_write_bytes(OUT_JSON, (json.dumps(provenance, indent=2) + "\n").encode())
+    record = {"script": "benchmarks/rank_fidelity.py", "git_commit": commit, "dirty": dirty, "sample": SAMPLE,
+              "sample_seed": SAMPLE_SEED, "parent_tokens": PARENT_TOKENS, "truth_epochs": truth_epochs,
+              "truth_lr": truth_lr, "table_settings": SETTINGS, "torch": torch.__version__,
+              "python": platform.python_version(), "ceilings": {k: round(v, 4) for k, v in ceilings.items()},
+              "results": results, "generated": time.strftime("%Y-%m-%d", time.gmtime()),
+              "cpu_seconds_total": round(sum(r["seconds"] for s in scores.values() for r in s.values()), 1)}
+    harness.publish(OUT_MD, "\n".join(lines), record, indent=2)
     return 0
 
 
@@ -347,13 +347,10 @@ def main(argv: list[str] | None = None) -> int:
         # The parent first, once, so the shards do not race to train it.
         torch.set_num_threads(SETTINGS["torch_threads"])
         args.work_dir.mkdir(parents=True, exist_ok=True)
-        parent_network(PlainCNNSpace(**{k: v for k, v in SETTINGS["space"].items() if k != "name"}), load_data(),
-                       args.work_dir)
+        parent_network(table_space(), load_data(), args.work_dir)
         common = ["--work-dir", str(args.work_dir), "--truth-epochs", str(args.truth_epochs), "--truth-lr",
                   str(args.truth_lr), *(["--methods", ",".join(only)] if only else [])]
-        procs = [subprocess.Popen([sys.executable, __file__, "--shard", f"{k}/{args.jobs}", *common])
-                 for k in range(args.jobs)]
-        if any(proc.wait() for proc in procs):
+        if not harness.in_processes(__file__, (["--shard", f"{k}/{args.jobs}", *common] for k in range(args.jobs))):
             print("error: a shard failed", file=sys.stderr)
             return 1
     if args.jobs or args.summary:
