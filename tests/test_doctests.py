@@ -21,8 +21,8 @@ WITH_EXAMPLES = {
     "sanas.runs.config", "sanas.runs.isolate",
     "sanas.search.api", "sanas.search.budget", "sanas.search.chain", "sanas.search.early_stop", "sanas.search.lease",
     "sanas.search.samplers", "sanas.search.storage",
-    "sanas.spaces.base", "sanas.spaces.channels", "sanas.spaces.cnn", "sanas.spaces.darts", "sanas.spaces.inherit",
-    "sanas.spaces.mobilenet", "sanas.spaces.model", "sanas.spaces.resnet",
+    "sanas.spaces.base", "sanas.spaces.channels.trace", "sanas.spaces.cnn", "sanas.spaces.darts",
+    "sanas.spaces.inherit", "sanas.spaces.mobilenet", "sanas.spaces.model", "sanas.spaces.resnet",
     "sanas.training", "sanas.training.augment", "sanas.training.data", "sanas.training.final",
     "sanas.training.trainer",
 }
