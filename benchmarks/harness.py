@@ -283,7 +283,7 @@ def sanas_search(label: str, space: Any, data: Any, recipe: Any, parent: Any, bu
     from sanas import SANAS
     from sanas.runs.config import SEARCH_DEFAULTS
     from sanas.runs.finalists import chosen, run_finalists
-    from sanas.runs.worker import stop_rule
+    from sanas.search.early_stop import stop_rule
     from sanas.training import evaluate_candidate
 
     sa = SANAS(space, search_steps=candidates, max_params=budget, seed=seed, save_checkpoint=work)
