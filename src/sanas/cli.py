@@ -33,7 +33,7 @@ from sanas.spaces.inherit import IMPORTANCE
 from sanas.training.data import DATASETS
 from sanas.training.distributed import BACKENDS, check_launch, init_process_group, launch_from_env
 from sanas.training.final import DEFAULT_FINAL_FRACTION, final_epochs
-from sanas.training.trainer import DEFAULT_DISTILL, DEFAULT_EPOCHS, EVALUATIONS, Recipe
+from sanas.training.recipe import DEFAULT_DISTILL, DEFAULT_EPOCHS, EVALUATIONS, Recipe
 
 __all__ = ["main", "parse_tokens"]
 

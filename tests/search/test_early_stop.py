@@ -87,7 +87,7 @@ class _StubTrainer:
 
 
 def test_the_check_loop_judges_each_check_by_the_best_score_so_far():
-    from sanas.training.trainer import CandidateResult, _finetune
+    from sanas.training.candidate import CandidateResult, _finetune
 
     result = CandidateResult(tokens=[], status="failed", reward=None)
     _finetune(_StubTrainer([0.6235, 0.422, 0.7495]), result, None, StopRule(0.7097, (0.3115, 0.178)))

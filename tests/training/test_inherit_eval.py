@@ -13,7 +13,7 @@ from torch import nn
 from sanas import SearchSpace, get_space
 from sanas.search.early_stop import StopRule
 from sanas.training import Recipe, Trainer, TrainingData, evaluate_candidate, prepare_data, train_final
-from sanas.training.trainer import check_points
+from sanas.training.candidate import check_points
 
 
 @pytest.fixture(scope="module")

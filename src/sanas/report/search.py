@@ -33,7 +33,7 @@ from sanas.search.chain import (
 )
 from sanas.search.samplers import SAMPLERS, SimulatedAnnealingSampler
 from sanas.spaces import SearchSpace
-from sanas.training.trainer import DEFAULT_EPOCHS
+from sanas.training.recipe import DEFAULT_EPOCHS
 
 __all__ = ["Candidate", "SearchReport", "build_report", "render_report", "write_report"]
 

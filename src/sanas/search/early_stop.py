@@ -61,7 +61,7 @@ def learned_margins(curves: Sequence[Sequence[Sequence[float]]],
 @dataclass(frozen=True)
 class StopRule:
     """When to stop a fine-tuned candidate early (the inherit evaluation's checks, see
-    :func:`sanas.training.trainer.check_points`).
+    :func:`sanas.training.candidate.check_points`).
 
     At check ``i`` the candidate stops if its best held-out top-1 so far (this check's, or an ``earlier`` check's)
     plus ``margins[i]`` — the most any finished candidate gained from that check to its end — stays below

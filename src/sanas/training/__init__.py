@@ -10,6 +10,7 @@
 """
 
 from sanas.training.augment import Augment, normalize
+from sanas.training.candidate import CandidateResult, evaluate_candidate
 from sanas.training.data import (
     DATASETS,
     Dataset,
@@ -20,14 +21,8 @@ from sanas.training.data import (
     split_data,
 )
 from sanas.training.final import FinalResult, export_onnx, load_model, train_final
-from sanas.training.trainer import (
-    CandidateResult,
-    EpochMetrics,
-    Recipe,
-    Trainer,
-    TrainingFailed,
-    evaluate_candidate,
-)
+from sanas.training.recipe import Recipe
+from sanas.training.trainer import EpochMetrics, Trainer, TrainingFailed
 
 __all__ = [
     "DATASETS",

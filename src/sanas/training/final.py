@@ -34,8 +34,9 @@ from sanas.atomic import atomic_write_bytes, clean_stale_temporaries
 from sanas.spaces import SearchSpace
 from sanas.training.data import TrainingData
 from sanas.training.distributed import STREAMS, Launch, barrier, rank_seed
+from sanas.training.recipe import Recipe
 from sanas.training.saved import MODEL_JSON, WEIGHTS, load_model, weights_digest
-from sanas.training.trainer import EpochMetrics, Progress, Recipe, Trainer, _Reporter
+from sanas.training.trainer import EpochMetrics, Progress, Trainer, _Reporter
 
 __all__ = ["FinalResult", "OnnxOutcome", "export_onnx", "load_model", "missing_onnx_packages", "train_final",
            "weights_digest", "write_onnx"]

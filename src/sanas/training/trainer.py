@@ -1,4 +1,5 @@
-"""The seed's training recipe, one epoch loop, and :func:`evaluate_candidate`, what the search calls.
+"""The trainer: one network, its data and recipe, one epoch at a time, checkpointable (what every training of
+sanas runs: candidates, finalists, final models, the parent).
 
 Everything lives on the training device: the uint8 images, a seeded ``randperm`` shuffle, the augmentation.
 The learning rate follows a cosine from ``learning_rate`` to 0 over the whole run, stepped after every
@@ -10,21 +11,18 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import gc
 import math
-import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sanas.spaces import SearchSpace
-from sanas.spaces.inherit import IMPORTANCE
 from sanas.training.augment import Augment, normalize
 from sanas.training.data import TrainingData
 from sanas.training.distributed import (
@@ -35,22 +33,11 @@ from sanas.training.distributed import (
     rank_seed,
     unused_parameters,
 )
-from sanas.training.saved import load_model
+from sanas.training.recipe import Recipe, no_teacher
 
-__all__ = ["EVALUATIONS", "CandidateResult", "EpochMetrics", "Recipe", "StopCheck", "Trainer", "TrainingFailed",
-           "check_points", "evaluate_candidate"]
+__all__ = ["EpochMetrics", "Progress", "Trainer", "TrainingFailed"]
 
 Progress = Literal["auto", "bar", "lines", "none"]
-#: How a candidate is evaluated: trained from scratch (PaddleSlim's protocol) or inherited from a trained parent.
-EVALUATIONS = ("scratch", "inherit")
-#: Epochs per candidate when the recipe does not say: PaddleSlim's 30 from scratch; an inherited candidate is
-#: scored right after BatchNorm re-estimation (forward passes only), which ranked candidates as well as a quarter
-#: epoch of fine-tuning or better (``benchmarks/score_fidelity.py``): the search screens many that way and
-#: fine-tunes only its finalists (:mod:`sanas.runs.finalists`).
-DEFAULT_EPOCHS: dict[str, int | float] = {"scratch": 30, "inherit": 0}
-#: Distillation weight of a fine-tune from the parent when the recipe does not say (``benchmarks/final_curve.py``:
-#: it raised the held-out top-1 of every fine-tune length measured).
-DEFAULT_DISTILL = 0.5
 
 
 class TrainingFailed(RuntimeError):
@@ -59,143 +46,6 @@ class TrainingFailed(RuntimeError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-def _no_teacher(distill: float, why: str) -> str:
-    return (f"distill is {distill!r} but {why} to distil from: distillation needs --evaluation inherit with a "
-            f"trained parent (--parent)")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How a candidate is trained. Defaults are PaddleSlim's DARTS demo (``sanas_darts_space.py``).
-
-    ``retain_epoch`` is PaddleSlim's name for the epochs per candidate; from scratch it must be at least 2 because
-    the reward averages the last two epochs (default 30).
-
-    ``evaluation="inherit"`` starts each candidate from a trained parent instead (see :func:`evaluate_candidate`):
-    ``bn_batches`` batches re-estimate BatchNorm, then ``retain_epoch`` epochs of fine-tuning (default 0: scored
-    right after the re-estimation; any number >= 0) at ``finetune_lr`` (default: half of ``learning_rate``),
-    cosine to 0, no drop path; channels are chosen by ``importance``; ``early_stop`` and ``stop_checks`` control
-    the SA-aware early stop of fine-tuned candidates. The defaults are what ranked candidates best per unit of
-    cost in ``benchmarks/rank_fidelity.py`` and ``benchmarks/score_fidelity.py``.
-
-    ``device="auto"`` picks CUDA when available. ``bf16=None`` means
-    bf16 autocast on CUDA only. ``channels_last`` pays off on CUDA and CPU alike; with ``bf16=True`` on CPU the
-    trainer uses contiguous tensors instead (see ``CPU_BF16_CHANNELS_LAST_NOTE``). ``compile`` wraps the
-    network in ``torch.compile`` (slow to start; on CPU it did not pay off). The learning rate follows a
-    cosine from ``learning_rate`` to 0 stepped after every batch; drop path is
-    ``drop_path_prob · epoch / retain_epoch``. ``augment=False`` trains on the normalised images alone (no crop,
-    flip or cutout).
-
-    ``distill`` (α in [0, 1]) distils from the trained parent while fine-tuning (inherit only:
-    :func:`evaluate_candidate` and :func:`sanas.training.train_final`): the training loss becomes
-    ``(1 − α)·CE(student, y) + α·T²·KL(softmax(teacher/T) ‖ softmax(student/T))`` (Hinton et al.) with
-    ``T = distill_temperature`` (default 4), the teacher being a frozen copy of the parent in eval mode that sees
-    the same augmented batch; the auxiliary head keeps its plain cross-entropy. Default: :data:`DEFAULT_DISTILL`
-    with ``evaluation="inherit"`` (measured in ``benchmarks/final_curve.py``), 0 from scratch (no parent).
-
-    >>> Recipe(retain_epoch=2, batch_size=32).total_steps(100)
-    8
-    """
-
-    batch_size: int = 96
-    retain_epoch: int | float | None = None
-    learning_rate: float = 0.025
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    grad_clip: float = 5.0
-    aux_weight: float = 0.4
-    drop_path_prob: float = 0.2
-    cutout: int = 16
-    seed: int = 0
-    device: str = "auto"
-    bf16: bool | None = None
-    channels_last: bool = True
-    compile: bool = False
-    eval_batch_size: int = 256
-    evaluation: str = "scratch"
-    bn_batches: int = 20
-    finetune_lr: float | None = None
-    importance: str = "bn"
-    early_stop: bool = True
-    stop_checks: int = 2
-    augment: bool = True
-    distill: float | None = None
-    distill_temperature: float = 4.0
-
-    def __post_init__(self) -> None:
-        if self.evaluation not in EVALUATIONS:
-            raise ValueError(f"evaluation is {self.evaluation!r}, expected one of {', '.join(EVALUATIONS)}")
-        if self.retain_epoch is None:  # frozen: defaults that depend on the evaluation are set this way
-            object.__setattr__(self, "retain_epoch", DEFAULT_EPOCHS[self.evaluation])
-        if self.finetune_lr is None and isinstance(self.learning_rate, int | float):
-            object.__setattr__(self, "finetune_lr", self.learning_rate / 2)
-        if self.distill is None:
-            object.__setattr__(self, "distill", DEFAULT_DISTILL if self.evaluation == "inherit" else 0.0)
-        if self.evaluation == "scratch":
-            if (isinstance(self.retain_epoch, bool) or not isinstance(self.retain_epoch, int)
-                    or self.retain_epoch < 2):
-                raise ValueError(f"retain_epoch is {self.retain_epoch!r}, expected an integer >= 2 (the reward "
-                                 f"averages the last two epochs)")
-        elif (isinstance(self.retain_epoch, bool) or not isinstance(self.retain_epoch, int | float)
-              or not math.isfinite(self.retain_epoch) or self.retain_epoch < 0):
-            raise ValueError(f"retain_epoch is {self.retain_epoch!r}, expected a number of fine-tuning epochs >= 0 "
-                             f"(fractions allowed; 0 = BatchNorm re-estimation only)")
-        if isinstance(self.bn_batches, bool) or not isinstance(self.bn_batches, int) or self.bn_batches < 0:
-            raise ValueError(f"bn_batches is {self.bn_batches!r}, expected an integer >= 0")
-        if isinstance(self.stop_checks, bool) or not isinstance(self.stop_checks, int) or self.stop_checks < 1:
-            raise ValueError(f"stop_checks is {self.stop_checks!r}, expected an integer >= 1")
-        if self.importance not in IMPORTANCE:
-            raise ValueError(f"importance is {self.importance!r}, expected one of {', '.join(IMPORTANCE)}")
-        for name in ("batch_size", "eval_batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-                raise ValueError(f"{name} is {value!r}, expected an integer >= 2 (BatchNorm needs two samples)")
-        for name in ("learning_rate", "grad_clip"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} is {getattr(self, name)!r}, expected a positive number")
-        if not self.finetune_lr > 0:  # type: ignore[operator]  # after learning_rate: it defaults to half of it
-            raise ValueError(f"finetune_lr is {self.finetune_lr!r}, expected a positive number")
-        for name in ("momentum", "weight_decay", "aux_weight"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} is {getattr(self, name)!r}, expected a non-negative number")
-        if not 0 <= self.drop_path_prob < 1:
-            raise ValueError(f"drop_path_prob is {self.drop_path_prob!r}, expected a number in [0, 1)")
-        if self.cutout < 0:
-            raise ValueError(f"cutout is {self.cutout!r}, expected a non-negative size")
-        if (isinstance(self.distill, bool) or not isinstance(self.distill, int | float)
-                or not 0 <= self.distill <= 1):
-            raise ValueError(f"distill is {self.distill!r}, expected a weight in [0, 1] (0 = off)")
-        if (isinstance(self.distill_temperature, bool) or not isinstance(self.distill_temperature, int | float)
-                or not math.isfinite(self.distill_temperature) or self.distill_temperature <= 0):
-            raise ValueError(f"distill_temperature is {self.distill_temperature!r}, expected a temperature > 0")
-        if self.distill > 0 and self.evaluation != "inherit":
-            raise ValueError(_no_teacher(self.distill, f"the {self.evaluation} evaluation has no parent"))
-        if self.device != "auto":
-            torch.device(self.device)  # raises on nonsense like "gpu"
-
-    def resolve_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        device = torch.device(self.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device is {self.device!r} but CUDA is not available; use 'cpu' or 'auto'")
-        return device
-
-    def total_steps(self, train_size: int) -> int:
-        """Optimizer steps in the whole run for ``train_size`` training images (a fractional ``retain_epoch``
-        rounds to the nearest step)."""
-        return round(self.steps_per_epoch(train_size) * self.retain_epoch)
-
-    def steps_per_epoch(self, train_size: int) -> int:
-        # A last partial batch of one image is dropped: BatchNorm (and the aux head) cannot train on it. The
-        # count does not depend on the world size of a data-parallel job (see Trainer._next_batch).
-        full, rest = divmod(train_size, self.batch_size)
-        return full + (1 if rest >= 2 else 0)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -220,38 +70,6 @@ class EpochMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-@dataclass
-class CandidateResult:
-    """The outcome of :func:`evaluate_candidate`. ``reward`` is ``None`` when ``status == "failed"``."""
-
-    tokens: list[int]
-    status: Literal["ok", "failed"]
-    reward: float | None
-    reason: str = ""
-    metrics: list[EpochMetrics] = field(default_factory=list)
-    params: int = 0
-    macs: int = 0
-    seconds: float = 0.0
-    device: str = ""
-    #: Inherit evaluation: ``[epochs fine-tuned, held-out top-1]`` at every check and at the end.
-    curve: list[list[float]] = field(default_factory=list)
-    #: Training epochs spent (fractional when fine-tuning); BatchNorm re-estimation batches run.
-    epochs: float = 0.0
-    bn_batches: int = 0
-    #: Stopped early by the early-stop rule (``reward`` is then the partial reward at the stop).
-    stopped: bool = False
-    threshold: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["metrics"] = [m.to_dict() for m in self.metrics]
-        return out
 
 
 class _Reporter:
@@ -375,7 +193,7 @@ class Trainer:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         torch.manual_seed(recipe.seed)  # same seed, same initial weights, whatever the device
         if recipe.distill > 0 and parent is None:
-            raise ValueError(_no_teacher(recipe.distill, "there is no parent"))
+            raise ValueError(no_teacher(recipe.distill, "there is no parent"))
         self.inherited = recipe.evaluation == "inherit"
         if self.inherited:
             if parent is None:
@@ -703,127 +521,3 @@ class Trainer:
         self.metrics = [EpochMetrics(**m) for m in state["metrics"]]
 
 
-def _is_oom(e: BaseException) -> bool:
-    if isinstance(e, torch.OutOfMemoryError):
-        return True
-    text = str(e)
-    return isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
-
-
-class StopCheck(Protocol):
-    """What the inherit evaluation asks of an early-stop rule (:class:`sanas.search.early_stop.StopRule`, learned
-    from the search): the reward a candidate needs, and whether to stop it at check ``check``."""
-
-    threshold: float
-
-    def should_stop(self, check: int, val_top1: float, earlier: Sequence[float] = ()) -> bool: ...
-
-
-def check_points(total_steps: int, checks: int) -> list[int]:
-    """Optimizer steps after which an inherited candidate is scored before its end: ``checks`` evenly spaced
-    points from 0 (right after BatchNorm re-estimation); none when there is no fine-tuning.
-
-    >>> check_points(100, 2), check_points(3, 4), check_points(0, 2)
-    ([0, 50], [0, 1, 2], [])
-    """
-    if total_steps <= 0:
-        return []
-    return sorted({(total_steps * i) // checks for i in range(checks)})
-
-
-def _load_parent(parent: nn.Module | str | os.PathLike[str]) -> nn.Module:
-    if isinstance(parent, nn.Module):
-        return parent
-    return load_model(parent)
-
-
-def _finetune(trainer: Trainer, result: CandidateResult, reporter: _Reporter, stop: StopCheck | None) -> None:
-    """The inherit evaluation: BatchNorm re-estimation, then fine-tuning with checks; fills ``result``."""
-    r = trainer.recipe
-    trainer.reestimate_bn(r.bn_batches)
-    result.bn_batches = r.bn_batches
-    images, labels = trainer.data.val()
-
-    def score() -> float:
-        top1 = trainer.evaluate(images, labels)[1]
-        result.curve.append([trainer.steps_done / trainer.steps_per_epoch, top1])
-        return top1
-
-    for i, at in enumerate(check_points(trainer.total_steps, r.stop_checks)):
-        if at > trainer.steps_done:
-            trainer.run_epoch(reporter, steps=at - trainer.steps_done)
-        top1 = score()
-        if stop is not None and stop.should_stop(i, top1, [c[1] for c in result.curve[:-1]]):
-            result.status, result.reward, result.stopped = "ok", top1, True
-            return
-    while trainer.steps_done < trainer.total_steps:
-        trainer.run_epoch(reporter)
-    result.status, result.reward = "ok", score()
-
-
-def evaluate_candidate(tokens: Sequence[int], space: SearchSpace, data: TrainingData, recipe: Recipe | None = None,
-                       progress: Progress = "auto", parent: nn.Module | str | os.PathLike[str] | None = None,
-                       stop_rule: StopCheck | None = None) -> CandidateResult:
-    """Evaluate ``tokens`` under ``recipe.evaluation`` and return the reward.
-
-    ``"scratch"`` (PaddleSlim's protocol): train ``space.token2arch(tokens)`` for ``recipe.retain_epoch``
-    epochs; ``reward = mean(val_top1[-2:])`` on ``data``'s held-out split. ``"inherit"``: the child of the
-    trained ``parent`` (a network, or a folder written by ``sanas train``), BatchNorm re-estimated on
-    ``recipe.bn_batches`` training batches, fine-tuned for ``recipe.retain_epoch`` epochs (fractions allowed, 0 =
-    none) at ``recipe.finetune_lr``, distilled from the parent when ``recipe.distill > 0`` (see :class:`Recipe`);
-    reward = held-out top-1 at the end. With a ``stop_rule``, it is scored at
-    ``recipe.stop_checks`` points on the way and stops as soon as the rule says it cannot be accepted
-    (``stopped=True``, reward = the top-1 at the stop). A candidate that cannot be trained —
-    non-finite loss, out of memory, too large for the device — gives ``status="failed"`` with a ``reason``
-    instead of raising; invalid tokens or settings still raise ``ValueError``.
-
-    >>> from sanas import get_space
-    >>> from sanas.training import prepare_data
-    >>> space = get_space("DartsSpace", layers=3, filter_num=[4, 8, 16], init_channels=4, auxiliary=False)
-    >>> data = prepare_data("synthetic", train_size=40, test_size=10)
-    >>> result = evaluate_candidate(space.init_tokens(), space, data,
-    ...                             Recipe(retain_epoch=2, batch_size=16, device="cpu"), progress="none")
-    >>> result.status, 0.0 <= result.reward <= 1.0
-    ('ok', True)
-    """
-    recipe = recipe or Recipe()
-    tokens = space.validate(tokens)
-    if recipe.evaluation == "inherit":
-        if parent is None:
-            raise ValueError("the inherit evaluation needs parent=: a trained network or a sanas train folder")
-        parent = _load_parent(parent)
-    start = time.perf_counter()
-    result = CandidateResult(tokens, "failed", None, params=space.count_params(tokens),
-                             macs=space.count_macs(tokens), device=str(recipe.resolve_device()),
-                             threshold=None if stop_rule is None else stop_rule.threshold)
-    trainer: Trainer | None = None
-    reporter = _Reporter(progress, f"candidate {tokens}" if len(tokens) <= 8 else "candidate",
-                         math.ceil(recipe.retain_epoch))
-    try:
-        trainer = Trainer(space, tokens, data, recipe, parent=parent)  # type: ignore[arg-type]
-        with reporter:
-            if trainer.inherited:
-                _finetune(trainer, result, reporter, stop_rule)
-            else:
-                for _ in range(recipe.retain_epoch):
-                    trainer.run_epoch(reporter)
-                result.status, result.reward = "ok", trainer.reward()
-    except TrainingFailed as e:
-        result.reason = e.reason
-    except (RuntimeError, MemoryError) as e:
-        if not (isinstance(e, MemoryError) or _is_oom(e)):
-            raise
-        result.reason = f"out of memory on {result.device}: {str(e).splitlines()[0] if str(e) else 'MemoryError'}"
-    finally:
-        if trainer is not None:
-            result.metrics = list(trainer.metrics)
-            result.epochs = trainer.steps_done / trainer.steps_per_epoch
-        # Drop the network and optimizer before the next candidate, so a failed one leaves no memory behind.
-        trainer = None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    result.seconds = time.perf_counter() - start
-    if result.reason and progress != "none":
-        print(f"candidate failed: {result.reason}", file=sys.stderr, flush=True)
-    return result
