@@ -574,20 +574,8 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sanas", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    progress = {"choices": ("auto", "bar", "lines", "none"), "default": "auto", "help": "progress output (%(default)s)"}
-
-    p = sub.add_parser("search", help="run (or resume) a search, then write its report",
-                       description="Search per-cell widths with simulated annealing under a parameter budget. "
-                                   "Settings come from defaults, then --config TOML, then flags.")
-    p.add_argument("--config", help="TOML file with [space], [data], [recipe], [search] tables")
-    p.add_argument("--run-dir", default="runs/search", help="run directory (default: %(default)s)")
-    add_space_arguments(p)
-    add_data_arguments(p)
-    add_recipe_arguments(p)
+def add_search_arguments(p: argparse.ArgumentParser) -> None:
+    """The [search] table's flags of ``sanas search``."""
     g = p.add_argument_group("search")
     g.add_argument("--sampler", choices=list(SAMPLERS),
                    help=f"{', '.join(SAMPLERS)} (default: {SEARCH_DEFAULTS['sampler']}; evolution = regularized "
@@ -621,6 +609,23 @@ def build_parser() -> argparse.ArgumentParser:
                         f"the search's best)")
     g.add_argument("--finalist-epochs", type=float,
                    help=f"fine-tuning epochs per finalist ({SEARCH_DEFAULTS['finalist_epochs']:g})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sanas", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    progress = {"choices": ("auto", "bar", "lines", "none"), "default": "auto", "help": "progress output (%(default)s)"}
+
+    p = sub.add_parser("search", help="run (or resume) a search, then write its report",
+                       description="Search per-cell widths with simulated annealing under a parameter budget. "
+                                   "Settings come from defaults, then --config TOML, then flags.")
+    p.add_argument("--config", help="TOML file with [space], [data], [recipe], [search] tables")
+    p.add_argument("--run-dir", default="runs/search", help="run directory (default: %(default)s)")
+    add_space_arguments(p)
+    add_data_arguments(p)
+    add_recipe_arguments(p)
+    add_search_arguments(p)
     add_join_arguments(p)
     p.add_argument("--workers", type=int, default=1, help="local worker processes (one per GPU when GPUs exist)")
     p.add_argument("--progress", **progress)
