@@ -310,6 +310,7 @@ def run(name: str, ratio: float, seed: int, parent: nn.Module, parent_info: dict
     for method, global_pruning in (("tp_uniform", False), ("tp_global", True)):
         if done(state, method):
             continue
+        harness.start_fresh(work / method)
         t0 = time.perf_counter()
         pruned, prune_ratio = tp_prune(parent, budget, global_pruning)
         prune_seconds = time.perf_counter() - t0
@@ -320,6 +321,7 @@ def run(name: str, ratio: float, seed: int, parent: nn.Module, parent_info: dict
         print(f"  {name} {ratio:g}x seed {seed} {method}: {out['params']:,} params, test "
               f"{100 * out['test_top1']:.2f}%", flush=True)
     if not done(state, "sanas"):
+        harness.start_fresh(work / "study", work / "sanas_final")
         space, tokens, search = sanas_search(parent, data, budget, seed, args, work)
         out = finetune(space, tokens, parent, data, seed, epochs, work / "sanas_final")
         out.update(tokens=tokens, **search)

@@ -5,8 +5,8 @@
 * :func:`train_parent` — the network a user arrives with, trained from scratch (resumable), and what a record keeps
   of it.
 * :class:`Record`, :func:`done`, :func:`finished` — one run's record (``seed-N.json``), committed as it grows so that
-  a run spans sessions: a method runs only where the record has no result for it; :func:`in_processes` runs seeds
-  (or shards) as parallel processes.
+  a run spans sessions: a method runs only where the record has no result for it, and from empty work folders
+  (:func:`start_fresh`); :func:`in_processes` runs seeds (or shards) as parallel processes.
 * :func:`provenance` — the commit, whether the tree was dirty (checked before anything is written), versions,
   threads, and the command, with paths relative to the repository; :func:`publish` writes a table and its record.
 * :func:`mean_std`, :func:`std`, :func:`paired`, :func:`beats`, :func:`within_one_std`, :func:`method_row` — the
@@ -98,6 +98,18 @@ def finished(folder: Path, keys: Iterable[str]) -> list[dict[str, Any]]:
     wanted = list(keys)
     records = [json.loads(p.read_text()) for p in sorted(folder.glob("seed-*.json"))]
     return [r for r in records if all(done(r, k) for k in wanted)]
+
+
+def start_fresh(*folders: Path) -> None:
+    """Refuse to run a method whose work folders hold a part-run left by an earlier process: the meter charges
+    only the passes of the process it runs in, so resuming that run (a search's journal, a final training's
+    checkpoint) would leave the earlier passes uncharged. Raises ``SystemExit`` naming the folders to delete."""
+    left = [f for f in folders if f.is_dir() and any(f.iterdir())]
+    if left:
+        them = "it" if len(left) == 1 else "them"
+        raise SystemExit(f"{', '.join(relative(f) for f in left)}: left by an earlier run of this method that did "
+                         f"not finish, whose passes this process cannot charge; delete {them} to run the method "
+                         f"again from its start")
 
 
 def train_parent(space: SearchSpace, data: TrainingData, recipe: Recipe, out: Path, *, progress: Progress = "none",

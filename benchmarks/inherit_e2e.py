@@ -90,6 +90,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
 
     rows = args.rows.split(",")
     if "A" in rows and not done(state, "A"):
+        harness.start_fresh(work / "A", work / "final-A")
         meter = PassMeter()
         with meter.active():
             tokens, log = sanas_search(f"A seed {seed}", sp, data, recipe(args, seed, retain_epoch=args.scratch_epochs),
@@ -98,6 +99,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         finish("A", tokens, recipe(args, seed, retain_epoch=args.parent_epochs), False, meter)
         state.save()
     if "B" in rows and not done(state, "B"):
+        harness.start_fresh(work / "B", work / "final-B")
         meter = PassMeter()
         with meter.active():
             tokens, log = sanas_search(f"B seed {seed}", sp, data, recipe(args, seed, evaluation="inherit"), parent,
@@ -106,6 +108,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         finish("B", tokens, recipe(args, seed, evaluation="inherit", retain_epoch=final), True, meter)
         state.save()
     if "U" in rows and not done(state, "U"):
+        harness.start_fresh(work / "final-U")
         finish("U", uniform_tokens(sp, budget), recipe(args, seed, evaluation="inherit", retain_epoch=final), True,
                PassMeter())
         state.save()

@@ -55,3 +55,12 @@ def test_within_one_std_reads_the_mean_difference_against_our_std() -> None:
     assert diff == pytest.approx([-0.015, 0.005]) and sd == pytest.approx(0.01414, abs=1e-5) and ok
     assert not harness.within_one_std([0.88, 0.89], [0.9, 0.9])[2]
     assert not harness.within_one_std([0.89], [0.9])[2] and harness.within_one_std([0.9], [0.9])[2]  # no std
+
+
+def test_a_method_left_half_run_by_an_earlier_process_is_refused(tmp_path: Path) -> None:
+    # A resumed journal or checkpoint holds passes this process' meter never saw: rerunning must start from empty.
+    harness.start_fresh(tmp_path / "never-made", tmp_path)  # missing and empty folders are fresh
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "sanas.journal").write_text("{}\n")
+    with pytest.raises(SystemExit, match=r"study: left by an earlier run .* delete it to run the method again"):
+        harness.start_fresh(tmp_path / "final", tmp_path / "study")
