@@ -243,19 +243,20 @@ def tp_prune(parent: nn.Module, budget: int, global_pruning: bool) -> tuple[nn.M
     return best
 
 
-def final_recipe(seed: int, epochs: float) -> Recipe:
-    """The final fine-tune of every method: the product's defaults for a fine-tune from the parent."""
-    return Recipe(evaluation="inherit", retain_epoch=epochs, seed=seed, device="cpu")
+def final_recipe(seed: int, epochs: float, importance: str = "bn") -> Recipe:
+    """The final fine-tune of every method: the product's defaults for a fine-tune from the parent (``importance``:
+    which channels a sanas child keeps; Torch-Pruning's children are already pruned)."""
+    return Recipe(evaluation="inherit", retain_epoch=epochs, seed=seed, device="cpu", importance=importance)
 
 
 def finetune(space: SearchSpace, tokens: list[int], parent: nn.Module, data: TrainingData, seed: int, epochs: float,
-             out: Path) -> dict[str, Any]:
+             out: Path, importance: str = "bn") -> dict[str, Any]:
     """``train_final`` from the parent (resumable in ``out``); the test set is evaluated once, at its end."""
     meter = PassMeter()
     with meter.active():
-        result = train_final(tokens, space, data, final_recipe(seed, epochs), out, resume=True, progress="none",
-                             onnx=False, parent=parent)
-    net = space.inherit(parent, tokens)
+        result = train_final(tokens, space, data, final_recipe(seed, epochs, importance), out, resume=True,
+                             progress="none", onnx=False, parent=parent)
+    net = space.inherit(parent, tokens, importance)
     return {"test_top1": result.test_top1, "val_top1": result.metrics[-1].val_top1, "params": params(net),
             "macs": macs(net), "final": meter.to_dict(len(data.train_indices))}
 

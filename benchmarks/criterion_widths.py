@@ -31,26 +31,34 @@ import compress_models as cm
 import harness
 from harness import Record, beats, done, mean_std, provenance
 from sanas.spaces import ModelSpace, uniform_tokens
+from sanas.spaces.inherit import IMPORTANCE
 
 HERE = Path(__file__).resolve().parent
 RUNS_DIR = HERE / "data" / "criterion_widths_runs"
 OUT = HERE / "data" / "criterion_widths"
 
 
+def key(importance: str) -> str:
+    """The record's key of the uniform child kept by ``importance``: ``u`` (BatchNorm γ, sanas' default), ``u_l1``."""
+    return "u" if importance == "bn" else f"u_{importance}"
+
+
 def run(name: str, seed: int, parent: Any, info: dict[str, Any], data: Any, args: argparse.Namespace) -> None:
     record = Record(args.runs_dir / name / f"{args.budget_ratio:g}x" / f"seed-{seed}.json", seed)
-    if done(record, "u"):
+    k = key(args.importance)
+    if done(record, k):
         return
-    work = args.work_dir / name / f"{args.budget_ratio:g}x" / f"seed-{seed}" / "sanas_uniform"
+    work = args.work_dir / name / f"{args.budget_ratio:g}x" / f"seed-{seed}" / f"sanas_uniform_{args.importance}"
     harness.start_fresh(work)
     space = ModelSpace(parent, example_input=[1, 32, 32], ratio_step=args.ratio_step)
     budget = int(args.budget_ratio * info["params"])
     tokens = uniform_tokens(space, budget)
-    record["u"] = {"tokens": tokens, "ratio_step": args.ratio_step, "budget": budget,
-                   **cm.finetune(space, tokens, parent, data, seed, cm.final_epochs(info["epochs"]), work)}
+    record[k] = {"tokens": tokens, "ratio_step": args.ratio_step, "budget": budget, "importance": args.importance,
+                 **cm.finetune(space, tokens, parent, data, seed, cm.final_epochs(info["epochs"]), work,
+                               args.importance)}
     record.save()
-    print(f"  {name} {args.budget_ratio:g}x seed {seed} sanas-uniform: {record['u']['params']:,} params, test "
-          f"{100 * record['u']['test_top1']:.2f}%", flush=True)
+    print(f"  {name} {args.budget_ratio:g}x seed {seed} sanas-uniform ({args.importance}): {record[k]['params']:,} "
+          f"params, test {100 * record[k]['test_top1']:.2f}%", flush=True)
 
 
 def summarise(args: argparse.Namespace) -> int:
@@ -60,7 +68,8 @@ def summarise(args: argparse.Namespace) -> int:
              "and seeds; every child fine-tuned by the same recipe. Paired differences by seed; 'beats' = the mean "
              "difference above the largest std (either side's, or the differences').", "",
              "| network | seeds | (a1) TP uniform | (u) sanas uniform | (b) sanas search | params (a1) / (u) / (b) | "
-             "(u) − (a1): criterion | (b) − (u): widths |", "|---|---:|---:|---:|---:|---|---:|---:|"]
+             "(u) − (a1): criterion | (b) − (u): widths | (u, l1) | (u, l1) − (a1) |",
+             "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
     payload: dict[str, Any] = {}
     for name in args.models.split(","):
         folder = args.runs_dir / name / f"{args.budget_ratio:g}x"
@@ -82,10 +91,13 @@ def summarise(args: argparse.Namespace) -> int:
         params = " / ".join(f"{statistics.mean(r[k]['params'] for r in rs):,.0f}" for k, rs in (
             ("tp_uniform", [theirs[s] for s in seeds]), ("u", [ours[s] for s in seeds]),
             ("sanas", [theirs[s] for s in seeds])))
+        l1 = [ours[s]["u_l1"]["test_top1"] for s in seeds if done(ours[s], "u_l1")]
+        l1_cells = (f"{mean_std(l1, 100)} | {verdict(l1, a1)}" if len(l1) == len(seeds) else "– | –")
         lines.append(f"| {name} | {','.join(map(str, seeds))} | {mean_std(a1, 100)} | {mean_std(u, 100)} | "
-                     f"{mean_std(b, 100)} | {params} | {verdict(u, a1)} | {verdict(b, u)} |")
+                     f"{mean_std(b, 100)} | {params} | {verdict(u, a1)} | {verdict(b, u)} | {l1_cells} |")
         payload[name] = {"seeds": [{"seed": s, "tp_uniform": theirs[s]["tp_uniform"]["test_top1"],
-                                    "u": ours[s]["u"], "sanas": theirs[s]["sanas"]["test_top1"]} for s in seeds]}
+                                    **{k: ours[s][k] for k in ("u", "u_l1") if k in ours[s]},
+                                    "sanas": theirs[s]["sanas"]["test_top1"]} for s in seeds]}
     if not payload:
         print("nothing finished yet", file=sys.stderr)
         return 1
@@ -99,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default=",".join(cm.MODELS))
     p.add_argument("--budget-ratio", type=float, default=0.5)
     p.add_argument("--ratio-step", type=float, default=1 / 32, help="ModelSpace's ratio grid for the uniform child")
+    p.add_argument("--importance", choices=IMPORTANCE, default="bn",
+                   help="which channels the uniform child keeps (bn: sanas' default; l1: conv weights' L1 norm)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--summary", action="store_true", help="only print/write the table from finished runs")
     p.add_argument("--threads", type=int, default=1)
