@@ -414,7 +414,8 @@ def summarise(args: argparse.Namespace, ratio: float) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (its defaults are the protocol: the data, the parents, the search)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--budget-ratio", default="0.7,0.5,0.3", help="budgets as ratios of the parent's parameters")
@@ -431,7 +432,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work-dir", type=Path, default=WORK_DIR)
     p.add_argument("--runs-dir", type=Path, default=RUNS_DIR, help="the finished runs' records (committed)")
     p.add_argument("--out", type=Path, default=OUT, help="tables as OUT_<ratio>.md and .json")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     harness.setup(args.threads)
     ratios = [float(r) for r in str(args.budget_ratio).split(",")]
     if not args.summary:

@@ -43,15 +43,14 @@ def key(importance: str) -> str:
     return "u" if importance == "bn" else f"u_{importance}"
 
 
-def run(name: str, seed: int, parent: Any, info: dict[str, Any], data: Any, args: argparse.Namespace) -> None:
+def run(name: str, seed: int, space: ModelSpace, budget: int, parent: Any, info: dict[str, Any], data: Any,
+        args: argparse.Namespace) -> None:
     record = Record(args.runs_dir / name / f"{args.budget_ratio:g}x" / f"seed-{seed}.json", seed)
     k = key(args.importance)
     if done(record, k):
         return
     work = args.work_dir / name / f"{args.budget_ratio:g}x" / f"seed-{seed}" / f"sanas_uniform_{args.importance}"
     harness.start_fresh(work)
-    space = ModelSpace(parent, example_input=[1, 32, 32], ratio_step=args.ratio_step)
-    budget = int(args.budget_ratio * info["params"])
     tokens = uniform_tokens(space, budget)
     record[k] = {"tokens": tokens, "ratio_step": args.ratio_step, "budget": budget, "importance": args.importance,
                  **cm.finetune(space, tokens, parent, data, seed, cm.final_epochs(info["epochs"]), work,
@@ -126,13 +125,14 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             p.error(f"--models {','.join(unknown)}: expected names among {','.join(cm.MODELS)}")
         # The data and parents as compress_models makes them with its defaults, so that its records apply.
-        data = harness.fashion_mnist(10000, 5000)
-        defaults = argparse.Namespace(work_dir=args.work_dir, runs_dir=cm.RUNS_DIR, parent_epochs=24, parent_lr=0.05,
-                                      parent_batch=64)
+        protocol = cm.build_parser().parse_args(["--work-dir", str(args.work_dir)])
+        data = harness.fashion_mnist(protocol.train_subset, protocol.val_subset)
         for name in args.models.split(","):
-            parent, info = cm.train_parent(name, data, defaults)
+            parent, info = cm.train_parent(name, data, protocol)
+            space = ModelSpace(parent, example_input=[1, 32, 32], ratio_step=args.ratio_step)  # one trace a network
+            budget = int(args.budget_ratio * info["params"])
             for seed in harness.seeds(args.seeds):
-                run(name, seed, parent, info, data, args)
+                run(name, seed, space, budget, parent, info, data, args)
     return summarise(args)
 
 

@@ -98,6 +98,11 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return sorted(out)
 
 
+def largest(spans: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """Largest first; ties by name."""
+    return sorted(spans, key=lambda x: (-x[0], x[1]))
+
+
 def shape(package_dir: Path) -> dict:
     """Files, classes, functions (each ``[(lines, name)]``, largest first) and import circles of a package."""
     root = package_dir.parent
@@ -114,7 +119,6 @@ def shape(package_dir: Path) -> dict:
         if path.name != "__init__.py":
             graph[name] = imports(tree, name, False, modules)
     graph = {k: {m for m in v if m in graph} for k, v in graph.items()}
-    largest = lambda xs: sorted(xs, key=lambda x: (-x[0], x[1]))  # noqa: E731
     return {"files": largest(sizes), "classes": largest(classes), "functions": largest(functions),
             "cycles": cycles(graph)}
 

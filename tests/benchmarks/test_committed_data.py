@@ -17,6 +17,11 @@ DATA = REPO / "benchmarks" / "data"
 MACHINE_PATH = re.compile(r"(?:^|[\s\"'=:(])/(?:work|tmp|home|root|usr|Users|var|opt|mnt|private|scratch|srv)/")
 
 
+def machine_path(text: str) -> bool:
+    """Whether ``text`` holds an absolute path of a machine (this repository's own, or under a usual top folder)."""
+    return bool(MACHINE_PATH.search(text)) or str(REPO) in text
+
+
 def strings(value: Any) -> Iterator[str]:
     """Every string in a JSON value: its keys and its values, at any depth."""
     if isinstance(value, str):
@@ -35,14 +40,14 @@ def machine_paths(path: Path) -> list[str]:
     text = path.read_text()
     values = [json.loads(line) for line in text.splitlines() if line.strip()] if path.suffix == ".jsonl" \
         else [json.loads(text)]
-    return [s for v in values for s in strings(v) if MACHINE_PATH.search(s) or str(REPO) in s]
+    return [s for v in values for s in strings(v) if machine_path(s)]
 
 
 def test_the_rule_finds_absolute_paths_and_passes_relative_ones() -> None:
     hits = ["/work/main/benchmarks/results/x", "python /home/u/sanas/benchmarks/x.py", "--out=/tmp/t", f"{REPO}/a"]
     misses = ["benchmarks/results/inherit_e2e", "1/4 epoch", "https://example.org/home/x", "a/tmp/b", "/", "4/8/16"]
-    assert all(MACHINE_PATH.search(s) or str(REPO) in s for s in hits)
-    assert not any(MACHINE_PATH.search(s) or str(REPO) in s for s in misses)
+    assert all(machine_path(s) for s in hits)
+    assert not any(machine_path(s) for s in misses)
 
 
 def test_no_committed_record_holds_an_absolute_path() -> None:

@@ -477,7 +477,7 @@ def join_storage(storage: str | BaseStorage | None, run_dir: str | os.PathLike[s
     if server_addr is not None and not is_server:
         if storage is not None:
             raise ValueError("a client (is_server=False) uses the server's storage; do not pass storage")
-        return connect_server(server_addr, connect_timeout), (server_addr[0] or "127.0.0.1", server_addr[1])
+        return connect_server(server_addr, connect_timeout), _parse_addr(server_addr, "127.0.0.1")
     return open_storage(storage, run_dir, server=server_addr is not None, connect_timeout=connect_timeout), None
 
 
