@@ -67,6 +67,9 @@ RUNS_DIR = HERE / "data" / "compress_models_runs"
 OUT = HERE / "data" / "compress_models"
 METHODS = {"tp_uniform": "(a1) Torch-Pruning, uniform ratio", "tp_global": "(a2) Torch-Pruning, global ranking",
            "sanas": "(b) sanas, defaults"}
+# sanas with one setting other than its default, run beside (b) where ``--variants`` asks (to choose a default from
+# the numbers): the method's key -> (its label, its ``importance``, the channel criterion of search and fine-tune).
+VARIANTS = {"sanas_l1": ("(c) sanas, importance = l1", "l1")}
 PARENT_KEYS = ("epochs", "lr", "batch_size", "params", "macs", "val_curve", "test_top1", "seconds")  # parent.json
 
 
@@ -289,13 +292,16 @@ def train_parent(name: str, data: TrainingData, args: argparse.Namespace) -> tup
 
 
 def sanas_search(parent: nn.Module, data: TrainingData, budget: int, seed: int, args: argparse.Namespace,
-                 work: Path) -> tuple[ModelSpace, list[int], dict[str, Any]]:
-    """sanas with its defaults: the search, then its finalists; returns the space, the chosen tokens, the log."""
+                 work: Path, importance: str | None = None,
+                 label: str = "sanas") -> tuple[ModelSpace, list[int], dict[str, Any]]:
+    """sanas with its defaults (``importance``: the one setting a variant changes): the search, then its
+    finalists; returns the space, the chosen tokens, the log."""
     space = ModelSpace(parent, example_input=[1, 32, 32])
-    recipe = Recipe(evaluation="inherit", seed=seed, device="cpu")
+    changed = {} if importance is None else {"importance": importance}
+    recipe = Recipe(evaluation="inherit", seed=seed, device="cpu", **changed)
     meter = PassMeter()
     with meter.active():
-        tokens, log = harness.sanas_search("sanas", space, data, recipe, parent, budget, seed, args.candidates,
+        tokens, log = harness.sanas_search(label, space, data, recipe, parent, budget, seed, args.candidates,
                                            work / "study")
     return space, tokens, {**log, "search": meter.to_dict(len(data.train_indices))}
 
@@ -321,15 +327,19 @@ def run(name: str, ratio: float, seed: int, parent: nn.Module, parent_info: dict
         state.save()
         print(f"  {name} {ratio:g}x seed {seed} {method}: {out['params']:,} params, test "
               f"{100 * out['test_top1']:.2f}%", flush=True)
-    if not done(state, "sanas"):
-        harness.start_fresh(work / "study", work / "sanas_final")
-        space, tokens, search = sanas_search(parent, data, budget, seed, args, work)
-        out = finetune(space, tokens, parent, data, seed, epochs, work / "sanas_final")
-        out.update(tokens=tokens, **search)
-        state["sanas"] = out
+    runs = [("sanas", None, work)] + [(key, VARIANTS[key][1], work / key) for key in args.variants]
+    for method, importance, where in runs:
+        if done(state, method):
+            continue
+        harness.start_fresh(where / "study", where / "sanas_final")
+        space, tokens, search = sanas_search(parent, data, budget, seed, args, where, importance, method)
+        out = finetune(space, tokens, parent, data, seed, epochs, where / "sanas_final",
+                       importance or Recipe().importance)
+        out.update(tokens=tokens, importance=importance or Recipe().importance, **search)
+        state[method] = out
         state.save()
-        print(f"  {name} {ratio:g}x seed {seed} sanas: {out['params']:,} params, test {100 * out['test_top1']:.2f}%",
-              flush=True)
+        print(f"  {name} {ratio:g}x seed {seed} {method}: {out['params']:,} params, test "
+              f"{100 * out['test_top1']:.2f}%", flush=True)
     return state
 
 
@@ -414,6 +424,14 @@ def summarise(args: argparse.Namespace, ratio: float) -> int:
     return 0
 
 
+def variants(text: str) -> list[str]:
+    keys = [k for k in text.split(",") if k]
+    unknown = [k for k in keys if k not in VARIANTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"{','.join(unknown)}: expected one of {', '.join(VARIANTS)}")
+    return keys
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line (its defaults are the protocol: the data, the parents, the search)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -428,6 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parent-lr", type=float, default=0.05)
     p.add_argument("--parent-batch", type=int, default=64)
     p.add_argument("--candidates", type=int, default=30, help="evaluations per search (sanas' default is 300)")
+    p.add_argument("--variants", type=variants, default=[],
+                   help=f"comma-separated sanas variants to run beside (b): {', '.join(VARIANTS)}")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work-dir", type=Path, default=WORK_DIR)
     p.add_argument("--runs-dir", type=Path, default=RUNS_DIR, help="the finished runs' records (committed)")
