@@ -386,22 +386,27 @@ def summarise(args: argparse.Namespace, ratio: float) -> int:
                   "", "| method | test top-1 (%) | params | MACs | total epochs | seconds |",
                   "|---|---:|---:|---:|---:|---:|",
                   f"| parent | {100 * parent['test_top1']:.2f} | {parent['params']:,} | {parent['macs']:,} | — | — |"]
-        acc = {m: [s[m]["test_top1"] for s in states] for m in METHODS}
-        for method, label in METHODS.items():
+        # a variant joins the table once every finished seed holds it
+        labels = {**METHODS, **{k: v[0] for k, v in VARIANTS.items() if all(done(s, k) for s in states)}}
+        acc = {m: [s[m]["test_top1"] for s in states] for m in labels}
+        for method, label in labels.items():
             rs = [s[method] for s in states]
             lines.append(method_row(label, rs, [total_epochs(r) for r in rs],
                                     f"{statistics.mean(total_seconds(r) for r in rs):,.0f}"))
         lines.append("")
-        for base in ("tp_uniform", "tp_global"):
-            diff, sd, wins = beats(acc["sanas"], acc[base])
-            ratio_epochs = [total_epochs(s["sanas"]) / total_epochs(s[base]) for s in states]
-            verdict = "beats it by more than one std" if wins else "does NOT beat it by one std"
-            lines.append(f"* (b) − {METHODS[base][:4]}: {mean_std(diff, 100)} points (paired); the largest std "
-                         f"({METHODS[base][:4]}, (b), the difference) {100 * sd:.2f} — (b) {verdict}; (b) used "
-                         f"{statistics.mean(ratio_epochs):.1f}× its epochs (target ≤ 3×).")
-        gap, sd, within = within_one_std(acc["sanas"], [parent["test_top1"]] * len(states))
-        lines.append(f"* (b) − parent: {mean_std(gap, 100)} points; (b)'s std {100 * sd:.2f} — "
-                     f"{'within' if within else 'NOT within'} one std of the parent.")
+        for ours in [m for m in labels if m.startswith("sanas")]:
+            tag = labels[ours].split()[0]
+            for base in ("tp_uniform", "tp_global") + (("sanas",) if ours != "sanas" else ()):
+                diff, sd, wins = beats(acc[ours], acc[base])
+                ratio_epochs = [total_epochs(s[ours]) / total_epochs(s[base]) for s in states]
+                verdict = "beats it by more than one std" if wins else "does NOT beat it by one std"
+                them = labels[base].split()[0]
+                lines.append(f"* {tag} − {them}: {mean_std(diff, 100)} points (paired); the largest std "
+                             f"({them}, {tag}, the difference) {100 * sd:.2f} — {tag} {verdict}; {tag} "
+                             f"used {statistics.mean(ratio_epochs):.1f}× its epochs (target ≤ 3×).")
+            gap, sd, within = within_one_std(acc[ours], [parent["test_top1"]] * len(states))
+            lines.append(f"* {tag} − parent: {mean_std(gap, 100)} points; {tag}'s std {100 * sd:.2f} — "
+                         f"{'within' if within else 'NOT within'} one std of the parent.")
         lines += ["", "| seed | (a1) | (a2) | (b) | (a1) params | (a2) params | (b) params | (b) tokens |",
                   "|---:|---:|---:|---:|---:|---:|---:|---|"]
         for s in states:
@@ -409,6 +414,11 @@ def summarise(args: argparse.Namespace, ratio: float) -> int:
                          f"{100 * s['tp_global']['test_top1']:.2f} | {100 * s['sanas']['test_top1']:.2f} | "
                          f"{s['tp_uniform']['params']:,} | {s['tp_global']['params']:,} | {s['sanas']['params']:,} | "
                          f"{s['sanas']['tokens']} |")
+        for method in [m for m in labels if m in VARIANTS]:
+            lines += ["", f"| seed | {labels[method].split()[0]} | params | MACs | tokens |",
+                      "|---:|---:|---:|---:|---|"]
+            lines += [f"| {s['seed']} | {100 * s[method]['test_top1']:.2f} | {s[method]['params']:,} | "
+                      f"{s[method]['macs']:,} | {s[method]['tokens']} |" for s in states]
         lines.append("")
     if not payload:
         print(f"nothing finished yet at {ratio:g}x", file=sys.stderr)

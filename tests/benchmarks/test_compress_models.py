@@ -110,23 +110,33 @@ def test_committed_runs_hold_together() -> None:
         parent = json.loads((path.parent.parent / "parent.json").read_text())
         net = cm.MODELS[name]()
         assert parent["params"] == cm.params(net) and run["budget"] == int(ratio * parent["params"])
-        for method in cm.METHODS:
+        for method in [*cm.METHODS, *cm.VARIANTS]:
             if method not in run:
                 continue
             r = run[method]
             assert r["params"] <= run["budget"] and 0.5 < r["test_top1"] <= 1
             assert r["final"]["epochs"] >= run["final_epochs"]  # every pass charged: at least its training
-        if "sanas" in run:
+        for method in ["sanas", *cm.VARIANTS]:
+            if method not in run:
+                continue
             space = ModelSpace(net, example_input=[1, 32, 32])
-            tokens = run["sanas"]["tokens"]
-            assert space.count_params(tokens) == run["sanas"]["params"]
-            assert space.count_macs(tokens) == run["sanas"]["macs"]
-            assert all(r["params"] <= run["budget"] for r in run["sanas"]["log"])
-            assert run["sanas"]["search"]["epochs"] > 0
+            tokens = run[method]["tokens"]
+            assert space.count_params(tokens) == run[method]["params"]
+            assert space.count_macs(tokens) == run[method]["macs"]
+            assert all(r["params"] <= run["budget"] for r in run[method]["log"])
+            assert run[method]["search"]["epochs"] > 0
+            assert method == "sanas" or run[method]["importance"] == cm.VARIANTS[method][1]
             if all(m in run for m in cm.METHODS):  # a finished run is in its budget's committed table
                 table = cm.table_path(cm.OUT, ratio).read_text()
                 assert f"| {run['seed']} | {100 * run['tp_uniform']['test_top1']:.2f} |" in table
                 assert f"{100 * run['sanas']['test_top1']:.2f} |" in table
+
+
+def test_a_variant_is_sanas_with_one_setting_changed() -> None:
+    args = cm.build_parser().parse_args(["--variants", "sanas_l1"])
+    assert args.variants == ["sanas_l1"] and cm.VARIANTS["sanas_l1"][1] != Recipe().importance
+    with pytest.raises(SystemExit):
+        cm.build_parser().parse_args(["--variants", "sanas_l3"])
 
 
 def test_a_win_is_a_mean_difference_above_every_std() -> None:
