@@ -173,14 +173,17 @@ def relative(value: str | Path) -> str:
 
 
 def mean_std(values: Sequence[float], scale: float = 1.0, digits: int = 2) -> str:
-    """``"m ± s"`` of ``values`` times ``scale`` (the sample std; 0 for one value).
+    """``"m ± s"`` of ``values`` times ``scale`` (the sample std); one value has no std and reads ``"m (one seed)"``.
 
     >>> mean_std([0.5, 0.7], 100, 1)
     '60.0 ± 14.1'
+    >>> mean_std([0.9055], 100)
+    '90.55 (one seed)'
     """
     m = statistics.mean(values) * scale
-    s = std(values) * scale
-    return f"{m:.{digits}f} ± {s:.{digits}f}"
+    if len(values) < 2:
+        return f"{m:.{digits}f} (one seed)"
+    return f"{m:.{digits}f} ± {std(values) * scale:.{digits}f}"
 
 
 def std(values: Sequence[float]) -> float:

@@ -64,3 +64,36 @@ def test_a_method_left_half_run_by_an_earlier_process_is_refused(tmp_path: Path)
     (tmp_path / "study" / "sanas.journal").write_text("{}\n")
     with pytest.raises(SystemExit, match=r"study: left by an earlier run .* delete it to run the method again"):
         harness.start_fresh(tmp_path / "final", tmp_path / "study")
+
+
+def test_one_seed_has_no_std_to_print() -> None:
+    """Row A of the DARTS miniature had one seed and read "90.55 ± 0.00", a std nobody measured."""
+    assert harness.mean_std([0.5, 0.7], 100, 1) == "60.0 ± 14.1"
+    assert harness.mean_std([0.9055], 100) == "90.55 (one seed)"
+
+
+def test_the_miniature_s_table_needs_rows_b_and_u_and_states_a_s_seeds(tmp_path: Path) -> None:
+    """Row A costs an hour or more per seed here: the table (the targets are about B and U) is written from the
+    seeds that have B and U, row A from those that have it, its count stated."""
+    import inherit_e2e
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for seed in range(3):
+        record = json.loads((BENCHMARKS / "data" / "inherit_e2e_runs" / f"seed-{seed}.json").read_text())
+        if seed > 0:
+            record.pop("A", None)
+        else:
+            assert "A" in record
+        (runs / f"seed-{seed}.json").write_text(json.dumps(record))
+    out = tmp_path / "table"
+    assert inherit_e2e.main(["--summary", "--runs-dir", str(runs), "--out", str(out)]) == 0
+    table = out.with_suffix(".md").read_text()
+    assert "(1 of 3 seeds: 0)" in table and "(one seed)" in table and "Seeds 0, 1, 2;" in table
+    rows = {line.split(" | ")[0]: line for line in table.splitlines() if line[:4] in ("| 0 ", "| 1 ", "| 2 ")}
+    assert "| – |" not in rows["| 0"] and all(rows[f"| {s}"].count("| – |") == 2 for s in (1, 2))  # no A
+    for seed in (1, 2):
+        (runs / f"seed-{seed}.json").unlink()
+    (runs / "seed-0.json").write_text(json.dumps({**json.loads((runs / "seed-0.json").read_text()), "A": {}}))
+    assert inherit_e2e.main(["--summary", "--runs-dir", str(runs), "--out", str(out)]) == 0
+    assert "A not run yet" in out.with_suffix(".md").read_text()
