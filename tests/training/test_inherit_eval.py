@@ -85,6 +85,26 @@ def test_fine_tuning_runs_the_fraction_and_records_the_curve(space, data, parent
     assert result.params == space.count_params([0, 1, 2])
 
 
+def test_each_check_evaluates_the_held_out_split_once_and_prints_the_epochs_done(
+        space, data, parent, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A check right after a pass reads the evaluation that ended the pass: a 1-epoch candidate with 2 checks
+    evaluated the held-out split 5 times (3 scores), and printed its half-epoch passes as "epoch 1/1, epoch 2/1"."""
+    calls = []
+    evaluate = Trainer.evaluate
+
+    def counted(self: Trainer, *args: Any, **kw: Any) -> Any:
+        calls.append(len(args[1]))
+        return evaluate(self, *args, **kw)
+
+    monkeypatch.setattr(Trainer, "evaluate", counted)
+    result = evaluate_candidate([0, 1, 2], space, data, inherit_recipe(retain_epoch=1, stop_checks=2),
+                                progress="lines", parent=parent)
+    assert result.ok and len(result.curve) == 3
+    assert calls == [len(data.val()[1])] * 3  # at 0, after the first half, at the end
+    lines = [line for line in capsys.readouterr().err.splitlines() if " epoch " in line]
+    assert [line.split(" epoch ")[1].split()[0] for line in lines] == ["0.5/1", "1/1"]
+
+
 def test_bn_reestimation_replaces_the_parents_statistics(space, data, parent) -> None:
     t = Trainer(space, [0, 1, 2], data, inherit_recipe(), parent=parent)
     before = t.net.cells[0][1].running_mean.clone()

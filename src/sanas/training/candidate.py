@@ -103,21 +103,24 @@ def _finetune(trainer: Trainer, result: CandidateResult, reporter: _Reporter, st
     result.bn_batches = r.bn_batches
     images, labels = trainer.data.val()
 
-    def score() -> float:
-        top1 = trainer.evaluate(images, labels)[1]
+    def score(trained: EpochMetrics | None) -> float:
+        """Held-out top-1 now: that of the pass just trained (it ends with this evaluation), else measured."""
+        top1 = trainer.evaluate(images, labels)[1] if trained is None else trained.val_top1
         result.curve.append([trainer.steps_done / trainer.steps_per_epoch, top1])
         return top1
 
+    last: EpochMetrics | None = None
     for i, at in enumerate(check_points(trainer.total_steps, r.stop_checks)):
         if at > trainer.steps_done:
-            trainer.run_epoch(reporter, steps=at - trainer.steps_done)
-        top1 = score()
+            last = trainer.run_epoch(reporter, steps=at - trainer.steps_done)
+        top1 = score(last)
+        last = None
         if stop is not None and stop.should_stop(i, top1, [c[1] for c in result.curve[:-1]]):
             result.status, result.reward, result.stopped = "ok", top1, True
             return
     while trainer.steps_done < trainer.total_steps:
-        trainer.run_epoch(reporter)
-    result.status, result.reward = "ok", score()
+        last = trainer.run_epoch(reporter)
+    result.status, result.reward = "ok", score(last)
 
 
 def evaluate_candidate(tokens: Sequence[int], space: SearchSpace, data: TrainingData, recipe: Recipe | None = None,

@@ -101,6 +101,7 @@ class _Reporter:
             self._bar = None
 
     def start_epoch(self, epoch: int, steps: int) -> None:
+        """A pass of ``steps`` batches starts in epoch ``epoch`` (from 0) of the run."""
         if self._bar is not None:
             if self._task is not None:
                 self._bar.remove_task(self._task)
@@ -111,10 +112,13 @@ class _Reporter:
         if self._bar is not None:
             self._bar.update(self._task, completed=done, status=f"loss {loss:.3f}")
 
-    def end_epoch(self, m: EpochMetrics) -> None:
+    def end_epoch(self, m: EpochMetrics, done: float | None = None) -> None:
+        """Print ``m``; ``done``: the run's epochs done after it (a fraction after a pass that ends mid-epoch, as
+        an inherited candidate's checks do), else ``m.epoch + 1``."""
         if self.mode == "none":
             return
-        line = (f"{self.label} epoch {m.epoch + 1}/{self.epochs}  lr {m.lr:.4g}  train loss {m.train_loss:.3f} "
+        at = m.epoch + 1 if done is None else f"{round(done, 2):g}"
+        line = (f"{self.label} epoch {at}/{self.epochs}  lr {m.lr:.4g}  train loss {m.train_loss:.3f} "
                 f"top1 {100 * m.train_top1:.1f}%  val loss {m.val_loss:.3f} top1 {100 * m.val_top1:.2f}% "
                 f"top5 {100 * m.val_top5:.1f}%  {m.seconds:.1f}s")
         if self._bar is not None:
@@ -363,7 +367,7 @@ class Trainer:
             # (a checkpoint holds rank 0's random state only).
             torch.manual_seed(rank_seed(r.seed, self.launch.rank, self.epoch, "drop_path"))
         if reporter is not None:
-            reporter.start_epoch(self.epoch, steps)
+            reporter.start_epoch(self.steps_done // self.steps_per_epoch, steps)
         # Checking for NaN needs a device sync; on CUDA do it every few batches, on CPU it is free.
         check_every = 1 if self.device.type == "cpu" else 20
         for step in range(steps):
@@ -489,7 +493,7 @@ class Trainer:
         self.metrics.append(m)
         self.epoch += 1
         if reporter is not None:
-            reporter.end_epoch(m)
+            reporter.end_epoch(m, self.steps_done / self.steps_per_epoch)
         return m
 
     def reward(self) -> float:
