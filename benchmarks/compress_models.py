@@ -56,6 +56,7 @@ import harness
 from harness import PassMeter, Record, beats, done, mean_std, method_row, provenance, relative, within_one_std
 from sanas.atomic import atomic_write_text
 from sanas.spaces import ModelSpace, SearchSpace
+from sanas.spaces.inherit import DEFAULT_IMPORTANCE
 from sanas.spaces.model import weights_digest
 from sanas.training import Recipe, train_final
 from sanas.training.data import TrainingData
@@ -195,7 +196,7 @@ class FixedNet(SearchSpace):
     def token2arch(self, tokens: Sequence[int]) -> nn.Module:
         return copy.deepcopy(self.net)
 
-    def inherit(self, parent: nn.Module, tokens: Sequence[int], importance: str = "bn") -> nn.Module:
+    def inherit(self, parent: nn.Module, tokens: Sequence[int], importance: str = DEFAULT_IMPORTANCE) -> nn.Module:
         # The pruned network whatever the parent: the parent given to the fine-tune is the original one, so that
         # a distilling fine-tune learns from it, as sanas' child does.
         return copy.deepcopy(self.net)
@@ -246,14 +247,14 @@ def tp_prune(parent: nn.Module, budget: int, global_pruning: bool) -> tuple[nn.M
     return best
 
 
-def final_recipe(seed: int, epochs: float, importance: str = "bn") -> Recipe:
+def final_recipe(seed: int, epochs: float, importance: str = DEFAULT_IMPORTANCE) -> Recipe:
     """The final fine-tune of every method: the product's defaults for a fine-tune from the parent (``importance``:
     which channels a sanas child keeps; Torch-Pruning's children are already pruned)."""
     return Recipe(evaluation="inherit", retain_epoch=epochs, seed=seed, device="cpu", importance=importance)
 
 
 def finetune(space: SearchSpace, tokens: list[int], parent: nn.Module, data: TrainingData, seed: int, epochs: float,
-             out: Path, importance: str = "bn") -> dict[str, Any]:
+             out: Path, importance: str = DEFAULT_IMPORTANCE) -> dict[str, Any]:
     """``train_final`` from the parent (resumable in ``out``); the test set is evaluated once, at its end."""
     meter = PassMeter()
     with meter.active():
@@ -334,8 +335,8 @@ def run(name: str, ratio: float, seed: int, parent: nn.Module, parent_info: dict
         harness.start_fresh(where / "study", where / "sanas_final")
         space, tokens, search = sanas_search(parent, data, budget, seed, args, where, importance, method)
         out = finetune(space, tokens, parent, data, seed, epochs, where / "sanas_final",
-                       importance or Recipe().importance)
-        out.update(tokens=tokens, importance=importance or Recipe().importance, **search)
+                       importance or DEFAULT_IMPORTANCE)
+        out.update(tokens=tokens, importance=importance or DEFAULT_IMPORTANCE, **search)
         state[method] = out
         state.save()
         print(f"  {name} {ratio:g}x seed {seed} {method}: {out['params']:,} params, test "

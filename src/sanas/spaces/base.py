@@ -12,6 +12,8 @@ from typing import Any
 
 from torch import nn
 
+from sanas.spaces.inherit import DEFAULT_IMPORTANCE
+
 __all__ = ["DEFAULT_SPACE", "SPACES", "CellWidthSpace", "Part", "SearchSpace", "get_space", "positive_int",
            "register_space", "space_from_config", "tag_network", "uniform_tokens"]
 
@@ -64,7 +66,7 @@ class SearchSpace(ABC):
     def config(self) -> dict[str, Any]:
         """Every setting needed to rebuild this space, JSON-serialisable, including ``"name"``."""
 
-    def inherit(self, parent: nn.Module, tokens: Sequence[int], importance: str = "bn") -> nn.Module:
+    def inherit(self, parent: nn.Module, tokens: Sequence[int], importance: str = DEFAULT_IMPORTANCE) -> nn.Module:
         """The network for ``tokens`` with weights taken from the trained ``parent`` (see :mod:`sanas.spaces.inherit`).
 
         Spaces that know where every channel of their networks goes override this; the default refuses.

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from sanas.spaces.channels import ChannelGraph
-from sanas.spaces.inherit import inherit_state
+from sanas.spaces.inherit import DEFAULT_IMPORTANCE, inherit_state
 
 __all__ = ["ConvNet", "ConvSpec", "Unit", "count", "inherit_by_tracing"]
 
@@ -109,7 +109,8 @@ def count(units: Sequence[Unit], num_classes: int, input_size: tuple[int, int]) 
     return params + c * num_classes + num_classes, macs + c * num_classes
 
 
-def inherit_by_tracing(parent: nn.Module, child: nn.Module, graph: ChannelGraph, importance: str = "bn") -> nn.Module:
+def inherit_by_tracing(parent: nn.Module, child: nn.Module, graph: ChannelGraph,
+                       importance: str = DEFAULT_IMPORTANCE) -> nn.Module:
     """Load into ``child`` the trained ``parent``'s weights at the child's widths.
 
     ``graph`` is :func:`~sanas.spaces.channels.trace_channels` of any network of the same structure (depths,

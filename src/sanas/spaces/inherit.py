@@ -27,11 +27,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["IMPORTANCE", "DimSpec", "Layout", "Segment", "channel_importance", "group_spec", "inherit", "inherit_state",
-           "select_channels"]
+__all__ = ["DEFAULT_IMPORTANCE", "IMPORTANCE", "DimSpec", "Layout", "Segment", "channel_importance", "group_spec",
+           "inherit", "inherit_state", "select_channels"]
 
 #: Importance criteria for choosing the channels a narrower child keeps.
 IMPORTANCE = ("bn", "l1")
+#: The criterion used where none is given (``Recipe.importance``, every space's ``inherit``).
+DEFAULT_IMPORTANCE = "bn"
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,8 @@ def _dim_index(spec: DimSpec, parent_widths: Mapping[int, int], child_widths: Ma
 
 
 def inherit_state(parent: nn.Module, child: nn.Module, layout: Layout, parent_widths: Mapping[int, int],
-                  child_widths: Mapping[int, int], importance: str = "bn", seed: int = 0) -> dict[str, torch.Tensor]:
+                  child_widths: Mapping[int, int], importance: str = DEFAULT_IMPORTANCE,
+                  seed: int = 0) -> dict[str, torch.Tensor]:
     """The state dict that makes ``child`` the parent at the child's widths (see the module docstring).
 
     ``layout`` says where each group's channels are (the same for parent and child: only widths differ);
@@ -218,7 +221,7 @@ def inherit_state(parent: nn.Module, child: nn.Module, layout: Layout, parent_wi
 
 
 def inherit(parent: nn.Module, tokens: Sequence[int], space: object | None = None,
-            importance: str = "bn") -> nn.Module:
+            importance: str = DEFAULT_IMPORTANCE) -> nn.Module:
     """A child network for ``tokens`` that starts from the trained ``parent``'s weights.
 
     ``parent`` is a network built by a space (``space.token2arch``) or loaded by ``sanas.load_model``; it

@@ -19,6 +19,7 @@ from torch import nn
 from sanas.spaces.base import SearchSpace, positive_int, register_space, tag_network
 from sanas.spaces.channels import ChannelGraph, trace_channels
 from sanas.spaces.convnet import ConvNet, ConvSpec, Unit, count, inherit_by_tracing
+from sanas.spaces.inherit import DEFAULT_IMPORTANCE
 
 __all__ = ["MobileNetV1Space", "MobileNetV2Space", "PaddleSlimSpace"]
 
@@ -77,7 +78,7 @@ class PaddleSlimSpace(SearchSpace):
         values = self.values(tokens)
         return tuple(values[i] for i in self.STRUCTURE)
 
-    def inherit(self, parent: nn.Module, tokens: Sequence[int], importance: str = "bn") -> ConvNet:
+    def inherit(self, parent: nn.Module, tokens: Sequence[int], importance: str = DEFAULT_IMPORTANCE) -> ConvNet:
         """The network for ``tokens`` with the trained ``parent``'s weights: every channel group keeps its most
         important channels, or is widened function-preservingly (see :mod:`sanas.spaces.inherit`).
 

@@ -39,7 +39,7 @@ from torch import nn
 
 from sanas.spaces.base import SearchSpace, positive_int, register_space, tag_network
 from sanas.spaces.channels import ChannelGraph, export_program, trace_channels
-from sanas.spaces.inherit import IMPORTANCE, inherit_state
+from sanas.spaces.inherit import DEFAULT_IMPORTANCE, IMPORTANCE, inherit_state
 
 __all__ = ["GRANULARITIES", "ModelSpace", "forward_digest", "load_entry_point", "weights_digest"]
 
@@ -402,7 +402,7 @@ class ModelSpace(SearchSpace):
                 m.reset_parameters()
         return tag_network(child, self, self.validate(tokens))
 
-    def inherit(self, parent: nn.Module, tokens: Sequence[int], importance: str = "bn") -> nn.Module:
+    def inherit(self, parent: nn.Module, tokens: Sequence[int], importance: str = DEFAULT_IMPORTANCE) -> nn.Module:
         """The model at ``tokens``' widths with the trained ``parent``'s weights: each group keeps its most
         important channels (``importance``: ``"bn"`` or ``"l1"``, see :mod:`sanas.spaces.inherit`), or replicates
         them function-preservingly where a ratio above 1 widens it.

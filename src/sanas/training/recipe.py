@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from sanas.spaces.inherit import IMPORTANCE
+from sanas.spaces.inherit import DEFAULT_IMPORTANCE, IMPORTANCE
 
 __all__ = ["DEFAULT_DISTILL", "DEFAULT_EPOCHS", "EVALUATIONS", "Recipe", "no_teacher"]
 
@@ -84,7 +84,7 @@ class Recipe:
     evaluation: str = "scratch"
     bn_batches: int = 20
     finetune_lr: float | None = None
-    importance: str = "bn"
+    importance: str = DEFAULT_IMPORTANCE
     early_stop: bool = True
     stop_checks: int = 2
     augment: bool = True
