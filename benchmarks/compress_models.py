@@ -68,9 +68,11 @@ RUNS_DIR = HERE / "data" / "compress_models_runs"
 OUT = HERE / "data" / "compress_models"
 METHODS = {"tp_uniform": "(a1) Torch-Pruning, uniform ratio", "tp_global": "(a2) Torch-Pruning, global ranking",
            "sanas": "(b) sanas, defaults"}
-# sanas with one setting other than its default, run beside (b) where ``--variants`` asks (to choose a default from
-# the numbers): the method's key -> (its label, its ``importance``, the channel criterion of search and fine-tune).
-VARIANTS = {"sanas_l1": ("(c) sanas, importance = l1", "l1")}
+# sanas with its defaults but another channel criterion (``importance``, in the search and the fine-tune), run beside
+# (b) where ``--variants`` asks, to choose the default from the numbers: the method's key -> its criterion.
+VARIANTS = {"sanas_l1": "l1", "sanas_bn": "bn"}
+# (b)'s records written before its records named their criterion ran with the default of then.
+EARLIER_DEFAULT_IMPORTANCE = "bn"
 PARENT_KEYS = ("epochs", "lr", "batch_size", "params", "macs", "val_curve", "test_top1", "seconds")  # parent.json
 
 
@@ -328,7 +330,7 @@ def run(name: str, ratio: float, seed: int, parent: nn.Module, parent_info: dict
         state.save()
         print(f"  {name} {ratio:g}x seed {seed} {method}: {out['params']:,} params, test "
               f"{100 * out['test_top1']:.2f}%", flush=True)
-    runs = [("sanas", None, work)] + [(key, VARIANTS[key][1], work / key) for key in args.variants]
+    runs = [("sanas", None, work)] + [(key, VARIANTS[key], work / key) for key in args.variants]
     for method, importance, where in runs:
         if done(state, method):
             continue
@@ -345,6 +347,25 @@ def run(name: str, ratio: float, seed: int, parent: nn.Module, parent_info: dict
 
 
 # --- the tables -----------------------------------------------------------------------------------------------------
+def criterion(states: Sequence[dict[str, Any]], method: str) -> str:
+    """The channel criterion ``method`` ran with in ``states`` ("mixed" where seeds differ)."""
+    found = {s[method].get("importance", EARLIER_DEFAULT_IMPORTANCE) for s in states}
+    return found.pop() if len(found) == 1 else "mixed"
+
+
+def sanas_labels(states: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """The table's methods and labels: the baselines, (b), and each variant every seed holds; sanas' rows name
+    their channel criterion and which is the product's default today."""
+    labels = dict(METHODS)
+    variants = [k for k in VARIANTS if all(done(s, k) for s in states)]
+    for letter, method in zip("bcd", ["sanas", *variants], strict=False):
+        crit = criterion(states, method)
+        today = " (today's default)" if crit == DEFAULT_IMPORTANCE else ""
+        kind = "defaults when run: importance" if method == "sanas" else "those defaults with importance"
+        labels[method] = f"({letter}) sanas, {kind} = {crit}{today}"
+    return labels
+
+
 def total_epochs(result: dict[str, Any]) -> float:
     return result["search"]["epochs"] + result["final"]["epochs"]
 
@@ -366,7 +387,8 @@ def summarise(args: argparse.Namespace, ratio: float) -> int:
              f"once per final model. Parents trained {args.parent_epochs} epochs from scratch (lr {args.parent_lr}, "
              f"batch {args.parent_batch}, seed 0). Every compressed network gets the same final fine-tune: sanas' "
              f"`train_final` from the parent with the product's defaults ({final_recipe(0, 1).to_dict()['distill']:g} "
-             f"distillation weight). (b) is sanas with its defaults and {args.candidates} candidates per search.", "",
+             f"distillation weight). (b) is sanas with its defaults and {args.candidates} candidates per search; a "
+             f"variant (`--variants`) is (b) with another channel criterion in its search and its fine-tune.", "",
              "Epochs charge every pass over the training subset: training images, and forward-only images (BatchNorm "
              "re-estimation, held-out and test evaluations, the distillation teacher) at a third. Seconds are "
              "wall-clock on a shared 2-core machine (one process per network).", ""]
@@ -387,8 +409,7 @@ def summarise(args: argparse.Namespace, ratio: float) -> int:
                   "", "| method | test top-1 (%) | params | MACs | total epochs | seconds |",
                   "|---|---:|---:|---:|---:|---:|",
                   f"| parent | {100 * parent['test_top1']:.2f} | {parent['params']:,} | {parent['macs']:,} | — | — |"]
-        # a variant joins the table once every finished seed holds it
-        labels = {**METHODS, **{k: v[0] for k, v in VARIANTS.items() if all(done(s, k) for s in states)}}
+        labels = sanas_labels(states)
         acc = {m: [s[m]["test_top1"] for s in states] for m in labels}
         for method, label in labels.items():
             rs = [s[method] for s in states]
@@ -458,7 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parent-batch", type=int, default=64)
     p.add_argument("--candidates", type=int, default=30, help="evaluations per search (sanas' default is 300)")
     p.add_argument("--variants", type=variants, default=[],
-                   help=f"comma-separated sanas variants to run beside (b): {', '.join(VARIANTS)}")
+                   help=f"comma-separated sanas variants to run beside (b): "
+                        f"{', '.join(f'{k} (importance = {v})' for k, v in VARIANTS.items())}")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work-dir", type=Path, default=WORK_DIR)
     p.add_argument("--runs-dir", type=Path, default=RUNS_DIR, help="the finished runs' records (committed)")

@@ -18,6 +18,7 @@ sys.path.insert(0, str(BENCHMARKS))
 import compress_models as cm  # noqa: E402
 from harness import PassMeter, provenance  # noqa: E402
 from sanas.spaces import ModelSpace  # noqa: E402
+from sanas.spaces.inherit import DEFAULT_IMPORTANCE, IMPORTANCE  # noqa: E402
 from sanas.training import Recipe, Trainer, prepare_data  # noqa: E402
 
 
@@ -125,18 +126,33 @@ def test_committed_runs_hold_together() -> None:
             assert space.count_macs(tokens) == run[method]["macs"]
             assert all(r["params"] <= run["budget"] for r in run[method]["log"])
             assert run[method]["search"]["epochs"] > 0
-            assert method == "sanas" or run[method]["importance"] == cm.VARIANTS[method][1]
+            assert run[method].get("importance", cm.EARLIER_DEFAULT_IMPORTANCE) == cm.VARIANTS.get(
+                method, run[method].get("importance", cm.EARLIER_DEFAULT_IMPORTANCE))
             if all(m in run for m in cm.METHODS):  # a finished run is in its budget's committed table
                 table = cm.table_path(cm.OUT, ratio).read_text()
                 assert f"| {run['seed']} | {100 * run['tp_uniform']['test_top1']:.2f} |" in table
                 assert f"{100 * run['sanas']['test_top1']:.2f} |" in table
 
 
-def test_a_variant_is_sanas_with_one_setting_changed() -> None:
-    args = cm.build_parser().parse_args(["--variants", "sanas_l1"])
-    assert args.variants == ["sanas_l1"] and cm.VARIANTS["sanas_l1"][1] != Recipe().importance
+def test_a_variant_is_sanas_with_another_channel_criterion() -> None:
+    args = cm.build_parser().parse_args(["--variants", "sanas_l1,sanas_bn"])
+    assert args.variants == ["sanas_l1", "sanas_bn"] and set(cm.VARIANTS.values()) == set(IMPORTANCE)
     with pytest.raises(SystemExit):
         cm.build_parser().parse_args(["--variants", "sanas_l3"])
+
+
+def test_the_table_names_each_sanas_row_s_criterion_and_today_s_default() -> None:
+    """(b) is "sanas with its defaults" as they were when it ran: once the default changes, its rows must say
+    which criterion they ran with, not claim today's defaults."""
+    old = {"sanas": {"test_top1": 0.9}, "sanas_l1": {"test_top1": 0.9, "importance": "l1"}}
+    new = {"sanas": {"test_top1": 0.9, "importance": "bn"}, "sanas_l1": {"test_top1": 0.9, "importance": "l1"}}
+    labels = cm.sanas_labels([old, new])
+    assert labels["sanas"].startswith("(b)") and "importance = bn" in labels["sanas"]
+    assert labels["sanas_l1"].startswith("(c)") and "importance = l1" in labels["sanas_l1"]
+    default = [k for k in ("sanas", "sanas_l1") if "today's default" in labels[k]]
+    assert default == (["sanas_l1"] if DEFAULT_IMPORTANCE == "l1" else ["sanas"])
+    assert "mixed" in cm.sanas_labels([old, {**new, "sanas": {"test_top1": 0.9, "importance": "l1"}}])["sanas"]
+    assert "sanas_l1" not in cm.sanas_labels([old, {"sanas": {"test_top1": 0.9}}])  # a variant every seed holds
 
 
 def test_a_win_is_a_mean_difference_above_every_std() -> None:
