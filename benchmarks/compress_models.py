@@ -53,7 +53,18 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import harness
-from harness import PassMeter, Record, beats, done, mean_std, method_row, provenance, relative, within_one_std
+from harness import (
+    PassMeter,
+    Record,
+    beats,
+    criterion,
+    done,
+    mean_std,
+    method_row,
+    provenance,
+    relative,
+    within_one_std,
+)
 from sanas.atomic import atomic_write_text
 from sanas.spaces import ModelSpace, SearchSpace
 from sanas.spaces.inherit import DEFAULT_IMPORTANCE
@@ -71,8 +82,6 @@ METHODS = {"tp_uniform": "(a1) Torch-Pruning, uniform ratio", "tp_global": "(a2)
 # sanas with its defaults but another channel criterion (``importance``, in the search and the fine-tune), run beside
 # (b) where ``--variants`` asks, to choose the default from the numbers: the method's key -> its criterion.
 VARIANTS = {"sanas_l1": "l1", "sanas_bn": "bn"}
-# (b)'s records written before its records named their criterion ran with the default of then.
-EARLIER_DEFAULT_IMPORTANCE = "bn"
 PARENT_KEYS = ("epochs", "lr", "batch_size", "params", "macs", "val_curve", "test_top1", "seconds")  # parent.json
 
 
@@ -347,12 +356,6 @@ def run(name: str, ratio: float, seed: int, parent: nn.Module, parent_info: dict
 
 
 # --- the tables -----------------------------------------------------------------------------------------------------
-def criterion(states: Sequence[dict[str, Any]], method: str) -> str:
-    """The channel criterion ``method`` ran with in ``states`` ("mixed" where seeds differ)."""
-    found = {s[method].get("importance", EARLIER_DEFAULT_IMPORTANCE) for s in states}
-    return found.pop() if len(found) == 1 else "mixed"
-
-
 def sanas_labels(states: Sequence[dict[str, Any]]) -> dict[str, str]:
     """The table's methods and labels: the baselines, (b), and each variant every seed holds; sanas' rows name
     their channel criterion and which is the product's default today."""

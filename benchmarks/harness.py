@@ -100,6 +100,16 @@ def finished(folder: Path, keys: Iterable[str]) -> list[dict[str, Any]]:
     return [r for r in records if all(done(r, k) for k in wanted)]
 
 
+#: The channel criterion of sanas' records written before they named theirs: the product's default of then.
+EARLIER_DEFAULT_IMPORTANCE = "bn"
+
+
+def criterion(records: Iterable[dict[str, Any]], method: str) -> str:
+    """The channel criterion (``importance``) ``method`` ran with in ``records``; "mixed" where they differ."""
+    found = {r[method].get("importance", EARLIER_DEFAULT_IMPORTANCE) for r in records}
+    return found.pop() if len(found) == 1 else "mixed"
+
+
 def start_fresh(*folders: Path) -> None:
     """Refuse to run a method whose work folders hold a part-run left by an earlier process: the meter charges
     only the passes of the process it runs in, so resuming that run (a search's journal, a final training's

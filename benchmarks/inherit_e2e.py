@@ -41,6 +41,7 @@ from harness import (
     PassMeter,
     Record,
     beats,
+    criterion,
     done,
     mean_std,
     method_row,
@@ -51,6 +52,7 @@ from harness import (
 )
 from sanas.runs.config import SEARCH_DEFAULTS
 from sanas.spaces import DartsSpace, uniform_tokens
+from sanas.spaces.inherit import DEFAULT_IMPORTANCE
 from sanas.training import Recipe, load_model, train_final
 from sanas.training.final import final_epochs
 
@@ -115,7 +117,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         with meter.active():
             tokens, log = sanas_search(f"B seed {seed}", sp, data, recipe(args, seed, evaluation="inherit"), parent,
                                        budget, seed, args.candidates_b, work / "B")
-        state["B"] = {"search": log}
+        state["B"] = {"search": log, "importance": recipe(args, seed, evaluation="inherit").importance}
         finish("B", tokens, recipe(args, seed, evaluation="inherit", retain_epoch=final), True, meter)
         state.save()
     if "U" in rows and not done(state, "U"):
@@ -157,6 +159,9 @@ def summarise(args: argparse.Namespace) -> int:
              f"({p0['epochs']}, not charged) | – |"]
     for key, label in ROWS.items():
         rows = [s[key] for s in (with_a if key == "A" else states)]
+        if key != "A":  # B and U inherit channels: by the criterion of B's run (U is fine-tuned like B)
+            crit = criterion(states, "B")
+            label += f" (importance = {crit}, the default {'today' if crit == DEFAULT_IMPORTANCE else 'when run'})"
         if len(rows) < len(states):
             label += f" ({len(rows)} of {len(states)} seeds: {', '.join(str(s['seed']) for s in with_a)})"
         if rows:

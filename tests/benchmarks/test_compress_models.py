@@ -16,6 +16,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import compress_models as cm  # noqa: E402
+import harness  # noqa: E402
 from harness import PassMeter, provenance  # noqa: E402
 from sanas.spaces import ModelSpace  # noqa: E402
 from sanas.spaces.inherit import DEFAULT_IMPORTANCE, IMPORTANCE  # noqa: E402
@@ -126,8 +127,8 @@ def test_committed_runs_hold_together() -> None:
             assert space.count_macs(tokens) == run[method]["macs"]
             assert all(r["params"] <= run["budget"] for r in run[method]["log"])
             assert run[method]["search"]["epochs"] > 0
-            assert run[method].get("importance", cm.EARLIER_DEFAULT_IMPORTANCE) == cm.VARIANTS.get(
-                method, run[method].get("importance", cm.EARLIER_DEFAULT_IMPORTANCE))
+            assert run[method].get("importance", harness.EARLIER_DEFAULT_IMPORTANCE) == cm.VARIANTS.get(
+                method, run[method].get("importance", harness.EARLIER_DEFAULT_IMPORTANCE))
             if all(m in run for m in cm.METHODS):  # a finished run is in its budget's committed table
                 table = cm.table_path(cm.OUT, ratio).read_text()
                 assert f"| {run['seed']} | {100 * run['tp_uniform']['test_top1']:.2f} |" in table

@@ -136,7 +136,7 @@ def test_importance_picks_the_largest_bn_scales():
     with torch.no_grad():
         bn = parent.cells[1][1]
         bn.weight.copy_(torch.arange(24, dtype=torch.float32))
-    child = inherit(parent, [2, 0, 2, 2])  # cell 1 keeps 8 of 24
+    child = inherit(parent, [2, 0, 2, 2], importance="bn")  # cell 1 keeps 8 of 24
     assert torch.equal(child.cells[1][1].weight, torch.arange(16, 24, dtype=torch.float32))
     assert torch.equal(child.cells[1][0].weight, parent.cells[1][0].weight[16:])
     assert torch.equal(child.cells[2][0].weight, parent.cells[2][0].weight[:, 16:])
@@ -154,7 +154,9 @@ def test_widened_replicas_are_not_symmetric():
     """Replicas share the outgoing weights unequally, so fine-tuning can tell them apart."""
     space = get_space("PlainCNNSpace")
     parent = space.token2arch([0, 0, 0, 0])  # 8 channels per cell
-    child = inherit(parent, [1, 0, 0, 0])  # cell 0: 8 → 16, every channel replicated once
+    # cell 0: 8 → 16, every channel replicated once; an untrained parent's BatchNorm γ are all 1, so "bn" keeps the
+    # parent's channel order (the child's channels follow the criterion's order)
+    child = inherit(parent, [1, 0, 0, 0], importance="bn")
     reads = child.cells[1][0].weight  # [8, 16, 3, 3]
     assert torch.allclose(reads[:, :8] + reads[:, 8:], parent.cells[1][0].weight, atol=1e-6)
     assert not torch.allclose(reads[:, :8], reads[:, 8:])

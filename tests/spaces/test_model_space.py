@@ -184,7 +184,7 @@ def test_inherit_keeps_the_channels_with_the_largest_bn_scales(resnet):
     k = space.token_groups().index(["layers.0.conv1"])
     tokens = space.init_tokens()
     tokens[k] = 0  # 2 of 8 channels
-    child = space.inherit(net, tokens)
+    child = space.inherit(net, tokens, "bn")
     gamma = net.layers[0].bn1.weight.detach()
     keep = torch.sort(torch.topk(gamma.abs(), 2).indices).values
     assert torch.equal(child.layers[0].bn1.weight.detach(), gamma[keep])
