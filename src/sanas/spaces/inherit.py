@@ -33,7 +33,7 @@ __all__ = ["DEFAULT_IMPORTANCE", "IMPORTANCE", "DimSpec", "Layout", "Segment", "
 #: Importance criteria for choosing the channels a narrower child keeps.
 IMPORTANCE = ("bn", "l1")
 #: The criterion used where none is given (``Recipe.importance``, every space's ``inherit``).
-DEFAULT_IMPORTANCE = "bn"
+DEFAULT_IMPORTANCE = "l1"
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,9 @@ class Recipe:
     right after the re-estimation; any number >= 0) at ``finetune_lr`` (default: half of ``learning_rate``),
     cosine to 0, no drop path; channels are chosen by ``importance``; ``early_stop`` and ``stop_checks`` control
     the SA-aware early stop of fine-tuned candidates. The defaults are what ranked candidates best per unit of
-    cost in ``benchmarks/rank_fidelity.py`` and ``benchmarks/score_fidelity.py``.
+    cost in ``benchmarks/rank_fidelity.py`` and ``benchmarks/score_fidelity.py``, except ``importance``
+    (``"l1"``, the largest filter norms), chosen from the compressed models' final accuracy in
+    ``benchmarks/compress_models.py``.
 
     ``device="auto"`` picks CUDA when available. ``bf16=None`` means
     bf16 autocast on CUDA only. ``channels_last`` pays off on CUDA and CPU alike; with ``bf16=True`` on CPU the
