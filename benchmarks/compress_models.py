@@ -67,7 +67,6 @@ from harness import (
 )
 from sanas.atomic import atomic_write_text
 from sanas.spaces import ModelSpace, SearchSpace
-from sanas.spaces.inherit import DEFAULT_IMPORTANCE
 from sanas.spaces.model import weights_digest
 from sanas.training import Recipe, train_final
 from sanas.training.data import TrainingData
@@ -207,7 +206,7 @@ class FixedNet(SearchSpace):
     def token2arch(self, tokens: Sequence[int]) -> nn.Module:
         return copy.deepcopy(self.net)
 
-    def inherit(self, parent: nn.Module, tokens: Sequence[int], importance: str = DEFAULT_IMPORTANCE) -> nn.Module:
+    def inherit(self, parent: nn.Module, tokens: Sequence[int], importance: str | None = None) -> nn.Module:
         # The pruned network whatever the parent: the parent given to the fine-tune is the original one, so that
         # a distilling fine-tune learns from it, as sanas' child does.
         return copy.deepcopy(self.net)
@@ -258,14 +257,14 @@ def tp_prune(parent: nn.Module, budget: int, global_pruning: bool) -> tuple[nn.M
     return best
 
 
-def final_recipe(seed: int, epochs: float, importance: str = DEFAULT_IMPORTANCE) -> Recipe:
+def final_recipe(seed: int, epochs: float, importance: str | None = None) -> Recipe:
     """The final fine-tune of every method: the product's defaults for a fine-tune from the parent (``importance``:
     which channels a sanas child keeps; Torch-Pruning's children are already pruned)."""
     return Recipe(evaluation="inherit", retain_epoch=epochs, seed=seed, device="cpu", importance=importance)
 
 
 def finetune(space: SearchSpace, tokens: list[int], parent: nn.Module, data: TrainingData, seed: int, epochs: float,
-             out: Path, importance: str = DEFAULT_IMPORTANCE) -> dict[str, Any]:
+             out: Path, importance: str | None = None) -> dict[str, Any]:
     """``train_final`` from the parent (resumable in ``out``); the test set is evaluated once, at its end."""
     meter = PassMeter()
     with meter.active():
@@ -309,8 +308,7 @@ def sanas_search(parent: nn.Module, data: TrainingData, budget: int, seed: int, 
     """sanas with its defaults (``importance``: the one setting a variant changes): the search, then its
     finalists; returns the space, the chosen tokens, the log."""
     space = ModelSpace(parent, example_input=[1, 32, 32])
-    changed = {} if importance is None else {"importance": importance}
-    recipe = Recipe(evaluation="inherit", seed=seed, device="cpu", **changed)
+    recipe = Recipe(evaluation="inherit", seed=seed, device="cpu", importance=importance)
     meter = PassMeter()
     with meter.active():
         tokens, log = harness.sanas_search(label, space, data, recipe, parent, budget, seed, args.candidates,
@@ -346,8 +344,8 @@ def run(name: str, ratio: float, seed: int, parent: nn.Module, parent_info: dict
         harness.start_fresh(where / "study", where / "sanas_final")
         space, tokens, search = sanas_search(parent, data, budget, seed, args, where, importance, method)
         out = finetune(space, tokens, parent, data, seed, epochs, where / "sanas_final",
-                       importance or DEFAULT_IMPORTANCE)
-        out.update(tokens=tokens, importance=importance or DEFAULT_IMPORTANCE, **search)
+                       importance)
+        out.update(tokens=tokens, importance=importance or space.default_importance, **search)
         state[method] = out
         state.save()
         print(f"  {name} {ratio:g}x seed {seed} {method}: {out['params']:,} params, test "
@@ -363,7 +361,7 @@ def sanas_labels(states: Sequence[dict[str, Any]]) -> dict[str, str]:
     variants = [k for k in VARIANTS if all(done(s, k) for s in states)]
     for letter, method in zip("bcd", ["sanas", *variants], strict=False):
         crit = criterion(states, method)
-        today = " (today's default)" if crit == DEFAULT_IMPORTANCE else ""
+        today = " (today's default)" if crit == ModelSpace.default_importance else ""
         kind = "defaults when run: importance" if method == "sanas" else "those defaults with importance"
         labels[method] = f"({letter}) sanas, {kind} = {crit}{today}"
     return labels

@@ -52,7 +52,6 @@ from harness import (
 )
 from sanas.runs.config import SEARCH_DEFAULTS
 from sanas.spaces import DartsSpace, uniform_tokens
-from sanas.spaces.inherit import DEFAULT_IMPORTANCE
 from sanas.training import Recipe, load_model, train_final
 from sanas.training.final import final_epochs
 
@@ -117,7 +116,8 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         with meter.active():
             tokens, log = sanas_search(f"B seed {seed}", sp, data, recipe(args, seed, evaluation="inherit"), parent,
                                        budget, seed, args.candidates_b, work / "B")
-        state["B"] = {"search": log, "importance": recipe(args, seed, evaluation="inherit").importance}
+        state["B"] = {"search": log, "importance": recipe(args, seed, evaluation="inherit").importance
+                      or sp.default_importance}
         finish("B", tokens, recipe(args, seed, evaluation="inherit", retain_epoch=final), True, meter)
         state.save()
     if "U" in rows and not done(state, "U"):
@@ -161,7 +161,8 @@ def summarise(args: argparse.Namespace) -> int:
         rows = [s[key] for s in (with_a if key == "A" else states)]
         if key != "A":  # B and U inherit channels: by the criterion of B's run (U is fine-tuned like B)
             crit = criterion(states, "B")
-            label += f" (importance = {crit}, the default {'today' if crit == DEFAULT_IMPORTANCE else 'when run'})"
+            when = "today" if crit == DartsSpace.default_importance else "when run"
+            label += f" (importance = {crit}, the default {when})"
         if len(rows) < len(states):
             label += f" ({len(rows)} of {len(states)} seeds: {', '.join(str(s['seed']) for s in with_a)})"
         if rows:

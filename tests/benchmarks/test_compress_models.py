@@ -19,7 +19,7 @@ import compress_models as cm  # noqa: E402
 import harness  # noqa: E402
 from harness import PassMeter, provenance  # noqa: E402
 from sanas.spaces import ModelSpace  # noqa: E402
-from sanas.spaces.inherit import DEFAULT_IMPORTANCE, IMPORTANCE  # noqa: E402
+from sanas.spaces.inherit import IMPORTANCE  # noqa: E402
 from sanas.training import Recipe, Trainer, prepare_data  # noqa: E402
 
 
@@ -151,7 +151,7 @@ def test_the_table_names_each_sanas_row_s_criterion_and_today_s_default() -> Non
     assert labels["sanas"].startswith("(b)") and "importance = bn" in labels["sanas"]
     assert labels["sanas_l1"].startswith("(c)") and "importance = l1" in labels["sanas_l1"]
     default = [k for k in ("sanas", "sanas_l1") if "today's default" in labels[k]]
-    assert default == (["sanas_l1"] if DEFAULT_IMPORTANCE == "l1" else ["sanas"])
+    assert default == (["sanas_l1"] if ModelSpace.default_importance == "l1" else ["sanas"])
     assert "mixed" in cm.sanas_labels([old, {**new, "sanas": {"test_top1": 0.9, "importance": "l1"}}])["sanas"]
     assert "sanas_l1" not in cm.sanas_labels([old, {"sanas": {"test_top1": 0.9}}])  # a variant every seed holds
 

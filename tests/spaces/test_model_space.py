@@ -191,6 +191,30 @@ def test_inherit_keeps_the_channels_with_the_largest_bn_scales(resnet):
     assert torch.equal(child.layers[0].conv2.weight.detach(), net.layers[0].conv2.weight.detach()[:, keep])
 
 
+def test_a_model_space_keeps_the_largest_filter_norms_unless_told_otherwise(resnet):
+    """ModelSpace's default criterion is "l1" (the built-in spaces keep "bn"), for ``inherit`` and for a recipe that
+    names none; in this group the two criteria disagree, so keeping the wrong one shows."""
+    from sanas.training import Trainer
+
+    net, space = resnet
+    k = space.token_groups().index(["layers.0.conv1"])
+    tokens = space.init_tokens()
+    tokens[k] = 0  # 2 of 8 channels
+    gamma = net.layers[0].bn1.weight.detach()
+    norms = net.layers[0].conv1.weight.detach().abs().flatten(1).sum(1)
+    by_l1 = torch.sort(torch.topk(norms, 2).indices).values
+    assert not torch.equal(by_l1, torch.sort(torch.topk(gamma.abs(), 2).indices).values)
+    assert Recipe().importance is None and space.default_importance == "l1"
+    assert get_space("DartsSpace").default_importance == "bn"
+    assert torch.equal(space.inherit(net, tokens).layers[0].bn1.weight.detach(), gamma[by_l1])
+    data = prepare_data("synthetic", train_size=32, test_size=8, channels=space.in_channels)
+    for recipe, keep in ((Recipe(evaluation="inherit", device="cpu"), by_l1),
+                         (Recipe(evaluation="inherit", device="cpu", importance="bn"),
+                          torch.sort(torch.topk(gamma.abs(), 2).indices).values)):
+        child = Trainer(space, tokens, data, recipe, parent=net).net
+        assert torch.equal(child.layers[0].bn1.weight.detach(), gamma[keep])
+
+
 def test_widened_child_computes_the_parents_function():
     torch.manual_seed(0)
     net = randomise(ResNet())

@@ -66,6 +66,11 @@ class SearchSpace(ABC):
     def config(self) -> dict[str, Any]:
         """Every setting needed to rebuild this space, JSON-serialisable, including ``"name"``."""
 
+    #: Which channels a narrower child keeps where the caller names no criterion (``Recipe.importance=None``):
+    #: ``"bn"`` (largest BatchNorm |γ|) or ``"l1"`` (largest filter L1 norms), chosen per space from measurements
+    #: (README, "Compress a trained model").
+    default_importance: str = DEFAULT_IMPORTANCE
+
     def inherit(self, parent: nn.Module, tokens: Sequence[int], importance: str = DEFAULT_IMPORTANCE) -> nn.Module:
         """The network for ``tokens`` with weights taken from the trained ``parent`` (see :mod:`sanas.spaces.inherit`).
 

@@ -32,8 +32,9 @@ __all__ = ["DEFAULT_IMPORTANCE", "IMPORTANCE", "DimSpec", "Layout", "Segment", "
 
 #: Importance criteria for choosing the channels a narrower child keeps.
 IMPORTANCE = ("bn", "l1")
-#: The criterion used where none is given (``Recipe.importance``, every space's ``inherit``).
-DEFAULT_IMPORTANCE = "l1"
+#: The criterion of a space's ``inherit`` where none is given (its ``default_importance``), except ``ModelSpace``'s:
+#: see :attr:`sanas.spaces.SearchSpace.default_importance`.
+DEFAULT_IMPORTANCE = "bn"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from sanas.spaces.inherit import DEFAULT_IMPORTANCE, IMPORTANCE
+from sanas.spaces.inherit import IMPORTANCE
 
 __all__ = ["DEFAULT_DISTILL", "DEFAULT_EPOCHS", "EVALUATIONS", "Recipe", "no_teacher"]
 
@@ -45,9 +45,9 @@ class Recipe:
     right after the re-estimation; any number >= 0) at ``finetune_lr`` (default: half of ``learning_rate``),
     cosine to 0, no drop path; channels are chosen by ``importance``; ``early_stop`` and ``stop_checks`` control
     the SA-aware early stop of fine-tuned candidates. The defaults are what ranked candidates best per unit of
-    cost in ``benchmarks/rank_fidelity.py`` and ``benchmarks/score_fidelity.py``, except ``importance``
-    (``"l1"``, the largest filter norms), chosen from the compressed models' final accuracy in
-    ``benchmarks/compress_models.py``.
+    cost in ``benchmarks/rank_fidelity.py`` and ``benchmarks/score_fidelity.py``. ``importance=None`` (default) is
+    the space's ``default_importance``: ``"l1"`` for ``ModelSpace`` (chosen from the compressed models' final
+    accuracy in ``benchmarks/compress_models.py``), ``"bn"`` for the built-in spaces.
 
     ``device="auto"`` picks CUDA when available. ``bf16=None`` means
     bf16 autocast on CUDA only. ``channels_last`` pays off on CUDA and CPU alike; with ``bf16=True`` on CPU the
@@ -86,7 +86,7 @@ class Recipe:
     evaluation: str = "scratch"
     bn_batches: int = 20
     finetune_lr: float | None = None
-    importance: str = DEFAULT_IMPORTANCE
+    importance: str | None = None
     early_stop: bool = True
     stop_checks: int = 2
     augment: bool = True
@@ -115,7 +115,7 @@ class Recipe:
             raise ValueError(f"bn_batches is {self.bn_batches!r}, expected an integer >= 0")
         if isinstance(self.stop_checks, bool) or not isinstance(self.stop_checks, int) or self.stop_checks < 1:
             raise ValueError(f"stop_checks is {self.stop_checks!r}, expected an integer >= 1")
-        if self.importance not in IMPORTANCE:
+        if self.importance is not None and self.importance not in IMPORTANCE:
             raise ValueError(f"importance is {self.importance!r}, expected one of {', '.join(IMPORTANCE)}")
         for name in ("batch_size", "eval_batch_size"):
             value = getattr(self, name)
