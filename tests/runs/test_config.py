@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -109,3 +110,24 @@ def test_a_config_saved_before_the_budget_band_resumes_with_plain_moves(tmp_path
         config.check_matches(loaded, "run directory r")
     RunConfig.from_sources(overrides={"data": {"dataset": "synthetic"}, "search": {"move": "plain"}}).check_matches(
         loaded, "run directory r")
+
+
+def test_a_run_keeps_the_channel_criterion_it_started_with(monkeypatch) -> None:
+    """The criterion is saved with the run: a run directory made when every space kept BatchNorm |γ| (and saved no
+    criterion) resumes with it for DARTS, whose default it still is, and a ModelSpace run made then is refused by a
+    command that would now keep filter-L1 channels instead, naming the setting that restores it."""
+    darts = RunConfig.from_sources(overrides={"data": {"dataset": "synthetic"}})
+    assert darts.recipe["importance"] == "bn"
+    old = darts.to_dict()
+    del old["recipe"]["importance"]
+    darts.check_matches(RunConfig.from_dict(old), "run directory r")
+    monkeypatch.chdir(Path(__file__).resolve().parents[1] / "spaces")  # the entry point's module is importable
+    model = {"name": "ModelSpace", "model": "_cnn_models:trained_resnet"}
+    now = RunConfig.from_sources(overrides={"data": {"dataset": "synthetic", "channels": 1}, "space": model})
+    assert now.recipe["importance"] == "l1"
+    before = now.to_dict()
+    del before["recipe"]["importance"]
+    with pytest.raises(ValueError, match=r"recipe\.importance: 'bn' there, 'l1' now"):
+        now.check_matches(RunConfig.from_dict(before), "run directory r")
+    RunConfig.from_sources(overrides={"data": {"dataset": "synthetic", "channels": 1}, "space": model,
+                                      "recipe": {"importance": "bn"}}).check_matches(RunConfig.from_dict(before), "r")

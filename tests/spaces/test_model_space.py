@@ -207,6 +207,7 @@ def test_a_model_space_keeps_the_largest_filter_norms_unless_told_otherwise(resn
     assert Recipe().importance is None and space.default_importance == "l1"
     assert get_space("DartsSpace").default_importance == "bn"
     assert torch.equal(space.inherit(net, tokens).layers[0].bn1.weight.detach(), gamma[by_l1])
+    assert torch.equal(inherit(net, tokens, space).layers[0].bn1.weight.detach(), gamma[by_l1])  # sanas.inherit
     data = prepare_data("synthetic", train_size=32, test_size=8, channels=space.in_channels)
     for recipe, keep in ((Recipe(evaluation="inherit", device="cpu"), by_l1),
                          (Recipe(evaluation="inherit", device="cpu", importance="bn"),

@@ -46,7 +46,8 @@ from sanas.search.api import SANAS
 from sanas.search.budget import check_fill, check_move, parse_budget
 from sanas.search.chain import PADDLESLIM_INIT_TEMPERATURE, check_init_temperature, check_reduce_rate
 from sanas.search.samplers import DEFAULT_SAMPLER, SAMPLERS
-from sanas.spaces import DEFAULT_SPACE, SearchSpace, get_space
+from sanas.spaces import DEFAULT_SPACE, SPACES, SearchSpace, get_space
+from sanas.spaces.inherit import DEFAULT_IMPORTANCE
 
 __all__ = ["CONFIG_FILE", "DEFAULT_FINALISTS", "DEFAULT_FINALIST_EPOCHS", "SEARCH_DEFAULTS", "RunConfig",
            "check_finalists", "load_toml", "parse_budget"]
@@ -155,6 +156,10 @@ class RunConfig:
         for source in ([load_toml(file)] if file is not None else []) + [dict(overrides or {})]:
             for section, values in source.items():
                 merged[section].update({k: v for k, v in values.items() if v is not None})
+        # The channel criterion is the space's default unless set: saved explicitly, so that a run keeps the
+        # criterion it started with even if a later version changes the default.
+        space_class = SPACES.get(str(merged["space"].get("name", DEFAULT_SPACE)))
+        merged["recipe"].setdefault("importance", getattr(space_class, "default_importance", DEFAULT_IMPORTANCE))
         config = cls(**merged)
         config.validate()
         return config
@@ -171,6 +176,8 @@ class RunConfig:
             config.search.update(move="plain", fill=SEARCH_DEFAULTS["fill"], max_macs=None)
         if config.search and "finalists" not in config.search:  # saved before finalists: the screening's best
             config.search.update(finalists=0, finalist_epochs=SEARCH_DEFAULTS["finalist_epochs"])
+        if "importance" not in config.recipe:  # saved before each space had its own criterion: "bn" everywhere
+            config.recipe["importance"] = "bn"
         config.validate()
         return config
 

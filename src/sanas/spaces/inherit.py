@@ -222,13 +222,14 @@ def inherit_state(parent: nn.Module, child: nn.Module, layout: Layout, parent_wi
 
 
 def inherit(parent: nn.Module, tokens: Sequence[int], space: object | None = None,
-            importance: str = DEFAULT_IMPORTANCE) -> nn.Module:
+            importance: str | None = None) -> nn.Module:
     """A child network for ``tokens`` that starts from the trained ``parent``'s weights.
 
     ``parent`` is a network built by a space (``space.token2arch``) or loaded by ``sanas.load_model``; it
     remembers its space, so ``space`` is only needed to build the child in another, compatible space (e.g. with
     other width choices). Narrower cells keep their most important channels (``importance``: ``"bn"`` or
-    ``"l1"``, see :func:`channel_importance`); wider cells are widened function-preservingly (Net2Net).
+    ``"l1"``, see :func:`channel_importance`; default: the space's ``default_importance``); wider cells are widened
+    function-preservingly (Net2Net).
     After inheriting, re-estimate BatchNorm statistics before judging a narrower child (the evaluation mode
     ``inherit`` of :func:`sanas.training.evaluate_candidate` does).
 
@@ -242,4 +243,6 @@ def inherit(parent: nn.Module, tokens: Sequence[int], space: object | None = Non
     if space is None:
         raise ValueError(f"the parent {type(parent).__name__} carries no search space (it was not built by "
                          f"space.token2arch or sanas.load_model): pass space=")
+    if importance is None:
+        importance = getattr(space, "default_importance", DEFAULT_IMPORTANCE)
     return space.inherit(parent, tokens, importance)  # type: ignore[attr-defined]
