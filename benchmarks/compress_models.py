@@ -16,6 +16,9 @@ fine-tuning rate, distillation from the parent as the product does by default):
   default budget-filling moves starting from the parent's widths repaired into the budget band, every candidate
   inherited and scored as the default recipe says, the default finalists fine-tuned, the chosen one fine-tuned
   like (a). The one stated knob: ``--candidates`` evaluations per search instead of the 300 default (a CPU).
+* **(c), where ``--variants`` asks**: (b) with another channel criterion (``importance``) in its search and its
+  fine-tune — how ``ModelSpace``'s default (filter L1 norms, once BatchNorm |γ|) was chosen. A run's record names
+  the criterion each sanas method ran with; (b)'s records from before they did ran with |γ|.
 
 Rewards and every choice come from a held-out split of the training set (``--val-subset`` images, never trained
 on); the test set (10,000 images) is evaluated once per final model. Every pass is charged (:mod:`harness`'s
@@ -343,8 +346,7 @@ def run(name: str, ratio: float, seed: int, parent: nn.Module, parent_info: dict
             continue
         harness.start_fresh(where / "study", where / "sanas_final")
         space, tokens, search = sanas_search(parent, data, budget, seed, args, where, importance, method)
-        out = finetune(space, tokens, parent, data, seed, epochs, where / "sanas_final",
-                       importance)
+        out = finetune(space, tokens, parent, data, seed, epochs, where / "sanas_final", importance)
         out.update(tokens=tokens, importance=importance or space.default_importance, **search)
         state[method] = out
         state.save()
