@@ -113,11 +113,11 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     if "B" in rows and not done(state, "B"):
         harness.start_fresh(work / "B", work / "final-B")
         meter = PassMeter()
+        searched = recipe(args, seed, evaluation="inherit")
         with meter.active():
-            tokens, log = sanas_search(f"B seed {seed}", sp, data, recipe(args, seed, evaluation="inherit"), parent,
-                                       budget, seed, args.candidates_b, work / "B")
-        state["B"] = {"search": log, "importance": recipe(args, seed, evaluation="inherit").importance
-                      or sp.default_importance}
+            tokens, log = sanas_search(f"B seed {seed}", sp, data, searched, parent, budget, seed, args.candidates_b,
+                                       work / "B")
+        state["B"] = {"search": log, "importance": searched.importance or sp.default_importance}
         finish("B", tokens, recipe(args, seed, evaluation="inherit", retain_epoch=final), True, meter)
         state.save()
     if "U" in rows and not done(state, "U"):
@@ -157,12 +157,13 @@ def summarise(args: argparse.Namespace) -> int:
              "| | test top-1 (%) | params | MACs | total epochs | wall (min) |", "|---|---:|---:|---:|---:|---:|",
              f"| parent (init tokens) | {mean_std(parent, 100)} | {p0['params']:,} | {p0['macs']:,} | "
              f"({p0['epochs']}, not charged) | – |"]
+    crit = criterion(states, "B")  # B and U inherit channels by the criterion of B's run (U is fine-tuned like B)
+    when = "today" if crit == DartsSpace.default_importance else "when run"
+    inherited = f" (importance = {crit}, the default {when})"
     for key, label in ROWS.items():
         rows = [s[key] for s in (with_a if key == "A" else states)]
-        if key != "A":  # B and U inherit channels: by the criterion of B's run (U is fine-tuned like B)
-            crit = criterion(states, "B")
-            when = "today" if crit == DartsSpace.default_importance else "when run"
-            label += f" (importance = {crit}, the default {when})"
+        if key != "A":
+            label += inherited
         if len(rows) < len(states):
             label += f" ({len(rows)} of {len(states)} seeds: {', '.join(str(s['seed']) for s in with_a)})"
         if rows:

@@ -112,13 +112,12 @@ class _Reporter:
         if self._bar is not None:
             self._bar.update(self._task, completed=done, status=f"loss {loss:.3f}")
 
-    def end_epoch(self, m: EpochMetrics, done: float | None = None) -> None:
+    def end_epoch(self, m: EpochMetrics, done: float) -> None:
         """Print ``m``; ``done``: the run's epochs done after it (a fraction after a pass that ends mid-epoch, as
-        an inherited candidate's checks do), else ``m.epoch + 1``."""
+        an inherited candidate's checks do)."""
         if self.mode == "none":
             return
-        at = m.epoch + 1 if done is None else f"{round(done, 2):g}"
-        line = (f"{self.label} epoch {at}/{self.epochs}  lr {m.lr:.4g}  train loss {m.train_loss:.3f} "
+        line = (f"{self.label} epoch {round(done, 2):g}/{self.epochs}  lr {m.lr:.4g}  train loss {m.train_loss:.3f} "
                 f"top1 {100 * m.train_top1:.1f}%  val loss {m.val_loss:.3f} top1 {100 * m.val_top1:.2f}% "
                 f"top5 {100 * m.val_top5:.1f}%  {m.seconds:.1f}s")
         if self._bar is not None:
