@@ -84,6 +84,12 @@ METHODS = {"tp_uniform": "(a1) Torch-Pruning, uniform ratio", "tp_global": "(a2)
 # sanas with its defaults but another channel criterion (``importance``, in the search and the fine-tune), run beside
 # (b) where ``--variants`` asks, to choose the default from the numbers: the method's key -> its criterion.
 VARIANTS = {"sanas_l1": "l1", "sanas_bn": "bn"}
+# A control where ``--control`` asks: the parent itself, uncompressed, given the same final fine-tune as every
+# compressed network (the same recipe, seeds and teacher). It separates what the fine-tune costs a converged
+# network from what compression costs: a method within reach of this row is as close to the parent as the
+# fine-tune lets any network end. Budget-free, so its records live in ``<net>/control/``.
+CONTROL = "parent_finetuned"
+CONTROL_LABEL = "(p) the parent itself, given the same final fine-tune (control)"
 PARENT_KEYS = ("epochs", "lr", "batch_size", "params", "macs", "val_curve", "test_top1", "seconds")  # parent.json
 
 
@@ -355,6 +361,25 @@ def run(name: str, ratio: float, seed: int, parent: nn.Module, parent_info: dict
     return state
 
 
+def control(name: str, seed: int, parent: nn.Module, parent_info: dict[str, Any], data: TrainingData,
+            args: argparse.Namespace) -> dict[str, Any]:
+    """The control (:data:`CONTROL`) for one seed: the parent, uncompressed, through the final fine-tune."""
+    state = Record(args.runs_dir / name / "control" / f"seed-{seed}.json", seed)
+    if done(state, CONTROL):
+        return state
+    work = args.work_dir / name / "control" / f"seed-{seed}"
+    harness.start_fresh(work)
+    epochs = final_epochs(parent_info["epochs"])
+    out = finetune(FixedNet(copy.deepcopy(parent)), [0], parent, data, seed, epochs, work)
+    out.update(search=PassMeter().to_dict(1))
+    state.update(final_epochs=epochs)
+    state[CONTROL] = out
+    state.save()
+    print(f"  {name} seed {seed} {CONTROL}: test {100 * out['test_top1']:.2f}% (parent "
+          f"{100 * parent_info['test_top1']:.2f}%)", flush=True)
+    return state
+
+
 # --- the tables -----------------------------------------------------------------------------------------------------
 def sanas_labels(states: Sequence[dict[str, Any]]) -> dict[str, str]:
     """The table's methods and labels: the baselines, (b), and each variant every seed holds; sanas' rows name
@@ -414,11 +439,22 @@ def summarise(args: argparse.Namespace, ratio: float) -> int:
                   f"| parent | {100 * parent['test_top1']:.2f} | {parent['params']:,} | {parent['macs']:,} | — | — |"]
         labels = sanas_labels(states)
         acc = {m: [s[m]["test_top1"] for s in states] for m in labels}
+        controls = control_states(args.runs_dir / name, states)
+        if controls:
+            payload[name]["control"] = controls
+            rs = [c[CONTROL] for c in controls]
+            lines.append(method_row(CONTROL_LABEL, rs, [total_epochs(r) for r in rs],
+                                    f"{statistics.mean(total_seconds(r) for r in rs):,.0f}"))
         for method, label in labels.items():
             rs = [s[method] for s in states]
             lines.append(method_row(label, rs, [total_epochs(r) for r in rs],
                                     f"{statistics.mean(total_seconds(r) for r in rs):,.0f}"))
         lines.append("")
+        if controls:
+            ctl = [c[CONTROL]["test_top1"] for c in controls]
+            gap, sd, within = within_one_std(ctl, [parent["test_top1"]] * len(ctl))
+            lines.append(f"* (p) − parent: {mean_std(gap, 100)} points; (p)'s std {100 * sd:.2f} — the fine-tune "
+                         f"alone {'keeps the parent within one std' if within else 'costs more than one std'}.")
         for ours in [m for m in labels if m.startswith("sanas")]:
             tag = labels[ours].split()[0]
             for base in ("tp_uniform", "tp_global") + (("sanas",) if ours != "sanas" else ()):
@@ -432,6 +468,11 @@ def summarise(args: argparse.Namespace, ratio: float) -> int:
             gap, sd, within = within_one_std(acc[ours], [parent["test_top1"]] * len(states))
             lines.append(f"* {tag} − parent: {mean_std(gap, 100)} points; {tag}'s std {100 * sd:.2f} — "
                          f"{'within' if within else 'NOT within'} one std of the parent.")
+            if controls:
+                gap, sd, within = within_one_std(acc[ours], ctl)
+                lines.append(f"* {tag} − (p): {mean_std(gap, 100)} points (paired by seed); {tag}'s std "
+                             f"{100 * sd:.2f} — {'within' if within else 'NOT within'} one std of the parent "
+                             f"fine-tuned the same way.")
         lines += ["", "| seed | (a1) | (a2) | (b) | (a1) params | (a2) params | (b) params | (b) tokens |",
                   "|---:|---:|---:|---:|---:|---:|---:|---|"]
         for s in states:
@@ -459,6 +500,14 @@ def summarise(args: argparse.Namespace, ratio: float) -> int:
     return 0
 
 
+def control_states(folder: Path, states: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The control's records for the seeds of ``states``, in their order; none unless every seed has one (so that
+    the differences pair seed by seed)."""
+    by_seed = {c["seed"]: c for c in harness.finished(folder / "control", [CONTROL])}
+    found = [by_seed.get(s["seed"]) for s in states]
+    return [c for c in found if c is not None] if all(found) else []
+
+
 def variants(text: str) -> list[str]:
     keys = [k for k in text.split(",") if k]
     unknown = [k for k in keys if k not in VARIANTS]
@@ -475,6 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--summary", action="store_true", help="only print/write the tables from finished runs")
     p.add_argument("--parents-only", action="store_true", help="train the parents, nothing else")
+    p.add_argument("--control", action="store_true",
+                   help="fine-tune the uncompressed parent the same way as every compressed network (the control "
+                        "row of every table), nothing else")
     p.add_argument("--train-subset", type=int, default=10000)
     p.add_argument("--val-subset", type=int, default=5000)
     p.add_argument("--parent-epochs", type=int, default=24)
@@ -508,6 +560,10 @@ def main(argv: list[str] | None = None) -> int:
             parent, info = train_parent(name, data, args)
             print(f"{name}: parent test top-1 {100 * info['test_top1']:.2f}%, {info['params']:,} params", flush=True)
             if args.parents_only:
+                continue
+            if args.control:
+                for seed in harness.seeds(args.seeds):
+                    control(name, seed, parent, info, data, args)
                 continue
             for ratio in ratios:
                 for seed in harness.seeds(args.seeds):

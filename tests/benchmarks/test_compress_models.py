@@ -215,3 +215,27 @@ def test_the_harness_leaves_crash_isolation_on_outside_a_search(monkeypatch: pyt
     with harness.in_this_process():
         assert start_method() == "none"
     assert start_method() != "none"
+
+
+def test_the_control_fine_tunes_the_uncompressed_parent_and_pairs_with_every_seed(tmp_path: Path) -> None:
+    """The control row: the parent itself through the same final fine-tune, recorded per seed under control/; a
+    table pairs it seed by seed or leaves it out."""
+    import argparse
+
+    torch.manual_seed(0)
+    parent = cm.ResNet20().eval()
+    before = {k: v.clone() for k, v in parent.state_dict().items()}
+    data = prepare_data("synthetic", train_size=64, test_size=16, channels=1)
+    args = argparse.Namespace(runs_dir=tmp_path / "runs", work_dir=tmp_path / "work")
+    state = cm.control("resnet20", 1, parent, {"epochs": 2, "test_top1": 0.5}, data, args)
+    out = state[cm.CONTROL]
+    assert out["params"] == cm.params(parent) and 0 <= out["test_top1"] <= 1 and out["final"]["train_images"] > 0
+    saved = json.loads((tmp_path / "runs" / "resnet20" / "control" / "seed-1.json").read_text())
+    assert saved[cm.CONTROL] == out and saved["seed"] == 1 and saved["final_epochs"] == 1
+    # the parent every method is compressed from is untouched
+    assert all(torch.equal(before[k], v) for k, v in parent.state_dict().items())
+    # done once: a second call reads the record
+    assert cm.control("resnet20", 1, parent, {"epochs": 2, "test_top1": 0.5}, data, args) == state
+    folder = tmp_path / "runs" / "resnet20"
+    assert cm.control_states(folder, [{"seed": 0}, {"seed": 1}]) == []  # seed 0 has no control: no row
+    assert cm.control_states(folder, [{"seed": 1}]) == [saved]
