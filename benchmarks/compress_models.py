@@ -353,7 +353,7 @@ def run(name: str, ratio: float, seed: int, parent: nn.Module, parent_info: dict
         harness.start_fresh(where / "study", where / "sanas_final")
         space, tokens, search = sanas_search(parent, data, budget, seed, args, where, importance, method)
         out = finetune(space, tokens, parent, data, seed, epochs, where / "sanas_final", importance)
-        out.update(tokens=tokens, importance=importance or space.default_importance, **search)
+        out.update(tokens=tokens, importance=space.resolve_importance(importance), **search)
         state[method] = out
         state.save()
         print(f"  {name} {ratio:g}x seed {seed} {method}: {out['params']:,} params, test "

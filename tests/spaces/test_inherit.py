@@ -202,3 +202,32 @@ def test_parent_and_child_may_differ_in_auxiliary_head():
     assert (outputs(child) - outputs(parent)).abs().max() < 1e-5
     child2 = inherit(randomise(without.token2arch([1] * 5)), [2] * 5, space=with_aux)
     assert child2.auxiliary_head is not None
+
+
+def test_a_space_s_default_criterion_decides_every_way_of_inheriting():
+    """A space that sets ``default_importance`` gets it from a direct ``space.inherit``, ``sanas.inherit`` and the
+    trainer alike (the built-in spaces' ``inherit`` once defaulted to the constant "bn" whatever the attribute)."""
+    import inspect
+
+    from sanas.spaces import SPACES, ModelSpace, PlainCNNSpace, SearchSpace
+    from sanas.training import Recipe, Trainer, prepare_data
+
+    class ByFilterNorms(PlainCNNSpace):
+        default_importance = "l1"
+
+    space = ByFilterNorms()
+    parent = space.token2arch([2, 2, 2, 2])  # 24 channels per cell
+    with torch.no_grad():
+        parent.cells[1][1].weight.copy_(torch.arange(24, dtype=torch.float32))  # |γ|: keep the last 8
+        parent.cells[1][0].weight.mul_(0).add_(torch.arange(24, 0, -1, dtype=torch.float32).view(-1, 1, 1, 1))
+    tokens = [2, 0, 2, 2]  # cell 1 keeps 8 of 24: the first 8 by filter L1 norm
+    by_l1 = parent.cells[1][0].weight[:8]
+    data = prepare_data("synthetic", train_size=32, test_size=8, channels=space.in_channels)
+    children = [space.inherit(parent, tokens), inherit(parent, tokens),
+                Trainer(space, tokens, data, Recipe(evaluation="inherit", device="cpu"), parent=parent).net]
+    for child in children:
+        assert torch.equal(child.cells[1][0].weight.detach(), by_l1)
+    assert torch.equal(space.inherit(parent, tokens, "bn").cells[1][0].weight, parent.cells[1][0].weight[16:])
+    for cls in [*SPACES.values(), ModelSpace]:
+        if cls.inherit is not SearchSpace.inherit:  # spaces that inherit at all
+            assert inspect.signature(cls.inherit).parameters["importance"].default is None, cls.__name__

@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from sanas.spaces.inherit import DEFAULT_IMPORTANCE
+from sanas.spaces.inherit import DEFAULT_IMPORTANCE, IMPORTANCE
 
 __all__ = ["DEFAULT_SPACE", "SPACES", "CellWidthSpace", "Part", "SearchSpace", "get_space", "positive_int",
            "register_space", "space_from_config", "tag_network", "uniform_tokens"]
@@ -71,8 +71,28 @@ class SearchSpace(ABC):
     #: (README, "Compress a trained model").
     default_importance: str = DEFAULT_IMPORTANCE
 
-    def inherit(self, parent: nn.Module, tokens: Sequence[int], importance: str = DEFAULT_IMPORTANCE) -> nn.Module:
-        """The network for ``tokens`` with weights taken from the trained ``parent`` (see :mod:`sanas.spaces.inherit`).
+    def resolve_importance(self, importance: str | None) -> str:
+        """The channel criterion a child of this space keeps its channels by: ``importance``, or
+        :attr:`default_importance` where it is ``None``. Every ``inherit`` resolves its argument here, and so do
+        the trainer and :func:`sanas.inherit`, so that one attribute decides for all of them.
+
+        >>> from sanas import get_space
+        >>> space = get_space("PlainCNNSpace")
+        >>> space.resolve_importance(None), space.resolve_importance("l1")
+        ('bn', 'l1')
+        >>> space.resolve_importance("l2")
+        Traceback (most recent call last):
+        ...
+        ValueError: importance is 'l2', expected one of bn, l1
+        """
+        chosen = self.default_importance if importance is None else importance
+        if chosen not in IMPORTANCE:
+            raise ValueError(f"importance is {chosen!r}, expected one of {', '.join(IMPORTANCE)}")
+        return chosen
+
+    def inherit(self, parent: nn.Module, tokens: Sequence[int], importance: str | None = None) -> nn.Module:
+        """The network for ``tokens`` with weights taken from the trained ``parent`` (see :mod:`sanas.spaces.inherit`);
+        a narrower group keeps its most important channels by ``importance`` (:meth:`resolve_importance`).
 
         Spaces that know where every channel of their networks goes override this; the default refuses.
         """

@@ -16,7 +16,7 @@ from torch import nn
 
 from sanas.network import reduction_layers
 from sanas.spaces.base import CellWidthSpace, positive_int, register_space, tag_network
-from sanas.spaces.inherit import DEFAULT_IMPORTANCE, DimSpec, Layout, Segment, group_spec, inherit_state
+from sanas.spaces.inherit import DimSpec, Layout, Segment, group_spec, inherit_state
 
 __all__ = ["PlainCNN", "PlainCNNSpace"]
 
@@ -108,7 +108,7 @@ class PlainCNNSpace(CellWidthSpace):
                        self.num_classes, self.in_channels)
         return tag_network(net, self, tokens)
 
-    def inherit(self, parent: nn.Module, tokens: Sequence[int], importance: str = DEFAULT_IMPORTANCE) -> PlainCNN:
+    def inherit(self, parent: nn.Module, tokens: Sequence[int], importance: str | None = None) -> PlainCNN:
         """The network for ``tokens`` with the trained ``parent``'s weights (see :mod:`sanas.spaces.inherit`):
         each cell keeps its most important output channels (or replicates them, function-preservingly), and the
         next cell's conv (or the classifier) reads the same channels.
@@ -120,6 +120,7 @@ class PlainCNNSpace(CellWidthSpace):
         """
         from sanas.spaces.darts import check_parent
 
+        importance = self.resolve_importance(importance)
         check_parent(self, parent, PlainCNN)
         child = self.token2arch(tokens)
         child.load_state_dict(inherit_state(parent, child, plain_cnn_layout(child), dict(enumerate(parent.widths)),

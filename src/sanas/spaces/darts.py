@@ -10,7 +10,7 @@ from torch import nn
 from sanas.network import DartsNetwork, NetworkCounts, get_genotype, network_counts, reduction_layers
 from sanas.network.operations import FactorizedReduce
 from sanas.spaces.base import CellWidthSpace, Part, positive_int, register_space, tag_network
-from sanas.spaces.inherit import DEFAULT_IMPORTANCE, DimSpec, Layout, Segment, group_spec, inherit_state
+from sanas.spaces.inherit import DimSpec, Layout, Segment, group_spec, inherit_state
 
 __all__ = ["DEFAULT_FILTER_NUM", "DartsSpace"]
 
@@ -78,7 +78,7 @@ class DartsSpace(CellWidthSpace):
                            num_classes=self.num_classes, in_channels=self.in_channels, auxiliary=self.auxiliary)
         return tag_network(net, self, tokens)
 
-    def inherit(self, parent: nn.Module, tokens: Sequence[int], importance: str = DEFAULT_IMPORTANCE) -> DartsNetwork:
+    def inherit(self, parent: nn.Module, tokens: Sequence[int], importance: str | None = None) -> DartsNetwork:
         """The network for ``tokens`` with the trained ``parent``'s weights (see :mod:`sanas.spaces.inherit`).
 
         Cell ``k``'s channel group is cut to its most important channels or widened function-preservingly,
@@ -96,6 +96,7 @@ class DartsSpace(CellWidthSpace):
         >>> bool((child(x) - parent(x)).abs().max() < 1e-4)
         True
         """
+        importance = self.resolve_importance(importance)
         check_parent(self, parent, DartsNetwork)
         child = self.token2arch(tokens)
         layout = darts_layout(child)

@@ -243,6 +243,4 @@ def inherit(parent: nn.Module, tokens: Sequence[int], space: object | None = Non
     if space is None:
         raise ValueError(f"the parent {type(parent).__name__} carries no search space (it was not built by "
                          f"space.token2arch or sanas.load_model): pass space=")
-    if importance is None:
-        importance = getattr(space, "default_importance", DEFAULT_IMPORTANCE)
-    return space.inherit(parent, tokens, importance)  # type: ignore[attr-defined]
+    return space.inherit(parent, tokens, space.resolve_importance(importance))  # type: ignore[attr-defined]

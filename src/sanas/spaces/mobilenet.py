@@ -19,7 +19,6 @@ from torch import nn
 from sanas.spaces.base import SearchSpace, positive_int, register_space, tag_network
 from sanas.spaces.channels import ChannelGraph, trace_channels
 from sanas.spaces.convnet import ConvNet, ConvSpec, Unit, count, inherit_by_tracing
-from sanas.spaces.inherit import DEFAULT_IMPORTANCE
 
 __all__ = ["MobileNetV1Space", "MobileNetV2Space", "PaddleSlimSpace"]
 
@@ -78,12 +77,13 @@ class PaddleSlimSpace(SearchSpace):
         values = self.values(tokens)
         return tuple(values[i] for i in self.STRUCTURE)
 
-    def inherit(self, parent: nn.Module, tokens: Sequence[int], importance: str = DEFAULT_IMPORTANCE) -> ConvNet:
+    def inherit(self, parent: nn.Module, tokens: Sequence[int], importance: str | None = None) -> ConvNet:
         """The network for ``tokens`` with the trained ``parent``'s weights: every channel group keeps its most
         important channels, or is widened function-preservingly (see :mod:`sanas.spaces.inherit`).
 
         Widths (and expansion factors) may differ from the parent's; depths and kernel sizes may not.
         """
+        importance = self.resolve_importance(importance)
         tokens = self.validate(tokens)
         if not isinstance(parent, ConvNet):
             raise ValueError(f"the parent is a {type(parent).__name__}, expected a network built by {self.name}")

@@ -39,7 +39,7 @@ from torch import nn
 
 from sanas.spaces.base import SearchSpace, positive_int, register_space, tag_network
 from sanas.spaces.channels import ChannelGraph, export_program, trace_channels
-from sanas.spaces.inherit import IMPORTANCE, inherit_state
+from sanas.spaces.inherit import inherit_state
 
 __all__ = ["GRANULARITIES", "ModelSpace", "forward_digest", "load_entry_point", "weights_digest"]
 
@@ -413,9 +413,7 @@ class ModelSpace(SearchSpace):
 
         ``parent`` is the space's model or a network built from this space (``token2arch``/``inherit``).
         """
-        importance = self.default_importance if importance is None else importance
-        if importance not in IMPORTANCE:
-            raise ValueError(f"importance is {importance!r}, expected one of {', '.join(IMPORTANCE)}")
+        importance = self.resolve_importance(importance)
         theirs = getattr(parent, "sanas_space", None)
         if theirs is not None and theirs is not self and theirs.fingerprint() != self.fingerprint():
             raise ValueError(f"the parent was built by another space ({theirs!r}), not this ModelSpace")

@@ -201,7 +201,7 @@ class Trainer:
         if self.inherited:
             if parent is None:
                 raise ValueError("the inherit evaluation needs a trained parent network (parent=...)")
-            net = space.inherit(parent, self.tokens, recipe.importance or space.default_importance)
+            net = space.inherit(parent, self.tokens, space.resolve_importance(recipe.importance))
             if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
                 raise ValueError(f"the {type(net).__name__} network has no BatchNorm layer: the inherit evaluation "
                                  f"re-estimates BatchNorm statistics; use the scratch evaluation")
