@@ -333,7 +333,8 @@ def sanas_search(label: str, space: Any, data: Any, recipe: Any, parent: Any, bu
     if parent is not None:
         with in_this_process():
             record = run_finalists(work, space, data, recipe, parent, trials, SEARCH_DEFAULTS["finalists"],
-                                   SEARCH_DEFAULTS["finalist_epochs"], progress="none")
+                                   SEARCH_DEFAULTS["finalist_epochs"], progress="none",
+                                   start=SEARCH_DEFAULTS["finalist_start"])
         out["finalists"] = record.get("finalists", [])
         pick = chosen(record)
         best = pick["tokens"] if pick is not None else best

@@ -96,7 +96,7 @@ RECIPE_KEYS = {"retain_epoch": "retain_epoch", "batch_size": "batch_size", "lear
 #: Where ``sanas train --uniform`` puts the uniform-width child, inside the run directory.
 UNIFORM_DIR = "uniform"
 SEARCH_KEYS = ("sampler", "search_steps", "max_params", "max_macs", "move", "fill", "init_temperature", "reduce_rate",
-               "seed", "study_name", "parent", "parent_epochs", "finalists", "finalist_epochs")
+               "seed", "study_name", "parent", "parent_epochs", "finalists", "finalist_epochs", "finalist_start")
 
 
 def _count(minimum: int, what: str) -> Any:
@@ -609,6 +609,9 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                         f"the search's best)")
     g.add_argument("--finalist-epochs", type=float,
                    help=f"fine-tuning epochs per finalist ({SEARCH_DEFAULTS['finalist_epochs']:g})")
+    g.add_argument("--finalist-start", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"make the search's start (its first candidate) a finalist too, whatever its screening "
+                        f"reward ({'on' if SEARCH_DEFAULTS['finalist_start'] else 'off'})")
 
 
 def build_parser() -> argparse.ArgumentParser:

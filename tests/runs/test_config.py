@@ -112,6 +112,28 @@ def test_a_config_saved_before_the_budget_band_resumes_with_plain_moves(tmp_path
         loaded, "run directory r")
 
 
+def test_a_run_saved_before_the_start_among_the_finalists_resumes_without_it(tmp_path) -> None:
+    """The start among the finalists is on for a new run; a run directory made before the setting existed chose
+    among its best screened alone, loads that way, and is refused by a command that would now change its
+    choice, naming the setting that resumes it."""
+    from sanas.cli import build_parser, overrides_from_args
+
+    config = RunConfig.from_sources(overrides={"data": {"dataset": "synthetic"}})
+    assert config.search["finalist_start"] is True
+    old = config.to_dict()
+    del old["search"]["finalist_start"]
+    loaded = RunConfig.from_dict(old)
+    assert loaded.search["finalist_start"] is False
+    with pytest.raises(ValueError, match=r"search\.finalist_start: False there, True now"):
+        config.check_matches(loaded, "run directory r")
+    args = build_parser().parse_args(["search", "--dataset", "synthetic", "--no-finalist-start"])
+    RunConfig.from_sources(overrides=overrides_from_args(args)).check_matches(loaded, "run directory r")
+    toml = tmp_path / "c.toml"
+    toml.write_text('[search]\nfinalist_start = "yes"\n')
+    with pytest.raises(ValueError, match="finalist_start is 'yes', expected true or false"):
+        RunConfig.from_sources(toml)
+
+
 def test_a_run_keeps_the_channel_criterion_it_started_with(monkeypatch) -> None:
     """The criterion is saved with the run: a run directory made when every space kept BatchNorm |γ| (and saved no
     criterion) resumes with it for DARTS, whose default it still is, and a ModelSpace run made then is refused by a

@@ -21,7 +21,7 @@ from rich.text import Text
 
 from sanas.atomic import atomic_write_bytes, atomic_write_text
 from sanas.runs.config import SEARCH_DEFAULTS, RunConfig
-from sanas.runs.finalists import chosen
+from sanas.runs.finalists import chosen, describe
 from sanas.search.chain import (
     FAIL_REASON_KEY,
     STATUS_KEY,
@@ -221,10 +221,13 @@ def _finalist_lines(report: SearchReport) -> list[str]:
     pick = report.chosen
     if pick is None:
         return [f"Finalists: {len(done)} of {len(finalists)} fine-tuned {epochs:g} epoch(s) so far."]
+    count = record["settings"].get("count", len(finalists))
     rank = finalists.index(pick) + 1
+    which = ("the search's start" if pick.get("start") and rank > count
+             else f"it screened #{rank}" + (", the search's start" if pick.get("start") else ""))
     return [f"Chosen: trial {pick['trial']}, tokens {pick['tokens']}, reward {pick['reward']:.4f} after {epochs:g} "
-            f"epoch(s) of fine-tuning, {pick.get('params', 0):,} params — the best of the {len(finalists)} best "
-            f"screened candidates (it screened #{rank}); `sanas train` fine-tunes it."]
+            f"epoch(s) of fine-tuning, {pick.get('params', 0):,} params — the best of "
+            f"{describe(finalists, count)} ({which}); `sanas train` fine-tunes it."]
 
 
 def _row(c: Candidate, report: SearchReport) -> list[str]:
@@ -262,9 +265,11 @@ def _markdown(report: SearchReport, top_k: int) -> str:
         epochs = report.finalists["settings"]["epochs"]
         out.write(f"\n## Finalists (fine-tuned {epochs:g} epoch(s) each)\n\n| screen rank | trial | tokens | params | "
                   f"screening reward | fine-tuned reward | seconds |\n|---:|---:|---|---:|---:|---:|---:|\n")
+        count = report.finalists["settings"].get("count", len(report.finalists["finalists"]))
         for i, f in enumerate(report.finalists["finalists"], 1):
             reward = ("failed" if "failed" in f else "—" if f.get("reward") is None else f"{f['reward']:.4f}")
-            out.write(f"| {i} | {f['trial']} | {' '.join(map(str, f['tokens']))} | {f.get('params', 0):,} | "
+            rank = "start" if i > count else f"{i} (start)" if f.get("start") else str(i)
+            out.write(f"| {rank} | {f['trial']} | {' '.join(map(str, f['tokens']))} | {f.get('params', 0):,} | "
                       f"{f['screen_reward']:.4f} | {reward} | {f.get('seconds', '')} |\n")
     if report.failed:
         out.write("\n## Failed candidates\n\n| trial | tokens | reason |\n|---|---|---|\n")

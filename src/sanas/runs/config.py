@@ -49,7 +49,8 @@ from sanas.search.samplers import DEFAULT_SAMPLER, SAMPLERS
 from sanas.spaces import DEFAULT_SPACE, SPACES, SearchSpace, get_space
 from sanas.spaces.inherit import DEFAULT_IMPORTANCE
 
-__all__ = ["CONFIG_FILE", "DEFAULT_FINALISTS", "DEFAULT_FINALIST_EPOCHS", "SEARCH_DEFAULTS", "RunConfig",
+__all__ = ["CONFIG_FILE", "DEFAULT_FINALISTS", "DEFAULT_FINALIST_EPOCHS", "DEFAULT_FINALIST_START",
+           "SEARCH_DEFAULTS", "RunConfig",
            "check_finalists", "load_toml", "parse_budget"]
 
 CONFIG_FILE = "config.json"
@@ -70,6 +71,11 @@ def defaults_of(function: Any, *names: str) -> dict[str, Any]:
 DEFAULT_FINALISTS = 4
 #: Fine-tuning epochs per finalist.
 DEFAULT_FINALIST_EPOCHS = 1.0
+#: Whether the search's start (its first candidate: the init tokens repaired into the budget band) is always a
+#: finalist, beside the best screened ones: at aggressive budgets the screening reward (BatchNorm re-estimation
+#: alone) can lead the chain to candidates that fine-tune worse than where it started
+#: (``benchmarks/compress_models.py``, ResNet-20 at 0.3×; README).
+DEFAULT_FINALIST_START = True
 
 
 def check_finalists(count: object, epochs: object) -> tuple[int, float]:
@@ -102,6 +108,7 @@ SEARCH_DEFAULTS: dict[str, Any] = {
     # (sanas.runs.finalists).
     "finalists": DEFAULT_FINALISTS,
     "finalist_epochs": DEFAULT_FINALIST_EPOCHS,
+    "finalist_start": DEFAULT_FINALIST_START,
 }
 
 
@@ -176,6 +183,8 @@ class RunConfig:
             config.search.update(move="plain", fill=SEARCH_DEFAULTS["fill"], max_macs=None)
         if config.search and "finalists" not in config.search:  # saved before finalists: the screening's best
             config.search.update(finalists=0, finalist_epochs=SEARCH_DEFAULTS["finalist_epochs"])
+        if config.search and "finalist_start" not in config.search:  # saved before it: the best screened alone
+            config.search["finalist_start"] = False
         if "importance" not in config.recipe:  # saved before each space had its own criterion: "bn" everywhere
             config.recipe["importance"] = "bn"
         config.validate()
@@ -240,6 +249,8 @@ class RunConfig:
         check_move(self.search.get("move"))
         check_fill(self.search.get("fill"))
         check_finalists(self.search.get("finalists"), self.search.get("finalist_epochs"))
+        if not isinstance(self.search.get("finalist_start"), bool):
+            raise ValueError(f"finalist_start is {self.search.get('finalist_start')!r}, expected true or false")
         self.build_recipe()
         if self.search.get("sampler") not in SAMPLERS:
             raise ValueError(f"sampler is {self.search.get('sampler')!r}, expected one of {', '.join(SAMPLERS)}")

@@ -26,30 +26,44 @@ from typing import Any
 from optuna.trial import FrozenTrial
 
 from sanas.atomic import atomic_write_text
-from sanas.runs.config import DEFAULT_FINALIST_EPOCHS, DEFAULT_FINALISTS, check_finalists
+from sanas.runs.config import DEFAULT_FINALIST_EPOCHS, DEFAULT_FINALIST_START, DEFAULT_FINALISTS, check_finalists
 from sanas.runs.parent import load_parent
 from sanas.runs.study import load_study
 from sanas.search.chain import evaluations
 
-__all__ = ["FINALISTS_FILE", "chosen", "finalists_stage", "pick_finalists", "read_finalists", "run_finalists"]
+__all__ = ["FINALISTS_FILE", "chosen", "describe", "finalists_stage", "pick_finalists", "read_finalists",
+           "recipe_of_finalists", "run_finalists"]
 
 FINALISTS_FILE = "finalists.json"
 
 
-def pick_finalists(trials: Sequence[FrozenTrial], count: int) -> list[dict[str, Any]]:
+def pick_finalists(trials: Sequence[FrozenTrial], count: int,
+                   start: bool = DEFAULT_FINALIST_START) -> list[dict[str, Any]]:
     """The ``count`` best finished evaluations of a study: highest reward first (ties: the earlier trial), each
-    token vector once, stopped evaluations left out (their reward is partial).
+    token vector once, stopped evaluations left out (their reward is partial). With ``start`` (and ``count`` > 0),
+    the chain's start — its first evaluation (the lowest trial number, stopped or not: a finalist is fine-tuned
+    anew), the init tokens repaired into the budget band — is a finalist too, marked ``"start": True``: appended
+    after them where its screening reward did not place it among them.
 
     >>> pick_finalists([], 4)
     []
     """
-    order = sorted((e for e in evaluations(trials) if not e.stopped), key=lambda e: (-e.reward, e.number))
+    every = evaluations(trials)
+    order = sorted((e for e in every if not e.stopped), key=lambda e: (-e.reward, e.number))
     out: list[dict[str, Any]] = []
     for e in order:
         if len(out) == count:
             break
         if all(f["tokens"] != list(e.tokens) for f in out):
             out.append({"trial": e.number, "tokens": list(e.tokens), "screen_reward": e.reward})
+    if start and out:
+        first = min(every, key=lambda e: e.number)
+        same = [f for f in out if f["tokens"] == list(first.tokens)]
+        if same:
+            same[0]["start"] = True
+        else:
+            out.append({"trial": first.number, "tokens": list(first.tokens), "screen_reward": first.reward,
+                        "start": True})
     return out
 
 
@@ -79,26 +93,31 @@ def chosen(record: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def run_finalists(run_dir: str | Path, space: Any, data: Any, recipe: Any, parent: Any,
                   trials: Sequence[FrozenTrial], count: int = DEFAULT_FINALISTS,
-                  epochs: float = DEFAULT_FINALIST_EPOCHS, progress: str = "auto") -> dict[str, Any]:
-    """Fine-tune the ``count`` best candidates of a finished search for ``epochs`` epochs each and record them in
-    ``RUN/finalists.json``; returns that record. Finalists already scored there (for the same list and recipe)
-    are not trained again."""
+                  epochs: float = DEFAULT_FINALIST_EPOCHS, progress: str = "auto",
+                  start: bool = DEFAULT_FINALIST_START) -> dict[str, Any]:
+    """Fine-tune the ``count`` best candidates of a finished search (and its start, with ``start``: see
+    :func:`pick_finalists`) for ``epochs`` epochs each and record them in ``RUN/finalists.json``; returns that
+    record. Finalists already scored there (for the same list and recipe) are not trained again."""
     from sanas.runs.isolate import IsolatedRunner
     from sanas.training import evaluate_candidate
 
     count, epochs = check_finalists(count, epochs)
     path = Path(run_dir) / FINALISTS_FILE
-    picked = pick_finalists(trials, count)
-    finalist_recipe = dataclasses.replace(recipe, retain_epoch=epochs, early_stop=False)
-    settings = {"count": count, "epochs": epochs, "recipe": _identity(finalist_recipe)}
+    if not isinstance(start, bool):
+        raise ValueError(f"finalist_start is {start!r}, expected true or false")
+    picked = pick_finalists(trials, count, start)
+    finalist_recipe = recipe_of_finalists(recipe, epochs)
+    # "start" only where it is on: a record finished before the setting existed keeps its settings, and its finalists
+    settings = {"count": count, "epochs": epochs, "recipe": _identity(finalist_recipe), **({"start": True} if start
+                                                                                           else {})}
     record = read_finalists(run_dir)
     if (record is None or record.get("settings") != settings
             or [f["tokens"] for f in record.get("finalists", [])] != [f["tokens"] for f in picked]):
         record = {"settings": settings, "finalists": picked}
     todo = [f for f in record["finalists"] if not f.get("done")]
     if todo and progress != "none":
-        print(f"finalists: fine-tuning the {len(record['finalists'])} best of {len(evaluations(trials))} screened "
-              f"candidates for {epochs:g} epoch(s) each ({len(todo)} to go)", file=sys.stderr, flush=True)
+        print(f"finalists: fine-tuning {describe(record['finalists'], count, len(evaluations(trials)))} for {epochs:g} "
+              f"epoch(s) each ({len(todo)} to go)", file=sys.stderr, flush=True)
     with IsolatedRunner() as runner:
         for i, finalist in enumerate(record["finalists"]):
             if finalist.get("done"):
@@ -125,6 +144,27 @@ def run_finalists(run_dir: str | Path, space: Any, data: Any, recipe: Any, paren
     return record
 
 
+def recipe_of_finalists(recipe: Any, epochs: float) -> Any:
+    """How a finalist is fine-tuned: the search's recipe for ``epochs`` epochs, never stopped early."""
+    return dataclasses.replace(recipe, retain_epoch=epochs, early_stop=False)
+
+
+def describe(finalists: Sequence[dict[str, Any]], count: int, screened: int | None = None) -> str:
+    """What the finalists of a stage that asked for the ``count`` best are, in words.
+
+    >>> describe([{"trial": 3}, {"trial": 0, "start": True}], 1, 30)
+    "the 1 best of 30 screened candidates and the search's start"
+    >>> describe([{"trial": 0, "start": True}, {"trial": 5}], 2)
+    "the 2 best screened candidates (the search's start among them)"
+    """
+    whence = f"of {screened} " if screened is not None else ""
+    best = min(count, len(finalists))
+    if len(finalists) > best:  # the start came on top of them
+        return f"the {best} best {whence}screened candidates and the search's start"
+    among = " (the search's start among them)" if any(f.get("start") for f in finalists) else ""
+    return f"the {best} best {whence}screened candidates{among}"
+
+
 def _identity(recipe: Any) -> dict[str, Any]:
     # Where the finalists train does not change what they compute.
     return {k: v for k, v in recipe.to_dict().items() if k not in ("device", "compile")}
@@ -138,6 +178,7 @@ def finalists_stage(config: Any, run_dir: str | Path, *, storage: str | None = N
 
     count, epochs = check_finalists(config.search.get("finalists", 0), config.search.get("finalist_epochs",
                                                                                           DEFAULT_FINALIST_EPOCHS))
+    start = config.search.get("finalist_start", False)
     if count == 0 or config.recipe.get("evaluation", "scratch") != "inherit":
         return None
     study, _ = load_study(Path(run_dir), storage, None, study_name)
@@ -149,4 +190,4 @@ def finalists_stage(config: Any, run_dir: str | Path, *, storage: str | None = N
     parent = load_parent(config, Path(run_dir))
     if parent is None:
         raise ValueError(f"the finalists of {run_dir} need the search's parent, and it has none")
-    return run_finalists(run_dir, config.build_space(), data, recipe, parent, trials, count, epochs, progress)
+    return run_finalists(run_dir, config.build_space(), data, recipe, parent, trials, count, epochs, progress, start)
