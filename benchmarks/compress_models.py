@@ -45,7 +45,7 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -506,6 +506,20 @@ def control_states(folder: Path, states: Sequence[dict[str, Any]]) -> list[dict[
     by_seed = {c["seed"]: c for c in harness.finished(folder / "control", [CONTROL])}
     found = [by_seed.get(s["seed"]) for s in states]
     return [c for c in found if c is not None] if all(found) else []
+
+
+def with_parents(models: str, work_dir: Path,
+                 error: Callable[[str], Any]) -> Iterator[tuple[str, nn.Module, dict[str, Any], TrainingData]]:
+    """For a benchmark built on this one's records: the data and each of ``models``' parents (comma-separated) as
+    this benchmark's defaults make them, so that its records apply; ``error`` refuses unknown names first."""
+    unknown = sorted(set(models.split(",")) - set(MODELS))
+    if unknown:
+        error(f"--models {','.join(unknown)}: expected names among {','.join(MODELS)}")
+    protocol = build_parser().parse_args(["--work-dir", str(work_dir)])
+    data = harness.fashion_mnist(protocol.train_subset, protocol.val_subset)
+    for name in models.split(","):
+        parent, info = train_parent(name, data, protocol)
+        yield name, parent, info, data
 
 
 def variants(text: str) -> list[str]:

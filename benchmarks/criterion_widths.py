@@ -121,14 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     harness.setup(args.threads)
     if not args.summary:
-        unknown = sorted(set(args.models.split(",")) - set(cm.MODELS))
-        if unknown:
-            p.error(f"--models {','.join(unknown)}: expected names among {','.join(cm.MODELS)}")
-        # The data and parents as compress_models makes them with its defaults, so that its records apply.
-        protocol = cm.build_parser().parse_args(["--work-dir", str(args.work_dir)])
-        data = harness.fashion_mnist(protocol.train_subset, protocol.val_subset)
-        for name in args.models.split(","):
-            parent, info = cm.train_parent(name, data, protocol)
+        for name, parent, info, data in cm.with_parents(args.models, args.work_dir, p.error):
             space = ModelSpace(parent, example_input=[1, 32, 32], ratio_step=args.ratio_step)  # one trace a network
             budget = int(args.budget_ratio * info["params"])
             for seed in harness.seeds(args.seeds):

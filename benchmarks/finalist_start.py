@@ -190,14 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     args.ratios = [float(r) for r in args.budget_ratio.split(",")]
     harness.setup(args.threads)
     if not args.summary:
-        unknown = sorted(set(args.models.split(",")) - set(cm.MODELS))
-        if unknown:
-            p.error(f"--models {','.join(unknown)}: expected names among {','.join(cm.MODELS)}")
-        # The data and parents as compress_models makes them with its defaults, so that its records apply.
-        protocol = cm.build_parser().parse_args(["--work-dir", str(args.work_dir)])
-        data = harness.fashion_mnist(protocol.train_subset, protocol.val_subset)
-        for name in args.models.split(","):
-            parent, info = cm.train_parent(name, data, protocol)
+        for name, parent, info, data in cm.with_parents(args.models, args.work_dir, p.error):
             for ratio in args.ratios:
                 for seed in harness.seeds(args.seeds):
                     run(name, ratio, seed, parent, info, data, args)
