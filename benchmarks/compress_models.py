@@ -19,6 +19,10 @@ fine-tuning rate, distillation from the parent as the product does by default):
 * **(c), where ``--variants`` asks**: (b) with another channel criterion (``importance``) in its search and its
   fine-tune — how ``ModelSpace``'s default (filter L1 norms, once BatchNorm |γ|) was chosen. A run's record names
   the criterion each sanas method ran with; (b)'s records from before they did ran with |γ|.
+* **(d), where ``--variants sanas_stage`` asks**: sanas with the defaults of when it runs, but one token per stage
+  (``ModelSpace(granularity="stage")``: groups of the same trained width, feature-map size and kind share one)
+  instead of one per channel group — issue 19's item 6. Each sanas record names its criterion, granularity and
+  whether the search's start was among its finalists (``finalist_start``, the default since (b) and (c) ran).
 
 Rewards and every choice come from a held-out split of the training set (``--val-subset`` images, never trained
 on); the test set (10,000 images) is evaluated once per final model. Every pass is charged (:mod:`harness`'s
@@ -69,6 +73,7 @@ from harness import (
     within_one_std,
 )
 from sanas.atomic import atomic_write_text
+from sanas.runs.config import SEARCH_DEFAULTS
 from sanas.spaces import ModelSpace, SearchSpace
 from sanas.spaces.model import weights_digest
 from sanas.training import Recipe, train_final
@@ -81,9 +86,11 @@ RUNS_DIR = HERE / "data" / "compress_models_runs"
 OUT = HERE / "data" / "compress_models"
 METHODS = {"tp_uniform": "(a1) Torch-Pruning, uniform ratio", "tp_global": "(a2) Torch-Pruning, global ranking",
            "sanas": "(b) sanas, defaults"}
-# sanas with its defaults but another channel criterion (``importance``, in the search and the fine-tune), run beside
-# (b) where ``--variants`` asks, to choose the default from the numbers: the method's key -> its criterion.
-VARIANTS = {"sanas_l1": "l1", "sanas_bn": "bn"}
+# sanas with its defaults but one setting changed, run beside (b) where ``--variants`` asks, to choose a default from
+# the numbers: the method's key -> the settings it changes (``importance``: the channel criterion, in the search and
+# the fine-tune; ``granularity``: ModelSpace's tokens).
+VARIANTS: dict[str, dict[str, str]] = {"sanas_l1": {"importance": "l1"}, "sanas_bn": {"importance": "bn"},
+                                       "sanas_stage": {"granularity": "stage"}}
 # A control where ``--control`` asks: the parent itself, uncompressed, given the same final fine-tune as every
 # compressed network (the same recipe, seeds and teacher). It separates what the fine-tune costs a converged
 # network from what compression costs: a method within reach of this row is as close to the parent as the
@@ -312,11 +319,11 @@ def train_parent(name: str, data: TrainingData, args: argparse.Namespace) -> tup
 
 
 def sanas_search(parent: nn.Module, data: TrainingData, budget: int, seed: int, args: argparse.Namespace,
-                 work: Path, importance: str | None = None,
-                 label: str = "sanas") -> tuple[ModelSpace, list[int], dict[str, Any]]:
-    """sanas with its defaults (``importance``: the one setting a variant changes): the search, then its
-    finalists; returns the space, the chosen tokens, the log."""
-    space = ModelSpace(parent, example_input=[1, 32, 32])
+                 work: Path, importance: str | None = None, label: str = "sanas",
+                 granularity: str = "group") -> tuple[ModelSpace, list[int], dict[str, Any]]:
+    """sanas with its defaults (``importance``, ``granularity``: the settings a variant changes): the search, then
+    its finalists; returns the space, the chosen tokens, the log."""
+    space = ModelSpace(parent, example_input=[1, 32, 32], granularity=granularity)
     recipe = Recipe(evaluation="inherit", seed=seed, device="cpu", importance=importance)
     meter = PassMeter()
     with meter.active():
@@ -346,14 +353,17 @@ def run(name: str, ratio: float, seed: int, parent: nn.Module, parent_info: dict
         state.save()
         print(f"  {name} {ratio:g}x seed {seed} {method}: {out['params']:,} params, test "
               f"{100 * out['test_top1']:.2f}%", flush=True)
-    runs = [("sanas", None, work)] + [(key, VARIANTS[key], work / key) for key in args.variants]
-    for method, importance, where in runs:
+    runs = [("sanas", {}, work)] + [(key, VARIANTS[key], work / key) for key in args.variants]
+    for method, changes, where in runs:
+        importance = changes.get("importance")
         if done(state, method):
             continue
         harness.start_fresh(where / "study", where / "sanas_final")
-        space, tokens, search = sanas_search(parent, data, budget, seed, args, where, importance, method)
+        space, tokens, search = sanas_search(parent, data, budget, seed, args, where, importance, method,
+                                             changes.get("granularity", "group"))
         out = finetune(space, tokens, parent, data, seed, epochs, where / "sanas_final", importance)
-        out.update(tokens=tokens, importance=space.resolve_importance(importance), **search)
+        out.update(tokens=tokens, importance=space.resolve_importance(importance), granularity=space.granularity,
+                   finalist_start=SEARCH_DEFAULTS["finalist_start"], **search)
         state[method] = out
         state.save()
         print(f"  {name} {ratio:g}x seed {seed} {method}: {out['params']:,} params, test "
@@ -386,11 +396,17 @@ def sanas_labels(states: Sequence[dict[str, Any]]) -> dict[str, str]:
     their channel criterion and which is the product's default today."""
     labels = dict(METHODS)
     variants = [k for k in VARIANTS if all(done(s, k) for s in states)]
-    for letter, method in zip("bcd", ["sanas", *variants], strict=False):
+    for letter, method in zip("bcdefg", ["sanas", *variants], strict=False):
         crit = criterion(states, method)
         today = " (today's default)" if crit == ModelSpace.default_importance else ""
-        kind = "defaults when run: importance" if method == "sanas" else "those defaults with importance"
-        labels[method] = f"({letter}) sanas, {kind} = {crit}{today}"
+        if "importance" in VARIANTS.get(method, {"importance": None}):
+            kind = "defaults when run: importance" if method == "sanas" else "those defaults with importance"
+            labels[method] = f"({letter}) sanas, {kind} = {crit}{today}"
+            continue
+        changed = dict_text(VARIANTS[method])
+        start = {s[method].get("finalist_start", False) for s in states}
+        labels[method] = (f"({letter}) sanas, the defaults when run with {changed} (importance = {crit}"
+                          f"{', the start among the finalists' if start == {True} else ''})")
     return labels
 
 
@@ -522,6 +538,11 @@ def with_parents(models: str, work_dir: Path,
         yield name, parent, info, data
 
 
+def dict_text(changes: dict[str, str]) -> str:
+    """``{"importance": "l1"}`` as ``importance = l1``."""
+    return ", ".join(f"{k} = {v}" for k, v in changes.items())
+
+
 def variants(text: str) -> list[str]:
     keys = [k for k in text.split(",") if k]
     unknown = [k for k in keys if k not in VARIANTS]
@@ -549,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", type=int, default=30, help="evaluations per search (sanas' default is 300)")
     p.add_argument("--variants", type=variants, default=[],
                    help=f"comma-separated sanas variants to run beside (b): "
-                        f"{', '.join(f'{k} (importance = {v})' for k, v in VARIANTS.items())}")
+                        f"{'; '.join(f'{k} ({dict_text(v)})' for k, v in VARIANTS.items())}")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work-dir", type=Path, default=WORK_DIR)
     p.add_argument("--runs-dir", type=Path, default=RUNS_DIR, help="the finished runs' records (committed)")

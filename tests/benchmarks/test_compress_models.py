@@ -121,25 +121,38 @@ def test_committed_runs_hold_together() -> None:
         for method in ["sanas", *cm.VARIANTS]:
             if method not in run:
                 continue
-            space = ModelSpace(net, example_input=[1, 32, 32])
+            space = ModelSpace(net, example_input=[1, 32, 32], granularity=run[method].get("granularity", "group"))
             tokens = run[method]["tokens"]
             assert space.count_params(tokens) == run[method]["params"]
             assert space.count_macs(tokens) == run[method]["macs"]
             assert all(r["params"] <= run["budget"] for r in run[method]["log"])
             assert run[method]["search"]["epochs"] > 0
-            assert run[method].get("importance", harness.EARLIER_DEFAULT_IMPORTANCE) == cm.VARIANTS.get(
-                method, run[method].get("importance", harness.EARLIER_DEFAULT_IMPORTANCE))
+            ran = {"importance": run[method].get("importance", harness.EARLIER_DEFAULT_IMPORTANCE),
+                   "granularity": run[method].get("granularity", "group")}
+            assert all(ran[k] == v for k, v in cm.VARIANTS.get(method, {}).items())  # what the variant changes
             if all(m in run for m in cm.METHODS):  # a finished run is in its budget's committed table
                 table = cm.table_path(cm.OUT, ratio).read_text()
                 assert f"| {run['seed']} | {100 * run['tp_uniform']['test_top1']:.2f} |" in table
                 assert f"{100 * run['sanas']['test_top1']:.2f} |" in table
 
 
-def test_a_variant_is_sanas_with_another_channel_criterion() -> None:
-    args = cm.build_parser().parse_args(["--variants", "sanas_l1,sanas_bn"])
-    assert args.variants == ["sanas_l1", "sanas_bn"] and set(cm.VARIANTS.values()) == set(IMPORTANCE)
+def test_a_variant_is_sanas_with_one_setting_changed() -> None:
+    args = cm.build_parser().parse_args(["--variants", "sanas_l1,sanas_bn,sanas_stage"])
+    assert args.variants == ["sanas_l1", "sanas_bn", "sanas_stage"]
+    assert {v["importance"] for v in cm.VARIANTS.values() if "importance" in v} == set(IMPORTANCE)
+    assert cm.VARIANTS["sanas_stage"] == {"granularity": "stage"}
     with pytest.raises(SystemExit):
         cm.build_parser().parse_args(["--variants", "sanas_l3"])
+
+
+def test_the_per_stage_row_names_what_it_changed_and_what_it_ran_with() -> None:
+    stage = {"test_top1": 0.9, "importance": "l1", "granularity": "stage", "finalist_start": True}
+    states = [{"sanas": {"test_top1": 0.9}, "sanas_stage": stage}] * 2
+    label = cm.sanas_labels(states)["sanas_stage"]
+    assert label.startswith("(c) sanas") and "granularity = stage" in label and "importance = l1" in label
+    assert "the start among the finalists" in label
+    older = [{"sanas": {"test_top1": 0.9}, "sanas_stage": {**stage, "finalist_start": False}}] * 2
+    assert "the start among the finalists" not in cm.sanas_labels(older)["sanas_stage"]
 
 
 def test_the_table_names_each_sanas_row_s_criterion_and_today_s_default() -> None:
