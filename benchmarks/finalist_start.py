@@ -169,9 +169,47 @@ def summarise(args: argparse.Namespace) -> int:
         print("nothing finished yet", file=sys.stderr)
         return 1
     lines += ["", "Seeds 0, 1, 2 where every row has them; 'switched': the seeds whose choice the start changed."]
+    lines += granularity_lines(args, payload)
     record = {**provenance("benchmarks/finalist_start.py", vars(args)), "results": payload}
     harness.publish(args.out.with_name(f"{args.out.name}.md"), "\n".join(lines), record)
     return 0
+
+
+def granularity_lines(args: argparse.Namespace, payload: dict[str, Any]) -> list[str]:
+    """Issue 19's item 6 beside (c+s): (d) ``compress_models.py --variants sanas_stage`` — today's defaults with one
+    token per stage — against (c+s), today's defaults with one token per channel group, seed by seed."""
+    rows = []
+    for ratio in args.ratios:
+        for name in cm.MODELS:
+            folder = args.runs_dir / name / f"{ratio:g}x"
+            ours = {r["seed"]: r for r in harness.finished(folder, [KEY])} if folder.is_dir() else {}
+            stage = {r["seed"]: r for r in harness.finished(cm.RUNS_DIR / name / f"{ratio:g}x", ["sanas_stage"])}
+            seeds = sorted(set(ours) & set(stage))
+            if not seeds:
+                continue
+            d = [stage[s]["sanas_stage"] for s in seeds]
+            cs = [ours[s][KEY] for s in seeds]
+            diff, _, win = beats([r["test_top1"] for r in d], [r["test_top1"] for r in cs])
+            lose = beats([r["test_top1"] for r in cs], [r["test_top1"] for r in d])[2]
+            ratio_of = {k: statistics.mean(a[k] / b[k] for a, b in zip(d, cs, strict=True)) for k in ("params", "macs")}
+            epochs = statistics.mean(cm.total_epochs(a) / cm.total_epochs(b) for a, b in zip(d, cs, strict=True))
+            rows.append(f"| {ratio:g}× | {name} | {len(cs[0]['tokens'])} / {len(d[0]['tokens'])} | "
+                        f"{','.join(map(str, seeds))} | {mean_std([r['test_top1'] for r in cs], 100)} | "
+                        f"{mean_std([r['test_top1'] for r in d], 100)} | {mean_std(diff, 100)}"
+                        f"{' (beats)' if win else ' (loses)' if lose else ''} | {ratio_of['params']:.2f} / "
+                        f"{ratio_of['macs']:.2f} | {epochs:.2f}× |")
+            payload.setdefault(f"{ratio:g}", {}).setdefault(name, {})["sanas_stage"] = [stage[s]["sanas_stage"]
+                                                                                       for s in seeds]
+    if not rows:
+        return []
+    return ["", "## Per-stage or per-group tokens (issue 19, item 6)", "",
+            "(d): `compress_models.py --variants sanas_stage` — today's defaults (filter-L1 channels, the start among "
+            "the finalists) with one token per stage (`ModelSpace(granularity=\"stage\")`: groups of the same "
+            "trained width, feature-map size and kind share one) — against (c+s), the same with one token per "
+            "channel group (the default). VGG-11's stages are its groups (8 tokens either way): not run.", "",
+            "| budget | network | tokens (c+s) / (d) | seeds | (c+s) per group | (d) per stage | (d) − (c+s) | "
+            "params / MACs (d) ÷ (c+s) | epochs (d) ÷ (c+s) |",
+            "|---|---|---:|---|---:|---:|---:|---:|---:|", *rows]
 
 
 def main(argv: list[str] | None = None) -> int:
