@@ -432,7 +432,10 @@ def summarise(args: argparse.Namespace, ratio: float) -> int:
              f"batch {args.parent_batch}, seed 0). Every compressed network gets the same final fine-tune: sanas' "
              f"`train_final` from the parent with the product's defaults ({final_recipe(0, 1).to_dict()['distill']:g} "
              f"distillation weight). (b) is sanas with its defaults and {args.candidates} candidates per search; a "
-             f"variant (`--variants`) is (b) with another channel criterion in its search and its fine-tune.", "",
+             f"variant (`--variants`) is (b) with one setting changed: the channel criterion in its search and its "
+             f"fine-tune, or the granularity of its tokens. (p), where measured (`--control`): the parent itself "
+             f"through the same final fine-tune, seed by seed — how close to the parent the fine-tune lets any "
+             f"network end.", "",
              "Epochs charge every pass over the training subset: training images, and forward-only images (BatchNorm "
              "re-estimation, held-out and test evaluations, the distillation teacher) at a third. Seconds are "
              "wall-clock on a shared 2-core machine (one process per network).", ""]
