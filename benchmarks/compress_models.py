@@ -32,6 +32,7 @@ subset. Wall-clock seconds beside.
 
     .venv/bin/pip install torch-pruning==1.6.1                  # the baseline (a) only
     nice .venv/bin/python benchmarks/compress_models.py --models resnet20 --budget-ratio 0.5   # resumable
+    nice .venv/bin/python benchmarks/compress_models.py --models resnet20 --control          # the (p) row
     .venv/bin/python benchmarks/compress_models.py --summary --budget-ratio 0.5               # the table
 
 Results: ``benchmarks/data/compress_models_<ratio>.md`` / ``.json`` (committed), and every finished run's record
