@@ -124,7 +124,7 @@ def run(name: str, ratio: float, seed: int, parent: Any, info: dict[str, Any], d
 
 def summarise(args: argparse.Namespace) -> int:
     lines = ["# The search's start among its finalists (benchmarks/finalist_start.py)", "",
-             f"Replayed on `compress_models.py`'s committed searches of ({args.method.replace('sanas_', 'c, ')}): "
+             f"Replayed on `compress_models.py`'s committed searches of `{args.method}`: "
              "(c) as it ran (the 4 best screened candidates fine-tuned one epoch each, the best chosen) and (c+s) "
              "with the search's start a finalist too, today's default. Test top-1 (%), mean ± std over seeds; "
              "(p): the parent given the same final fine-tune (`compress_models.py --control`). Differences paired "
