@@ -117,7 +117,8 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         with meter.active():
             tokens, log = sanas_search(f"B seed {seed}", sp, data, searched, parent, budget, seed, args.candidates_b,
                                        work / "B")
-        state["B"] = {"search": log, "importance": sp.resolve_importance(searched.importance)}
+        state["B"] = {"search": log, "importance": sp.resolve_importance(searched.importance),
+                      "finalist_start": SEARCH_DEFAULTS["finalist_start"]}
         finish("B", tokens, recipe(args, seed, evaluation="inherit", retain_epoch=final), True, meter)
         state.save()
     if "U" in rows and not done(state, "U"):
@@ -129,6 +130,14 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
 
 
 # --- the table ------------------------------------------------------------------------------------------------------
+def start_text(states: list[dict[str, Any]]) -> str:
+    """Whether B's searches fine-tuned their start among the finalists (``finalist_start``; records from before the
+    setting did not), as words for the table."""
+    starts = {s["B"].get("finalist_start", False) for s in states}
+    return "" if starts == {False} else " and the search's start" if starts == {True} else (
+        " (and the search's start in some seeds' searches)")
+
+
 def summarise(args: argparse.Namespace) -> int:
     """The table from the seeds whose rows B and U (the targets' rows) are done; row A (an hour or more per seed
     here) from the seeds that have it, its count stated."""
@@ -148,8 +157,9 @@ def summarise(args: argparse.Namespace) -> int:
              f"{args.batch_size}); budget ≤ {args.budget_ratio:g} × its parameters. A searches "
              f"{args.candidates_a} candidates trained {args.scratch_epochs} epochs from scratch, its best trained "
              f"{p0['epochs']} epochs from scratch; B searches {args.candidates_b} candidates with sanas' defaults "
-             f"(inherited, scored after BatchNorm re-estimation, {SEARCH_DEFAULTS['finalists']} finalists fine-tuned "
-             f"{SEARCH_DEFAULTS['finalist_epochs']:g} epoch each), its choice fine-tuned {states[0]['final_epochs']} "
+             f"(inherited, scored after BatchNorm re-estimation, {SEARCH_DEFAULTS['finalists']} finalists"
+             f"{start_text(states)} fine-tuned {SEARCH_DEFAULTS['finalist_epochs']:g} epoch each), its choice "
+             f"fine-tuned {states[0]['final_epochs']} "
              f"epochs from the parent; U is fine-tuned the same way.", "",
              "Epochs charge every pass over the training set (training images; forward-only images — BatchNorm "
              "re-estimation, held-out and test evaluations, the distillation teacher — at a third). The parent's "

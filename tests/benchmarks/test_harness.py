@@ -97,3 +97,13 @@ def test_the_miniature_s_table_needs_rows_b_and_u_and_states_a_s_seeds(tmp_path:
     (runs / "seed-0.json").write_text(json.dumps({**json.loads((runs / "seed-0.json").read_text()), "A": {}}))
     assert inherit_e2e.main(["--summary", "--runs-dir", str(runs), "--out", str(out)]) == 0
     assert "A not run yet" in out.with_suffix(".md").read_text()
+
+
+def test_the_miniature_s_table_says_whether_b_fine_tuned_its_start_among_the_finalists() -> None:
+    """B's records from before ``finalist_start`` ran without it: the table says so only where the records do."""
+    import inherit_e2e
+
+    before, after = {"B": {}}, {"B": {"finalist_start": True}}
+    assert inherit_e2e.start_text([before, before]) == ""
+    assert inherit_e2e.start_text([after, after]) == " and the search's start"
+    assert "some seeds" in inherit_e2e.start_text([before, after])
