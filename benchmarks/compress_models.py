@@ -74,7 +74,6 @@ from harness import (
     within_one_std,
 )
 from sanas.atomic import atomic_write_text
-from sanas.runs.config import SEARCH_DEFAULTS
 from sanas.spaces import ModelSpace, SearchSpace
 from sanas.spaces.model import weights_digest
 from sanas.training import Recipe, train_final
@@ -364,7 +363,7 @@ def run(name: str, ratio: float, seed: int, parent: nn.Module, parent_info: dict
                                              changes.get("granularity", "group"))
         out = finetune(space, tokens, parent, data, seed, epochs, where / "sanas_final", importance)
         out.update(tokens=tokens, importance=space.resolve_importance(importance), granularity=space.granularity,
-                   finalist_start=SEARCH_DEFAULTS["finalist_start"], **search)
+                   **search)
         state[method] = out
         state.save()
         print(f"  {name} {ratio:g}x seed {seed} {method}: {out['params']:,} params, test "
@@ -381,7 +380,7 @@ def control(name: str, seed: int, parent: nn.Module, parent_info: dict[str, Any]
     work = args.work_dir / name / "control" / f"seed-{seed}"
     harness.start_fresh(work)
     epochs = final_epochs(parent_info["epochs"])
-    out = finetune(FixedNet(copy.deepcopy(parent)), [0], parent, data, seed, epochs, work)
+    out = finetune(FixedNet(parent), [0], parent, data, seed, epochs, work)  # FixedNet trains a copy
     out.update(search=PassMeter().to_dict(1))
     state.update(final_epochs=epochs)
     state[CONTROL] = out
@@ -400,7 +399,7 @@ def sanas_labels(states: Sequence[dict[str, Any]]) -> dict[str, str]:
     for letter, method in zip("bcdefg", ["sanas", *variants], strict=False):
         crit = criterion(states, method)
         today = " (today's default)" if crit == ModelSpace.default_importance else ""
-        if "importance" in VARIANTS.get(method, {"importance": None}):
+        if method == "sanas" or "importance" in VARIANTS[method]:
             kind = "defaults when run: importance" if method == "sanas" else "those defaults with importance"
             labels[method] = f"({letter}) sanas, {kind} = {crit}{today}"
             continue

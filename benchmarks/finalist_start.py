@@ -37,7 +37,7 @@ import compress_models as cm
 import harness
 from harness import PassMeter, Record, beats, done, mean_std, provenance, within_one_std
 from sanas.runs.config import SEARCH_DEFAULTS
-from sanas.runs.finalists import chosen, recipe_of_finalists
+from sanas.runs.finalists import add_start, chosen, recipe_of_finalists
 from sanas.spaces import ModelSpace
 from sanas.training import Recipe, evaluate_candidate
 
@@ -53,12 +53,8 @@ def finalists_with_start(search: dict[str, Any]) -> tuple[list[dict[str, Any]], 
     appended; ``None`` as the second item when it was among them already (nothing to replay)."""
     finalists = [dict(f) for f in search["finalists"]]
     first = min(search["log"], key=lambda e: e["trial"])
-    for f in finalists:
-        if f["tokens"] == first["tokens"]:
-            f["start"] = True
-            return finalists, None
-    start = {"trial": first["trial"], "tokens": first["tokens"], "screen_reward": first["reward"], "start": True}
-    return [*finalists, start], start
+    start = add_start(finalists, {"trial": first["trial"], "tokens": first["tokens"], "screen_reward": first["reward"]})
+    return finalists, start
 
 
 def fine_tune_as_finalist(tokens: list[int], space: ModelSpace, data: Any, recipe: Recipe,

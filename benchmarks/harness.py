@@ -336,6 +336,7 @@ def sanas_search(label: str, space: Any, data: Any, recipe: Any, parent: Any, bu
                                    SEARCH_DEFAULTS["finalist_epochs"], progress="none",
                                    start=SEARCH_DEFAULTS["finalist_start"])
         out["finalists"] = record.get("finalists", [])
+        out["finalist_start"] = "start" in record["settings"]  # the search's start among them
         pick = chosen(record)
         best = pick["tokens"] if pick is not None else best
     return best, out

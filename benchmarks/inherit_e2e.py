@@ -118,7 +118,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
             tokens, log = sanas_search(f"B seed {seed}", sp, data, searched, parent, budget, seed, args.candidates_b,
                                        work / "B")
         state["B"] = {"search": log, "importance": sp.resolve_importance(searched.importance),
-                      "finalist_start": SEARCH_DEFAULTS["finalist_start"]}
+                      "finalist_start": log["finalist_start"]}
         finish("B", tokens, recipe(args, seed, evaluation="inherit", retain_epoch=final), True, meter)
         state.save()
     if "U" in rows and not done(state, "U"):

@@ -31,7 +31,7 @@ from sanas.runs.parent import load_parent
 from sanas.runs.study import load_study
 from sanas.search.chain import evaluations
 
-__all__ = ["FINALISTS_FILE", "chosen", "describe", "finalists_stage", "pick_finalists", "read_finalists",
+__all__ = ["FINALISTS_FILE", "add_start", "chosen", "describe", "finalists_stage", "pick_finalists", "read_finalists",
            "recipe_of_finalists", "run_finalists"]
 
 FINALISTS_FILE = "finalists.json"
@@ -58,13 +58,26 @@ def pick_finalists(trials: Sequence[FrozenTrial], count: int,
             out.append({"trial": e.number, "tokens": list(e.tokens), "screen_reward": e.reward})
     if start and out:
         first = min(every, key=lambda e: e.number)
-        same = [f for f in out if f["tokens"] == list(first.tokens)]
-        if same:
-            same[0]["start"] = True
-        else:
-            out.append({"trial": first.number, "tokens": list(first.tokens), "screen_reward": first.reward,
-                        "start": True})
+        add_start(out, {"trial": first.number, "tokens": list(first.tokens), "screen_reward": first.reward})
     return out
+
+
+def add_start(finalists: list[dict[str, Any]], start: dict[str, Any]) -> dict[str, Any] | None:
+    """Make the search's ``start`` (``trial``, ``tokens``, ``screen_reward``) one of ``finalists``, in place: the
+    finalist with its tokens marked ``"start": True``, or ``start`` so marked and appended. Returns the appended
+    entry, ``None`` where the start was among them already.
+
+    >>> best = [{"trial": 4, "tokens": [1], "screen_reward": 0.9}]
+    >>> add_start(best, {"trial": 0, "tokens": [1], "screen_reward": 0.7}), best[0]["start"]
+    (None, True)
+    """
+    for f in finalists:
+        if f["tokens"] == start["tokens"]:
+            f["start"] = True
+            return None
+    entry = {**start, "start": True}
+    finalists.append(entry)
+    return entry
 
 
 def read_finalists(run_dir: str | Path) -> dict[str, Any] | None:
