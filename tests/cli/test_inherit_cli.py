@@ -91,6 +91,10 @@ def test_a_given_parent_is_used_and_bad_parents_are_refused_before_anything_is_w
         (["--parent", str(parent), "--num-classes", "7"], "num_classes 10 (parent) vs 7 (child)"),
         (["--parent", str(parent), "--layers", "4"], "layers 3 (parent) vs 4 (child)"),
         (["--retain-epoch", "-1"], "retain_epoch is -1, expected a number of fine-tuning epochs >= 0"),
+        # the parent an inherit search trains: refused before the run directory is made (it once held a config
+        # that then refused the corrected command as "a different config")
+        (["--parent-epochs", "1"], "parent_epochs is 1, expected an integer >= 2"),
+        (["--parent-epochs", "-1"], "parent_epochs is -1, expected an integer >= 2"),
     ]
     for extra, message in bad_cases:
         fresh = tmp_path / "fresh"

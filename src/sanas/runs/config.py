@@ -251,6 +251,12 @@ class RunConfig:
         check_finalists(self.search.get("finalists"), self.search.get("finalist_epochs"))
         if not isinstance(self.search.get("finalist_start"), bool):
             raise ValueError(f"finalist_start is {self.search.get('finalist_start')!r}, expected true or false")
+        # The parent an inherit search trains when it has none is trained from scratch: two epochs at least (the
+        # recipe's rule), checked here so that a bad value writes no run directory.
+        parent_epochs = self.search.get("parent_epochs", SEARCH_DEFAULTS["parent_epochs"])
+        if isinstance(parent_epochs, bool) or not isinstance(parent_epochs, int) or parent_epochs < 2:
+            raise ValueError(f"parent_epochs is {parent_epochs!r}, expected an integer >= 2 (the parent is trained "
+                             f"from scratch, and its reward averages the last two epochs)")
         self.build_recipe()
         if self.search.get("sampler") not in SAMPLERS:
             raise ValueError(f"sampler is {self.search.get('sampler')!r}, expected one of {', '.join(SAMPLERS)}")
