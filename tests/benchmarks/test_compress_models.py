@@ -212,7 +212,7 @@ def test_the_meter_charges_the_finalists_of_a_search(tmp_path: Path) -> None:
     with meter.active():
         _, log = sanas_search("t", space, data, recipe, parent, int(0.5 * cm.params(parent)), 0, 3, tmp_path)
     assert len(log["finalists"]) == 3 and log["candidates"] == 3
-    assert log["finalist_start"] is True and sum(f.get("start", False) for f in log["finalists"]) == 1  # the record says
+    assert log["finalist_start"] is True and sum(f.get("start", False) for f in log["finalists"]) == 1
     # screening trains nothing; each finalist fine-tunes one epoch
     assert meter.train == 3 * len(data.train_indices)
 
