@@ -472,8 +472,9 @@ def summarise(args: argparse.Namespace, ratio: float) -> int:
         if controls:
             ctl = [c[CONTROL]["test_top1"] for c in controls]
             gap, sd, within = within_one_std(ctl, [parent["test_top1"]] * len(ctl))
-            lines.append(f"* (p) − parent: {mean_std(gap, 100)} points; (p)'s std {100 * sd:.2f} — the fine-tune "
-                         f"alone {'keeps the parent within one std' if within else 'costs more than one std'}.")
+            verdict = "keeps the parent within one std" if within else "costs more than one std"
+            lines.append(f"* (p) − parent: {mean_std(gap, 100, signed=True)} points; (p)'s std {100 * sd:.2f} — "
+                         f"the fine-tune alone {verdict}.")
         for ours in [m for m in labels if m.startswith("sanas")]:
             tag = labels[ours].split()[0]
             for base in ("tp_uniform", "tp_global") + (("sanas",) if ours != "sanas" else ()):
@@ -481,15 +482,15 @@ def summarise(args: argparse.Namespace, ratio: float) -> int:
                 ratio_epochs = [total_epochs(s[ours]) / total_epochs(s[base]) for s in states]
                 verdict = "beats it by more than one std" if wins else "does NOT beat it by one std"
                 them = labels[base].split()[0]
-                lines.append(f"* {tag} − {them}: {mean_std(diff, 100)} points (paired); the largest std "
+                lines.append(f"* {tag} − {them}: {mean_std(diff, 100, signed=True)} points (paired); the largest std "
                              f"({them}, {tag}, the difference) {100 * sd:.2f} — {tag} {verdict}; {tag} "
                              f"used {statistics.mean(ratio_epochs):.1f}× its epochs (target ≤ 3×).")
             gap, sd, within = within_one_std(acc[ours], [parent["test_top1"]] * len(states))
-            lines.append(f"* {tag} − parent: {mean_std(gap, 100)} points; {tag}'s std {100 * sd:.2f} — "
+            lines.append(f"* {tag} − parent: {mean_std(gap, 100, signed=True)} points; {tag}'s std {100 * sd:.2f} — "
                          f"{'within' if within else 'NOT within'} one std of the parent.")
             if controls:
                 gap, sd, within = within_one_std(acc[ours], ctl)
-                lines.append(f"* {tag} − (p): {mean_std(gap, 100)} points (paired by seed); {tag}'s std "
+                lines.append(f"* {tag} − (p): {mean_std(gap, 100, signed=True)} points (paired by seed); {tag}'s std "
                              f"{100 * sd:.2f} — {'within' if within else 'NOT within'} one std of the parent "
                              f"fine-tuned the same way.")
         lines += ["", "| seed | (a1) | (a2) | (b) | (a1) params | (a2) params | (b) params | (b) tokens |",

@@ -85,7 +85,7 @@ def summarise(args: argparse.Namespace) -> int:
         def verdict(x: list[float], y: list[float]) -> str:
             diff, _, win = beats(x, y)
             lose = beats(y, x)[2]
-            return f"{mean_std(diff, 100)}{' (beats)' if win else ' (loses)' if lose else ''}"
+            return f"{mean_std(diff, 100, signed=True)}{' (beats)' if win else ' (loses)' if lose else ''}"
 
         params = " / ".join(f"{statistics.mean(r[k]['params'] for r in rs):,.0f}" for k, rs in (
             ("tp_uniform", [theirs[s] for s in seeds]), ("u", [ours[s] for s in seeds]),

@@ -146,11 +146,11 @@ def summarise(args: argparse.Namespace) -> int:
             def verdict(x: list[float], y: list[float]) -> str:
                 diff, _, win = beats(x, y)
                 lose = beats(y, x)[2]
-                return f"{mean_std(diff, 100)}{' (beats)' if win else ' (loses)' if lose else ''}"
+                return f"{mean_std(diff, 100, signed=True)}{' (beats)' if win else ' (loses)' if lose else ''}"
 
             def near(x: list[float], y: list[float]) -> str:
                 diff, _, within = within_one_std(x, y)
-                return f"{mean_std(diff, 100)}{'' if within else ' (NOT within one std)'}"
+                return f"{mean_std(diff, 100, signed=True)}{'' if within else ' (NOT within one std)'}"
 
             ctl = [r[cm.CONTROL]["test_top1"] for r in controls]
             epochs = [cm.total_epochs(ours[s][KEY]) / cm.total_epochs(theirs[s]["tp_uniform"]) for s in seeds]
@@ -191,7 +191,7 @@ def granularity_lines(args: argparse.Namespace, payload: dict[str, Any]) -> list
             epochs = statistics.mean(cm.total_epochs(a) / cm.total_epochs(b) for a, b in zip(d, cs, strict=True))
             rows.append(f"| {ratio:g}× | {name} | {len(cs[0]['tokens'])} / {len(d[0]['tokens'])} | "
                         f"{','.join(map(str, seeds))} | {mean_std([r['test_top1'] for r in cs], 100)} | "
-                        f"{mean_std([r['test_top1'] for r in d], 100)} | {mean_std(diff, 100)}"
+                        f"{mean_std([r['test_top1'] for r in d], 100)} | {mean_std(diff, 100, signed=True)}"
                         f"{' (beats)' if win else ' (loses)' if lose else ''} | {ratio_of['params']:.2f} / "
                         f"{ratio_of['macs']:.2f} | {epochs:.2f}× |")
             payload.setdefault(f"{ratio:g}", {}).setdefault(name, {})["sanas_stage"] = [stage[s]["sanas_stage"]

@@ -182,18 +182,22 @@ def relative(value: str | Path) -> str:
     return text
 
 
-def mean_std(values: Sequence[float], scale: float = 1.0, digits: int = 2) -> str:
+def mean_std(values: Sequence[float], scale: float = 1.0, digits: int = 2, signed: bool = False) -> str:
     """``"m ± s"`` of ``values`` times ``scale`` (the sample std); one value has no std and reads ``"m (one seed)"``.
+    ``signed``: the mean of differences, written with its sign either way.
 
     >>> mean_std([0.5, 0.7], 100, 1)
     '60.0 ± 14.1'
     >>> mean_std([0.9055], 100)
     '90.55 (one seed)'
+    >>> mean_std([0.002, 0.004], 100, signed=True), mean_std([-0.002], 100, signed=True)
+    ('+0.30 ± 0.14', '-0.20 (one seed)')
     """
     m = statistics.mean(values) * scale
+    mean = f"{m:+.{digits}f}" if signed else f"{m:.{digits}f}"
     if len(values) < 2:
-        return f"{m:.{digits}f} (one seed)"
-    return f"{m:.{digits}f} ± {std(values) * scale:.{digits}f}"
+        return f"{mean} (one seed)"
+    return f"{mean} ± {std(values) * scale:.{digits}f}"
 
 
 def std(values: Sequence[float]) -> float:

@@ -182,11 +182,11 @@ def summarise(args: argparse.Namespace) -> int:
     gap_parent, sd_b, within = within_one_std(acc["B"], parent)
     gap_u, sd_u, b_beats_u = beats(acc["B"], acc["U"])
     gap_a = paired([s["B"]["test_top1"] for s in with_a], [s["A"]["test_top1"] for s in with_a])
-    b_vs_a = (f"{mean_std(gap_a, 100)} points (paired, seed{'s' * (len(with_a) > 1)} "
+    b_vs_a = (f"{mean_std(gap_a, 100, signed=True)} points (paired, seed{'s' * (len(with_a) > 1)} "
               f"{', '.join(str(s['seed']) for s in with_a)})" if with_a else "A not run yet")
-    lines += ["", f"* B − parent: {mean_std(gap_parent, 100)} points (paired); B's std {100 * sd_b:.2f} — target B ≥ "
-              f"parent − one std: {'met' if within else 'NOT met'}.",
-              f"* B − U: {mean_std(gap_u, 100)} points (paired); the largest std (B, U, the difference) "
+    lines += ["", f"* B − parent: {mean_std(gap_parent, 100, signed=True)} points (paired); B's std {100 * sd_b:.2f} — "
+              f"target B ≥ parent − one std: {'met' if within else 'NOT met'}.",
+              f"* B − U: {mean_std(gap_u, 100, signed=True)} points (paired); the largest std (B, U, the difference) "
               f"{100 * sd_u:.2f} — target B > U by more than one std: {'met' if b_beats_u else 'NOT met'}.",
               f"* B − A: {b_vs_a}; B's final fine-tune {states[0]['final_epochs']} "
               f"epochs = {states[0]['final_epochs'] / p0['epochs']:.2f} of the parent's (target ≤ 0.5).", "",

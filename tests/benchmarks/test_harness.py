@@ -72,6 +72,13 @@ def test_one_seed_has_no_std_to_print() -> None:
     assert harness.mean_std([0.9055], 100) == "90.55 (one seed)"
 
 
+def test_a_difference_is_written_with_its_sign() -> None:
+    """The tables wrote a gain as "0.27 ± 0.08" beside a loss "-0.41 ± 0.20": a difference carries its sign."""
+    assert harness.mean_std([0.0025, 0.0029], 100, signed=True) == "+0.27 ± 0.03"
+    assert harness.mean_std([-0.0041], 100, signed=True) == "-0.41 (one seed)"
+    assert harness.mean_std([0.0025, 0.0029], 100) == "0.27 ± 0.03"  # an accuracy has none
+
+
 def test_the_miniature_s_table_needs_rows_b_and_u_and_states_a_s_seeds(tmp_path: Path) -> None:
     """Row A costs an hour or more per seed here: the table (the targets are about B and U) is written from the
     seeds that have B and U, row A from those that have it, its count stated."""
