@@ -44,18 +44,21 @@ def child_tokens(space: ModelSpace, ratio: float) -> list[int]:
     return list(fill.repair(tuple(space.init_tokens()), None, random.Random("0:start")) or ())
 
 
-#: The product's fine-tune rate: what the points measured before the ``lr`` axis existed ran with.
-DEFAULT_LR = float(Recipe(evaluation="inherit").finetune_lr)  # type: ignore[arg-type]
-#: The budget ratio of the points measured before the ``budget_ratio`` axis existed.
+#: What the points measured before an axis existed ran with: the product's defaults (rate, cutout) at 0.5×.
+DEFAULTS = {"lr": float(Recipe(evaluation="inherit").finetune_lr), "cutout": Recipe().cutout}  # type: ignore[arg-type]
 FIRST_RATIO = 0.5
+#: The settings a point varies beyond its ratio, length and distillation: the column heads of their sections.
+AXES = {"lr": "lr {:g}", "cutout": "cutout {:g}"}
 
 
-def key(p: dict[str, Any]) -> tuple[str, float, int, float, float]:
-    """What identifies a point (older points lack the ratio and the rate: they ran at 0.5× and the default)."""
-    return (p["model"], p.get("budget_ratio", FIRST_RATIO), p["epochs"], p["distill"], p.get("lr", DEFAULT_LR))
+def key(p: dict[str, Any]) -> tuple[Any, ...]:
+    """What identifies a point: model, ratio, E, distill, then each of :data:`AXES` (older points lack the ratio and
+    the axes: they ran at 0.5× and the defaults)."""
+    return (p["model"], p.get("budget_ratio", FIRST_RATIO), p["epochs"], p["distill"],
+            *(p.get(axis, DEFAULTS[axis]) for axis in AXES))
 
 
-def point(name: str, ratio: float, epochs: int, distill: float, lr: float, data: Any,
+def point(name: str, ratio: float, epochs: int, distill: float, lr: float, cutout: int, data: Any,
           args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
     parent = MODELS[name]()
@@ -63,15 +66,16 @@ def point(name: str, ratio: float, epochs: int, distill: float, lr: float, data:
     parent.eval()
     space = ModelSpace(parent, example_input=[1, 32, 32])
     tokens = child_tokens(space, ratio)
-    recipe = Recipe(evaluation="inherit", retain_epoch=epochs, distill=distill, finetune_lr=lr, seed=0,
-                    device="cpu")
+    recipe = Recipe(evaluation="inherit", retain_epoch=epochs, distill=distill, finetune_lr=lr, cutout=cutout,
+                    seed=0, device="cpu")
     meter = PassMeter()
     with meter.active():
         trainer = Trainer(space, tokens, data, recipe, parent=parent)
         trainer.reestimate_bn(recipe.bn_batches)
         while trainer.steps_done < trainer.total_steps:
             trainer.run_epoch()
-    return {"model": name, "budget_ratio": ratio, "epochs": epochs, "distill": distill, "lr": lr, "tokens": tokens,
+    return {"model": name, "budget_ratio": ratio, "epochs": epochs, "distill": distill, "lr": lr, "cutout": cutout,
+            "tokens": tokens,
             "params": space.count_params(tokens), "val_top1": trainer.metrics[-1].val_top1,
             "curve": [m.val_top1 for m in trainer.metrics], "cost": meter.to_dict(len(data.train_indices))}
 
@@ -80,9 +84,14 @@ def points_path(model: str) -> Path:
     return HERE / "data" / f"final_curve_{model}.json"
 
 
-def length_section(name: str, pts: list[dict[str, Any]], parent: dict[str, Any]) -> list[str]:
-    """Held-out top-1 vs the fine-tune's length E, one column per distillation weight (0.5×, the default rate)."""
-    pts = [p for p in pts if key(p)[1] == FIRST_RATIO and key(p)[4] == DEFAULT_LR]
+def at_defaults(p: dict[str, Any], *but: str) -> bool:
+    """Whether ``p`` ran every axis (but those named) at its default."""
+    return all(p.get(axis, DEFAULTS[axis]) == DEFAULTS[axis] for axis in AXES if axis not in but)
+
+
+def length_section(pts: list[dict[str, Any]], parent: dict[str, Any]) -> list[str]:
+    """Held-out top-1 vs the fine-tune's length E, one column per distillation weight (0.5×, the defaults)."""
+    pts = [p for p in pts if key(p)[1] == FIRST_RATIO and at_defaults(p)]
     weights = sorted({p["distill"] for p in pts})
     lines = [f"Child {pts[0]['params']:,} params (0.5×).", "", "| E | E / P | "
              + " | ".join(f"distill {w:g}" for w in weights) + " |", "|---:|---:|" + "---:|" * len(weights)]
@@ -93,31 +102,40 @@ def length_section(name: str, pts: list[dict[str, Any]], parent: dict[str, Any])
     return [*lines, ""]
 
 
-def rate_section(pts: list[dict[str, Any]]) -> list[str]:
-    """Held-out top-1 vs the fine-tune's peak rate, one row per (ratio, E, distill) measured at more than one rate;
-    the differences are against the product's default rate on the same child."""
-    rows = sorted({key(p)[1:4] for p in pts if key(p)[4] != DEFAULT_LR}, key=lambda r: (-r[0], r[1], r[2]))
+def axis_section(pts: list[dict[str, Any]], axis: str) -> list[str]:
+    """Held-out top-1 vs one axis (the others at their defaults), one row per (ratio, E, distill) measured off the
+    default; the differences are against the default on the same child."""
+    default = DEFAULTS[axis]
+    pts = [p for p in pts if at_defaults(p, axis)]
+    value = {id(p): p.get(axis, default) for p in pts}
+    rows = sorted({key(p)[1:4] for p in pts if value[id(p)] != default}, key=lambda r: (-r[0], r[1], r[2]))
     if not rows:
         return []
-    rates = sorted({key(p)[4] for p in pts if key(p)[1:4] in rows}, reverse=True)
-    lines = ["| ratio | params | E | distill | " + " | ".join(f"lr {r:g}" + (" (default)" if r == DEFAULT_LR else "")
-                                                         for r in rates) + " |",
-             "|---:|---:|---:|---:|" + "---:|" * len(rates)]
+    values = sorted({value[id(p)] for p in pts if key(p)[1:4] in rows}, reverse=True)
+    lines = ["| ratio | params | E | distill | " + " | ".join(AXES[axis].format(v) + " (default)" * (v == default)
+                                                         for v in values) + " |",
+             "|---:|---:|---:|---:|" + "---:|" * len(values)]
     for ratio, e, w in rows:
-        hits = {key(p)[4]: p for p in pts if key(p)[1:4] == (ratio, e, w)}
-        base = hits.get(DEFAULT_LR)
+        hits = {value[id(p)]: p for p in pts if key(p)[1:4] == (ratio, e, w)}
+        base = hits.get(default)
         cells = []
-        for r in rates:
-            if r not in hits:
+        for v in values:
+            if v not in hits:
                 cells.append("—")
                 continue
-            cell = f"{100 * hits[r]['val_top1']:.2f}"
-            if base is not None and r != DEFAULT_LR:
-                cell += f" ({100 * (hits[r]['val_top1'] - base['val_top1']):+.2f})"
+            cell = f"{100 * hits[v]['val_top1']:.2f}"
+            if base is not None and v != default:
+                cell += f" ({100 * (hits[v]['val_top1'] - base['val_top1']):+.2f})"
             cells.append(cell)
         params = next(iter(hits.values()))["params"]
         lines.append(f"| {ratio:g}× | {params:,} | {e} | {w:g} | " + " | ".join(cells) + " |")
     return [*lines, ""]
+
+
+#: What each axis' section says it measures.
+AXIS_TEXT = {"lr": "The fine-tune's peak rate (`finetune_lr`)",
+             "cutout": "The fine-tune's cutout (`cutout`, the side of the square erased from each training image; "
+                       "the parents were trained with none)"}
 
 
 def summarise(args: argparse.Namespace) -> int:
@@ -136,12 +154,13 @@ def summarise(args: argparse.Namespace) -> int:
         pts = [p for p in points if p["model"] == name]
         lines += [f"## {name} (parent: {parent['epochs']} epochs, held-out top-1 "
                   f"{100 * parent['val_curve'][-1]:.2f} %)", ""]
-        if any(key(p)[1] == FIRST_RATIO and key(p)[4] == DEFAULT_LR for p in pts):
-            lines += length_section(name, pts, parent)
-        rates = rate_section(pts)
-        if rates:
-            lines += ["The fine-tune's peak rate (`finetune_lr`; in parentheses: the difference to the default rate "
-                      "on the same child, points):", "", *rates]
+        if any(key(p)[1] == FIRST_RATIO and at_defaults(p) for p in pts):
+            lines += length_section(pts, parent)
+        for axis in AXES:
+            rows = axis_section(pts, axis)
+            if rows:
+                lines += [f"{AXIS_TEXT[axis]}; in parentheses: the difference to the default on the same child, "
+                          "points:", "", *rows]
     text = "\n".join(lines)
     print(text)
     atomic_write_text(OUT.with_suffix(".md"), text + "\n")
@@ -165,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-ratio", default="0.5", help="budget ratios to measure (1: the parent itself)")
     p.add_argument("--epochs", default="1,2,4,8", help="fine-tune lengths E to measure")
     p.add_argument("--distill", default="0,0.5", help="distillation weights to measure")
-    p.add_argument("--lr", default=f"{DEFAULT_LR:g}", help="peak fine-tune rates to measure (finetune_lr)")
+    p.add_argument("--lr", default=f"{DEFAULTS['lr']:g}", help="peak fine-tune rates to measure (finetune_lr)")
+    p.add_argument("--cutout", default=f"{DEFAULTS['cutout']}", help="fine-tune cutouts to measure (0: none)")
     p.add_argument("--train-subset", type=int, default=10000)
     p.add_argument("--val-subset", type=int, default=5000)
     p.add_argument("--threads", type=int, default=1)
@@ -175,9 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if not args.summary:
         try:
-            grid = [(ratio, epochs, distill, lr)
+            grid = [(ratio, int(epochs), distill, lr, int(cutout))
                     for ratio in floats(args.budget_ratio, "--budget-ratio", lambda v: 0 < v <= 1, "in (0, 1]")
                     for lr in floats(args.lr, "--lr", lambda v: v > 0, "> 0")
+                    for cutout in floats(args.cutout, "--cutout", lambda v: v >= 0 and v == int(v),
+                                         "that are whole numbers >= 0")
                     for distill in floats(args.distill, "--distill", lambda v: 0 <= v <= 1, "in [0, 1]")
                     for epochs in floats(args.epochs, "--epochs", lambda v: v >= 1 and v == int(v),
                                          "that are whole numbers >= 1")]
@@ -185,13 +207,13 @@ def main(argv: list[str] | None = None) -> int:
             p.error(str(e))
         data = prepare_data("fashion-mnist", train_subset=args.train_subset, val_subset=args.val_subset, seed=0)
         path = points_path(args.model)
-        for ratio, epochs, distill, lr in grid:
+        for ratio, epochs, distill, lr, cutout in grid:
             record = json.loads(path.read_text()) if path.exists() else {"points": []}
-            if any(key(q) == (args.model, ratio, epochs, distill, lr) for q in record["points"]):
+            if any(key(q) == (args.model, ratio, epochs, distill, lr, cutout) for q in record["points"]):
                 continue
             t0 = time.perf_counter()
-            result = point(args.model, ratio, int(epochs), distill, lr, data, args)
-            print(f"{args.model} {ratio:g}x E={epochs} distill={distill:g} lr={lr:g}: held-out top-1 "
+            result = point(args.model, ratio, epochs, distill, lr, cutout, data, args)
+            print(f"{args.model} {ratio:g}x E={epochs} distill={distill:g} lr={lr:g} cutout={cutout}: held-out top-1 "
                   f"{100 * result['val_top1']:.2f}% ({time.perf_counter() - t0:.0f} s)", flush=True)
             run = provenance("benchmarks/final_curve.py", {k: v for k, v in vars(args).items() if k != "model"})
             record["points"].append({**result, "git_commit": run["git_commit"], "dirty": run["dirty"]})
