@@ -33,7 +33,7 @@ from sanas.spaces.inherit import IMPORTANCE
 from sanas.training.data import DATASETS
 from sanas.training.distributed import BACKENDS, check_launch, init_process_group, launch_from_env
 from sanas.training.final import DEFAULT_FINAL_FRACTION, final_epochs
-from sanas.training.recipe import DEFAULT_DISTILL, DEFAULT_EPOCHS, EVALUATIONS, Recipe
+from sanas.training.recipe import DEFAULT_CUTOUT, DEFAULT_DISTILL, DEFAULT_EPOCHS, EVALUATIONS, Recipe
 
 __all__ = ["main", "parse_tokens"]
 
@@ -179,7 +179,8 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch-size", type=int, help=f"{RECIPE_DEFAULTS.batch_size}")
     group.add_argument("--learning-rate", "--lr", type=float, help=f"{RECIPE_DEFAULTS.learning_rate}, cosine to 0")
     group.add_argument("--drop-path-prob", type=float, help=f"{RECIPE_DEFAULTS.drop_path_prob} · epoch / epochs")
-    group.add_argument("--cutout", type=int, help=f"cutout size ({RECIPE_DEFAULTS.cutout}; 0 = off)")
+    group.add_argument("--cutout", type=int, help=f"cutout size ({DEFAULT_CUTOUT['scratch']} from scratch, "
+                       f"{DEFAULT_CUTOUT['inherit']} for a fine-tune from the parent; 0 = off)")
     group.add_argument("--no-augment", dest="augment", action="store_false", default=None,
                        help="train on the images as they are: no crop, flip or cutout")
     group.add_argument("--train-seed", type=int,

@@ -153,3 +153,30 @@ def test_a_run_keeps_the_channel_criterion_it_started_with(monkeypatch) -> None:
         now.check_matches(RunConfig.from_dict(before), "run directory r")
     RunConfig.from_sources(overrides={"data": {"dataset": "synthetic", "channels": 1}, "space": model,
                                       "recipe": {"importance": "bn"}}).check_matches(RunConfig.from_dict(before), "r")
+
+
+def test_a_run_keeps_the_cutout_it_started_with() -> None:
+    """Cutout is saved with the run: 16 from scratch, none for an inherit search (since the fine-tune from a parent
+    trained without it was measured to lose to it). A run directory made before (which saved no cutout and trained
+    with 16 everywhere) resumes with 16; a command that would now fine-tune without it is refused, naming the
+    setting that resumes it."""
+    from sanas.cli import build_parser, overrides_from_args
+
+    scratch = RunConfig.from_sources(overrides={"data": {"dataset": "synthetic"}})
+    assert scratch.recipe["cutout"] == 16 and scratch.build_recipe().cutout == 16
+    inherit = RunConfig.from_sources(overrides={"data": {"dataset": "synthetic"}, "recipe": {"evaluation": "inherit"}})
+    assert inherit.recipe["cutout"] == 0 and inherit.build_recipe().cutout == 0
+    for config in (scratch, inherit):
+        old = config.to_dict()
+        del old["recipe"]["cutout"]
+        assert RunConfig.from_dict(old).recipe["cutout"] == 16
+    scratch.check_matches(RunConfig.from_dict({**scratch.to_dict(), "recipe": {
+        k: v for k, v in scratch.recipe.items() if k != "cutout"}}), "run directory r")
+    before = inherit.to_dict()
+    del before["recipe"]["cutout"]
+    with pytest.raises(ValueError, match=r"recipe\.cutout: 16 there, 0 now"):
+        inherit.check_matches(RunConfig.from_dict(before), "run directory r")
+    args = build_parser().parse_args(["search", "--dataset", "synthetic", "--evaluation", "inherit", "--cutout", "16"])
+    RunConfig.from_sources(overrides=overrides_from_args(args)).check_matches(RunConfig.from_dict(before), "r")
+    with pytest.raises(ValueError, match=r"cutout is -1, expected a non-negative size in pixels \(0 = off\)"):
+        RunConfig.from_sources(overrides={"data": {"dataset": "synthetic"}, "recipe": {"cutout": -1}})

@@ -167,6 +167,12 @@ class RunConfig:
         # criterion it started with even if a later version changes the default.
         space_class = SPACES.get(str(merged["space"].get("name", DEFAULT_SPACE)))
         merged["recipe"].setdefault("importance", getattr(space_class, "default_importance", DEFAULT_IMPORTANCE))
+        # Cutout too: it depends on the evaluation (none for a fine-tune from the parent since it was measured).
+        from sanas.training.recipe import DEFAULT_CUTOUT
+
+        evaluation = merged["recipe"].get("evaluation", "scratch")
+        if evaluation in DEFAULT_CUTOUT:  # else validate() names the bad evaluation
+            merged["recipe"].setdefault("cutout", DEFAULT_CUTOUT[evaluation])
         config = cls(**merged)
         config.validate()
         return config
@@ -187,6 +193,8 @@ class RunConfig:
             config.search["finalist_start"] = False
         if "importance" not in config.recipe:  # saved before each space had its own criterion: "bn" everywhere
             config.recipe["importance"] = "bn"
+        if "cutout" not in config.recipe:  # saved before the inherit evaluation had its own default: 16 everywhere
+            config.recipe["cutout"] = 16
         config.validate()
         return config
 

@@ -13,7 +13,7 @@ import torch
 
 from sanas.spaces.inherit import IMPORTANCE
 
-__all__ = ["DEFAULT_DISTILL", "DEFAULT_EPOCHS", "EVALUATIONS", "Recipe", "no_teacher"]
+__all__ = ["DEFAULT_CUTOUT", "DEFAULT_DISTILL", "DEFAULT_EPOCHS", "EVALUATIONS", "Recipe", "no_teacher"]
 
 #: How a candidate is evaluated: trained from scratch (PaddleSlim's protocol) or inherited from a trained parent.
 EVALUATIONS = ("scratch", "inherit")
@@ -25,6 +25,11 @@ DEFAULT_EPOCHS: dict[str, int | float] = {"scratch": 30, "inherit": 0}
 #: Distillation weight of a fine-tune from the parent when the recipe does not say (``benchmarks/final_curve.py``:
 #: it raised the held-out top-1 of every fine-tune length measured).
 DEFAULT_DISTILL = 0.5
+#: Cutout when the recipe does not say: DARTS' 16 for training from scratch; none for a fine-tune from a trained
+#: parent. A parent trained without cutout, fine-tuned with it, sees images unlike any it learnt from: one epoch at
+#: a learning rate of 1e-7 (weights unchanged, only BatchNorm's running statistics moving) took ResNet-20's held-out
+#: top-1 from 91.68 % to 87.04 %, and the final fine-tune never fully recovered (``benchmarks/final_curve.py``).
+DEFAULT_CUTOUT: dict[str, int] = {"scratch": 16, "inherit": 0}
 
 
 def no_teacher(distill: float, why: str) -> str:
@@ -55,7 +60,9 @@ class Recipe:
     network in ``torch.compile`` (slow to start; on CPU it did not pay off). The learning rate follows a
     cosine from ``learning_rate`` to 0 stepped after every batch; drop path is
     ``drop_path_prob · epoch / retain_epoch``. ``augment=False`` trains on the normalised images alone (no crop,
-    flip or cutout).
+    flip or cutout). ``cutout`` (the side of the square erased from each training image) defaults to
+    :data:`DEFAULT_CUTOUT`: 16 from scratch (DARTS), 0 with ``evaluation="inherit"`` — every fine-tune from the
+    parent (candidates, finalists, the final model) then trains on images like those the parent learnt from.
 
     ``distill`` (α in [0, 1]) distils from the trained parent while fine-tuning (inherit only:
     :func:`evaluate_candidate` and :func:`sanas.training.train_final`): the training loss becomes
@@ -76,7 +83,7 @@ class Recipe:
     grad_clip: float = 5.0
     aux_weight: float = 0.4
     drop_path_prob: float = 0.2
-    cutout: int = 16
+    cutout: int | None = None
     seed: int = 0
     device: str = "auto"
     bf16: bool | None = None
@@ -102,6 +109,8 @@ class Recipe:
             object.__setattr__(self, "finetune_lr", self.learning_rate / 2)
         if self.distill is None:
             object.__setattr__(self, "distill", DEFAULT_DISTILL if self.evaluation == "inherit" else 0.0)
+        if self.cutout is None:
+            object.__setattr__(self, "cutout", DEFAULT_CUTOUT[self.evaluation])
         if self.evaluation == "scratch":
             if (isinstance(self.retain_epoch, bool) or not isinstance(self.retain_epoch, int)
                     or self.retain_epoch < 2):
@@ -131,8 +140,8 @@ class Recipe:
                 raise ValueError(f"{name} is {getattr(self, name)!r}, expected a non-negative number")
         if not 0 <= self.drop_path_prob < 1:
             raise ValueError(f"drop_path_prob is {self.drop_path_prob!r}, expected a number in [0, 1)")
-        if self.cutout < 0:
-            raise ValueError(f"cutout is {self.cutout!r}, expected a non-negative size")
+        if isinstance(self.cutout, bool) or not isinstance(self.cutout, int) or self.cutout < 0:
+            raise ValueError(f"cutout is {self.cutout!r}, expected a non-negative size in pixels (0 = off)")
         if (isinstance(self.distill, bool) or not isinstance(self.distill, int | float)
                 or not 0 <= self.distill <= 1):
             raise ValueError(f"distill is {self.distill!r}, expected a weight in [0, 1] (0 = off)")
