@@ -1,0 +1,240 @@
+"""The fine-tunes from the parent without cutout (``Recipe.cutout``'s inherit default): what it changes in the
+compression benchmark.
+
+``compress_models.py``'s parents were trained without cutout, and every fine-tune from them (sanas' finalists, the
+final fine-tune of every method, the control) ran with the recipe's cutout of 16 from DARTS. A fine-tune from the
+parent now trains without it unless asked. The change touches nothing before sanas' finalists stage — its
+candidates are scored after BatchNorm re-estimation, which never augments — so this replays, on the committed
+searches of ``--method`` (by default ``sanas_l1``, today's criterion), everything after the screening exactly as the
+product runs it today: the finalists (the 4 best screened and the search's start) fine-tuned one epoch each, the
+product's choice among them (:func:`~sanas.runs.finalists.chosen`), its final fine-tune; Torch-Pruning's two
+children (pruned again, deterministic; their parameters must match the committed ones) and the parent itself (the
+control) through the same final fine-tune. The test set is touched once per final model.
+
+Cost: the committed screening's epochs, plus every finalist's fine-tune as metered here (the start's epoch is
+new where it was not among the 4 best); seconds: the committed search's less its finalists', plus the new ones'.
+
+    .venv/bin/python benchmarks/no_cutout.py --models resnet20 --budget-ratio 0.7   # resumable per method
+    .venv/bin/python benchmarks/no_cutout.py --summary
+
+Needs ``compress_models.py``'s parents (trained again when missing, checked against the committed digest) and its
+committed records. Results: ``benchmarks/data/no_cutout.md`` / ``.json`` (per budget, compress_models' layout:
+``budgets.<ratio>.models.<net>.seeds[i].<method>.test_top1``), each finished run in
+``benchmarks/data/no_cutout_runs/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import compress_models as cm
+import finalist_start as fs
+import harness
+from harness import PassMeter, Record, beats, done, mean_std, provenance, within_one_std
+from sanas.runs.finalists import chosen
+from sanas.spaces import ModelSpace
+from sanas.training import Recipe
+
+HERE = Path(__file__).resolve().parent
+RUNS_DIR = HERE / "data" / "no_cutout_runs"
+OUT = HERE / "data" / "no_cutout"
+BASELINES = (("tp_uniform", False), ("tp_global", True))
+
+
+def baselines(name: str, ratio: float, seed: int, parent: Any, info: dict[str, Any], data: Any, base: Record,
+              record: Record, args: argparse.Namespace) -> None:
+    """Torch-Pruning's children, pruned as committed, through today's final fine-tune."""
+    for method, global_pruning in BASELINES:
+        if done(record, method):
+            continue
+        work = args.work_dir / name / f"{ratio:g}x" / f"seed-{seed}" / "no_cutout" / method
+        harness.start_fresh(work)
+        t0 = time.perf_counter()
+        pruned, prune_ratio = cm.tp_prune(parent, base["budget"], global_pruning)
+        prune_seconds = time.perf_counter() - t0
+        if cm.params(pruned) != base[method]["params"]:
+            raise RuntimeError(f"{name} {ratio:g}x {method}: pruned to {cm.params(pruned):,} params, committed "
+                               f"{base[method]['params']:,}: this machine does not reproduce the pruning; stopping")
+        out = cm.finetune(cm.FixedNet(pruned), [0], parent, data, seed, cm.final_epochs(info["epochs"]), work)
+        out.update(ratio=prune_ratio, prune_seconds=round(prune_seconds, 1), search=PassMeter().to_dict(1),
+                   before=base[method]["test_top1"])
+        record[method] = out
+        record.save()
+        print(f"  {name} {ratio:g}x seed {seed} {method}: test {100 * out['test_top1']:.2f}% (committed "
+              f"{100 * out['before']:.2f}%)", flush=True)
+
+
+def sanas(name: str, ratio: float, seed: int, parent: Any, info: dict[str, Any], data: Any, base: Record,
+          record: Record, args: argparse.Namespace) -> None:
+    """The committed search's finalists and start fine-tuned again, the product's choice, its final fine-tune."""
+    if done(record, "sanas"):
+        return
+    search = base[args.method]
+    space = ModelSpace(parent, example_input=[1, 32, 32])
+    recipe = Recipe(evaluation="inherit", seed=seed, device="cpu", importance=search["importance"])
+    finalists, appended = fs.finalists_with_start(search)
+    spent = {"epochs": 0.0, "seconds": 0.0}
+    for finalist in finalists:
+        scored = fs.fine_tune_as_finalist(finalist["tokens"], space, data, recipe, parent)
+        finalist.update(reward_before=finalist.get("reward"), reward=scored["reward"],
+                        seconds=scored["cost"]["seconds"])
+        if finalist is appended:
+            spent["epochs"] += scored["cost"]["epochs"]
+        spent["seconds"] += scored["cost"]["seconds"]
+    pick = chosen({"finalists": [{**f, "done": True} for f in finalists]})
+    assert pick is not None
+    work = args.work_dir / name / f"{ratio:g}x" / f"seed-{seed}" / "no_cutout" / "sanas_final"
+    harness.start_fresh(work)
+    out = cm.finetune(space, pick["tokens"], parent, data, seed, cm.final_epochs(info["epochs"]), work,
+                      search["importance"])
+    committed = search["search"]
+    seconds = committed["seconds"] - sum(f["seconds"] for f in search["finalists"]) + spent["seconds"]
+    cost = {**committed, "epochs": round(committed["epochs"] + spent["epochs"], 4), "seconds": round(seconds, 1)}
+    before = with_start(name, ratio, seed, search, args.method)  # with cutout, the start a finalist
+    out.update(method=args.method, tokens=pick["tokens"], importance=search["importance"], finalists=finalists,
+               switched=pick["tokens"] != before["tokens"], search=cost, before=before["test_top1"])
+    record["sanas"] = out
+    record.save()
+    print(f"  {name} {ratio:g}x seed {seed} sanas: {'another child' if out['switched'] else 'the same child'}, "
+          f"test {100 * out['test_top1']:.2f}% (committed {100 * out['before']:.2f}%)", flush=True)
+
+
+def with_start(name: str, ratio: float, seed: int, search: dict[str, Any], method: str) -> dict[str, Any]:
+    """The committed search as today's product would have finished it with cutout: ``finalist_start.py``'s replay
+    where there is one (the start among the finalists), else the search as run (the start was among them, or it
+    ran with the setting)."""
+    path = fs.RUNS_DIR / name / f"{ratio:g}x" / f"seed-{seed}.json"
+    replay = Record(path, seed)
+    return replay[fs.KEY] if done(replay, fs.KEY) and replay[fs.KEY]["method"] == method else search
+
+
+def run(name: str, ratio: float, seed: int, parent: Any, info: dict[str, Any], data: Any,
+        args: argparse.Namespace) -> None:
+    base_path = cm.RUNS_DIR / name / f"{ratio:g}x" / f"seed-{seed}.json"
+    base = Record(base_path, seed)
+    if not all(done(base, k) for k in ("tp_uniform", "tp_global", args.method)):
+        print(f"  {name} {ratio:g}x seed {seed}: no finished run in {harness.relative(base_path)}; skipped", flush=True)
+        return
+    record = Record(args.runs_dir / name / f"{ratio:g}x" / f"seed-{seed}.json", seed)
+    record.update(budget=base["budget"], final_epochs=cm.final_epochs(info["epochs"]))
+    baselines(name, ratio, seed, parent, info, data, base, record, args)
+    sanas(name, ratio, seed, parent, info, data, base, record, args)
+
+
+# --- the table ------------------------------------------------------------------------------------------------------
+def summarise(args: argparse.Namespace) -> int:
+    lines = ["# Fine-tunes from the parent without cutout (benchmarks/no_cutout.py)", "",
+             f"`compress_models.py`'s committed searches of `{args.method}` with everything after their screening run "
+             "again as the product runs it today — every fine-tune from the parent without cutout (before: 16): "
+             "sanas' finalists (the 4 best screened and the search's start) and its choice, Torch-Pruning's two "
+             "children and the parent itself (p) through the same final fine-tune. Test top-1 (%), mean ± std over "
+             "seeds; differences paired by seed; 'beats' = the mean difference above the largest std (either "
+             "side's, or the differences'). 'before': the same row with cutout 16 (`compress_models.py`, "
+             "`finalist_start.py`).", "",
+             "| budget | network | parent | (p) | (a1) TP uniform | (a2) TP global | (c+s) sanas | (c+s) − (a1) | "
+             "(c+s) − (a2) | (c+s) − parent | (c+s) − (p) | epochs (c+s) / (a1) | (c+s) before | switched |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    budgets: dict[str, Any] = {}
+    for ratio in args.ratios:
+        for name in cm.MODELS:
+            folder = args.runs_dir / name / f"{ratio:g}x"
+            runs = {r["seed"]: r for r in harness.finished(folder, ["tp_uniform", "tp_global", "sanas"])} \
+                if folder.is_dir() else {}
+            controls = {r["seed"]: r for r in harness.finished(args.runs_dir / name / "control", [cm.CONTROL])} \
+                if (args.runs_dir / name / "control").is_dir() else {}
+            seeds = sorted(runs)
+            if not seeds:
+                continue
+            parent = Record(cm.RUNS_DIR / name / "parent.json", 0)
+            a1, a2, cs = ([runs[s][k]["test_top1"] for s in seeds] for k in ("tp_uniform", "tp_global", "sanas"))
+            ctl = [controls[s][cm.CONTROL]["test_top1"] for s in seeds if s in controls]
+            ctl = ctl if len(ctl) == len(seeds) else []
+
+            def verdict(x: list[float], y: list[float]) -> str:
+                diff, _, win = beats(x, y)
+                lose = beats(y, x)[2]
+                return f"{mean_std(diff, 100, signed=True)}{' (beats)' if win else ' (loses)' if lose else ''}"
+
+            def near(x: list[float], y: list[float]) -> str:
+                diff, _, within = within_one_std(x, y)
+                return f"{mean_std(diff, 100, signed=True)}{'' if within else ' (NOT within one std)'}"
+
+            epochs = [cm.total_epochs(runs[s]["sanas"]) / cm.total_epochs(runs[s]["tp_uniform"]) for s in seeds]
+            switched = [str(s) for s in seeds if runs[s]["sanas"]["switched"]]
+            lines.append(f"| {ratio:g}× | {name} | {100 * parent['test_top1']:.2f} | "
+                         f"{mean_std(ctl, 100) if ctl else '—'} | {mean_std(a1, 100)} | {mean_std(a2, 100)} | "
+                         f"{mean_std(cs, 100)} | {verdict(cs, a1)} | {verdict(cs, a2)} | "
+                         f"{near(cs, [parent['test_top1']] * len(cs))} | {near(cs, ctl) if ctl else '—'} | "
+                         f"{statistics.mean(epochs):.1f}× | "
+                         f"{mean_std([runs[s]['sanas']['before'] for s in seeds], 100)} | "
+                         f"{','.join(switched) or 'none'} |")
+            models = budgets.setdefault(f"{ratio:g}", {"settings": {"budget_ratio": ratio}, "models": {}})["models"]
+            models[name] = {"seeds": [{**runs[s], **({cm.CONTROL: controls[s][cm.CONTROL]} if ctl else {})}
+                                      for s in seeds]}
+    if not budgets:
+        print("nothing finished yet", file=sys.stderr)
+        return 1
+    lines += ["", "Seeds: every seed finished for a network at that budget (0, 1, 2 when complete); 'switched': the "
+              "seeds whose choice differs from the committed search's (its finalists fine-tuned with cutout)."]
+    lines += before_lines(budgets)
+    harness.publish(args.out.with_name(f"{args.out.name}.md"), "\n".join(lines),
+                    {**provenance("benchmarks/no_cutout.py", vars(args)), "budgets": budgets})
+    return 0
+
+
+def before_lines(budgets: dict[str, Any]) -> list[str]:
+    """Each method's change from cutout 16 to none, paired by seed."""
+    rows = []
+    for ratio, budget in budgets.items():
+        for name, model in budget["models"].items():
+            cells = []
+            for method in (cm.CONTROL, "tp_uniform", "tp_global", "sanas"):
+                if not all(method in s for s in model["seeds"]):
+                    cells.append("—")
+                    continue
+                diff = [s[method]["test_top1"] - s[method]["before"] for s in model["seeds"]]
+                cells.append(mean_std(diff, 100, signed=True))
+            rows.append(f"| {ratio}× | {name} | " + " | ".join(cells) + " |")
+    return ["", "Each method without cutout minus the same with cutout 16 (points, paired by seed):", "",
+            "| budget | network | (p) | (a1) | (a2) | (c+s) |", "|---|---|---:|---:|---:|---:|", *rows]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default=",".join(cm.MODELS))
+    p.add_argument("--budget-ratio", default="0.7,0.5,0.3", help="budgets as ratios of the parent's parameters")
+    p.add_argument("--method", default="sanas_l1", choices=["sanas", *cm.VARIANTS],
+                   help="which of compress_models' sanas records to replay (sanas_l1: today's default criterion)")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--no-control", action="store_true", help="skip the parent's own final fine-tune")
+    p.add_argument("--summary", action="store_true", help="only print/write the table from finished runs")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--work-dir", type=Path, default=cm.WORK_DIR)
+    p.add_argument("--runs-dir", type=Path, default=RUNS_DIR)
+    p.add_argument("--out", type=Path, default=OUT)
+    args = p.parse_args(argv)
+    try:
+        args.ratios = [float(r) for r in args.budget_ratio.split(",")]
+    except ValueError:
+        p.error(f"--budget-ratio is {args.budget_ratio!r}, expected comma-separated ratios such as 0.7,0.5")
+    harness.setup(args.threads)
+    if not args.summary:
+        for name, parent, info, data in cm.with_parents(args.models, args.work_dir, p.error):
+            for i, ratio in enumerate(args.ratios):
+                for seed in harness.seeds(args.seeds):
+                    run(name, ratio, seed, parent, info, data, args)
+                if i == 0 and not args.no_control:  # the (p) row, after the first budget's runs
+                    for seed in harness.seeds(args.seeds):
+                        cm.control(name, seed, parent, info, data, SimpleNamespace(
+                            runs_dir=args.runs_dir, work_dir=args.work_dir / "no_cutout"))
+    return summarise(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
