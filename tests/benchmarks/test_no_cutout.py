@@ -1,0 +1,64 @@
+"""The replay of every fine-tune without cutout on compress_models' committed searches (benchmarks/no_cutout.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import compress_models as cm  # noqa: E402
+import no_cutout as nc  # noqa: E402
+
+
+def test_every_fine_tune_of_the_benchmark_is_the_product_s_and_trains_without_cutout() -> None:
+    """compress_models' final fine-tune (every method's) and sanas' search recipe are the product's inherit
+    defaults, which now train without cutout: a replay that kept DARTS' 16 would measure yesterday's product."""
+    assert cm.final_recipe(0, 6).cutout == 0
+    assert cm.final_recipe(0, 6, "l1").to_dict() == {**cm.final_recipe(0, 6).to_dict(), "importance": "l1"}
+
+
+def method(top1: float, before: float, epochs: float = 1.0) -> dict:
+    return {"test_top1": top1, "before": before, "params": 100, "macs": 1000, "search": {"epochs": epochs},
+            "final": {"epochs": 6.0}, "switched": False}
+
+
+def test_the_table_pairs_each_method_with_itself_before_and_keeps_compress_models_layout(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    for seed, (a1, a2, ours, ctl) in enumerate([(0.900, 0.899, 0.905, 0.910), (0.902, 0.898, 0.908, 0.909),
+                                                (0.901, 0.900, 0.906, 0.911)]):
+        folder = runs / "resnet20" / "0.7x"
+        folder.mkdir(parents=True, exist_ok=True)
+        record = {"seed": seed, "tp_uniform": method(a1, a1 - 0.001), "tp_global": method(a2, a2),
+                  "sanas": {**method(ours, ours - 0.004, 15.0), "switched": seed == 1}}
+        (folder / f"seed-{seed}.json").write_text(json.dumps(record))
+        (runs / "resnet20" / "control").mkdir(parents=True, exist_ok=True)
+        (runs / "resnet20" / "control" / f"seed-{seed}.json").write_text(json.dumps(
+            {"seed": seed, cm.CONTROL: method(ctl, ctl - 0.002)}))
+    out = tmp_path / "no_cutout"
+    assert nc.main(["--summary", "--budget-ratio", "0.7,0.5", "--runs-dir", str(runs), "--out", str(out)]) == 0
+    text = out.with_suffix(".md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| 0.7× | resnet20 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[3:7] == ["91.00 ± 0.10", "90.10 ± 0.10", "89.90 ± 0.10", "90.63 ± 0.15"]
+    assert cells[7] == "+0.53 ± 0.06 (beats)" and cells[9].endswith("(NOT within one std)")  # parent 91.01
+    assert cells[10] == "-0.37 ± 0.23 (NOT within one std)" and cells[11] == "3.0×" and cells[13] == "1"
+    assert "| 0.7× | resnet20 | +0.20 ± 0.00 | +0.10 ± 0.00 | +0.00 ± 0.00 | +0.40 ± 0.00 |" in text
+    record = json.loads(out.with_suffix(".json").read_text())
+    budget = record["budgets"]["0.7"]
+    assert budget["settings"]["budget_ratio"] == 0.7 and "0.5" not in record["budgets"]
+    assert [s["sanas"]["test_top1"] for s in budget["models"]["resnet20"]["seeds"]] == [0.905, 0.908, 0.906]
+    assert budget["models"]["resnet20"]["seeds"][0][cm.CONTROL]["test_top1"] == 0.910
+
+
+def test_bad_budgets_and_models_are_refused_before_anything_runs(tmp_path: Path, capsys) -> None:
+    import pytest
+
+    for argv, message in ([["--budget-ratio", "0.7,half"], "--budget-ratio is '0.7,half'"],
+                          [["--models", "resnet21"], "--models resnet21: expected names among"]):
+        with pytest.raises(SystemExit) as stop:
+            nc.main([*argv, "--runs-dir", str(tmp_path / "runs"), "--work-dir", str(tmp_path / "work")])
+        assert stop.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "work").exists()
