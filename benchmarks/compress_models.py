@@ -7,7 +7,9 @@ once by ``--parents-only`` or on first use, its epochs reported but not charged)
 (``--budget-ratio``, × the parent's parameters) and seed the parent is compressed three ways, each followed by
 **the same final fine-tune**: sanas' ``train_final`` from the compressed network with the product's defaults
 (``Recipe(evaluation="inherit")``: BatchNorm re-estimated, ``final_epochs(parent epochs)`` epochs at the default
-fine-tuning rate, distillation from the parent as the product does by default):
+fine-tuning rate, distillation from the parent as the product does by default; each record names the cutout its
+fine-tune ran with — 16 in the committed runs, none since fine-tunes from the parent stopped using it, which
+``no_cutout.py`` measures on these searches):
 
 * **(a1) Torch-Pruning 1.6.1, one-shot** (``BasePruner``, group L2 magnitude importance, the classifier ignored),
   the pruning ratio bisected to the largest that fits the budget: the same ratio in every layer;
@@ -50,7 +52,7 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -288,7 +290,19 @@ def finetune(space: SearchSpace, tokens: list[int], parent: nn.Module, data: Tra
                              progress="none", onnx=False, parent=parent)
     net = space.inherit(parent, tokens, importance)
     return {"test_top1": result.test_top1, "val_top1": result.metrics[-1].val_top1, "params": params(net),
-            "macs": macs(net), "final": meter.to_dict(len(data.train_indices))}
+            "macs": macs(net), "final": meter.to_dict(len(data.train_indices)),
+            "cutout": final_recipe(seed, epochs, importance).cutout}
+
+
+#: The fine-tunes' cutout of the records that do not name theirs: the recipe's default until fine-tunes from the
+#: parent stopped using it (``no_cutout.py``).
+CUTOUT_BEFORE = 16
+
+
+def cutouts(states: Sequence[dict[str, Any]], methods: Iterable[str]) -> str:
+    """The final fine-tunes' cutouts of ``methods`` across ``states``, in words."""
+    seen = sorted({s[m].get("cutout", CUTOUT_BEFORE) for s in states for m in methods if m in s})
+    return " and ".join(map(str, seen)) if seen else "—"
 
 
 def train_parent(name: str, data: TrainingData, args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any]]:
@@ -448,15 +462,17 @@ def summarise(args: argparse.Namespace, ratio: float) -> int:
         parent = json.loads(parent_path.read_text())
         payload[name] = {"parent": parent, "seeds": states}
         curve = parent["val_curve"]
+        labels = sanas_labels(states)
         lines += [f"## {name}", "",
                   f"Parent: {parent['params']:,} params, {parent['macs']:,} MACs, test top-1 "
                   f"{100 * parent['test_top1']:.2f} %; held-out top-1 over its last three epochs "
                   f"{', '.join(f'{100 * v:.2f}' for v in curve[-3:])} %. Seeds "
-                  f"{', '.join(str(s['seed']) for s in states)}; final fine-tune {states[0]['final_epochs']:g} epochs.",
+                  f"{', '.join(str(s['seed']) for s in states)}; final fine-tune {states[0]['final_epochs']:g} epochs "
+                  f"with cutout {cutouts(states, labels)} (0 since fine-tunes from the parent train without it: "
+                  f"`no_cutout.py` finishes these searches that way).",
                   "", "| method | test top-1 (%) | params | MACs | total epochs | seconds |",
                   "|---|---:|---:|---:|---:|---:|",
                   f"| parent | {100 * parent['test_top1']:.2f} | {parent['params']:,} | {parent['macs']:,} | — | — |"]
-        labels = sanas_labels(states)
         acc = {m: [s[m]["test_top1"] for s in states] for m in labels}
         controls = control_states(args.runs_dir / name, states)
         if controls:

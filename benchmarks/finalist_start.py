@@ -16,6 +16,9 @@ Elsewhere the recorded final model is the one the product would train (the same 
 fine-tune); where the choice changes, the recorded best finalist is fine-tuned again first and must reproduce its
 recorded reward, or the run stops. The start's finalist epochs are charged to every run.
 
+Its records ran when fine-tunes from the parent used the recipe's cutout of 16, like the searches they replay; today's
+fine-tunes train without it (``no_cutout.py``), so a fresh replay now stops at the check of the recorded reward.
+
     .venv/bin/python benchmarks/finalist_start.py --models resnet20 --budget-ratio 0.5,0.3,0.7   # resumable per run
     .venv/bin/python benchmarks/finalist_start.py --summary
 
