@@ -44,8 +44,11 @@ def child_tokens(space: ModelSpace, ratio: float) -> list[int]:
     return list(fill.repair(tuple(space.init_tokens()), None, random.Random("0:start")) or ())
 
 
-#: What the points measured before an axis existed ran with: the product's defaults (rate, cutout) at 0.5×.
-DEFAULTS = {"lr": float(Recipe(evaluation="inherit").finetune_lr), "cutout": Recipe().cutout}  # type: ignore[arg-type]
+#: What the points measured before an axis existed ran with: the product's defaults of then (rate, cutout) at 0.5×.
+DEFAULTS = {"lr": 0.0125, "cutout": 16}
+#: The product's defaults today, for a fine-tune from the parent.
+TODAY = {"lr": float(Recipe(evaluation="inherit").finetune_lr),  # type: ignore[arg-type]
+         "cutout": Recipe(evaluation="inherit").cutout}
 FIRST_RATIO = 0.5
 #: The settings a point varies beyond its ratio, length and distillation: the column heads of their sections.
 AXES = {"lr": "lr {:g}", "cutout": "cutout {:g}"}
@@ -93,7 +96,7 @@ def length_section(pts: list[dict[str, Any]], parent: dict[str, Any]) -> list[st
     """Held-out top-1 vs the fine-tune's length E, one column per distillation weight (0.5×, the defaults)."""
     pts = [p for p in pts if key(p)[1] == FIRST_RATIO and at_defaults(p)]
     weights = sorted({p["distill"] for p in pts})
-    lines = [f"Child {pts[0]['params']:,} params (0.5×).", "", "| E | E / P | "
+    lines = [f"Child {pts[0]['params']:,} params (0.5×); cutout {DEFAULTS['cutout']}.", "", "| E | E / P | "
              + " | ".join(f"distill {w:g}" for w in weights) + " |", "|---:|---:|" + "---:|" * len(weights)]
     for e in sorted({p["epochs"] for p in pts}):
         cells = [next((f"{100 * p['val_top1']:.2f}" for p in pts if p["epochs"] == e and p["distill"] == w), "—")
@@ -104,7 +107,7 @@ def length_section(pts: list[dict[str, Any]], parent: dict[str, Any]) -> list[st
 
 def axis_section(pts: list[dict[str, Any]], axis: str) -> list[str]:
     """Held-out top-1 vs one axis (the others at their defaults), one row per (ratio, E, distill) measured off the
-    default; the differences are against the default on the same child."""
+    default (the value of the points before the axis); the differences are against it on the same child."""
     default = DEFAULTS[axis]
     pts = [p for p in pts if at_defaults(p, axis)]
     value = {id(p): p.get(axis, default) for p in pts}
@@ -112,8 +115,10 @@ def axis_section(pts: list[dict[str, Any]], axis: str) -> list[str]:
     if not rows:
         return []
     values = sorted({value[id(p)] for p in pts if key(p)[1:4] in rows}, reverse=True)
-    lines = ["| ratio | params | E | distill | " + " | ".join(AXES[axis].format(v) + " (default)" * (v == default)
-                                                         for v in values) + " |",
+    def head(v: Any) -> str:
+        return AXES[axis].format(v) + (" (default)" if v == TODAY[axis] else " (before)" if v == default else "")
+
+    lines = ["| ratio | params | E | distill | " + " | ".join(head(v) for v in values) + " |",
              "|---:|---:|---:|---:|" + "---:|" * len(values)]
     for ratio, e, w in rows:
         hits = {value[id(p)]: p for p in pts if key(p)[1:4] == (ratio, e, w)}
@@ -133,7 +138,7 @@ def axis_section(pts: list[dict[str, Any]], axis: str) -> list[str]:
 
 
 #: What each axis' section says it measures.
-AXIS_TEXT = {"lr": "The fine-tune's peak rate (`finetune_lr`)",
+AXIS_TEXT = {"lr": "The fine-tune's peak rate (`finetune_lr`; cutout 16, the default then)",
              "cutout": "The fine-tune's cutout (`cutout`, the side of the square erased from each training image; "
                        "the parents were trained with none)"}
 
@@ -159,8 +164,8 @@ def summarise(args: argparse.Namespace) -> int:
         for axis in AXES:
             rows = axis_section(pts, axis)
             if rows:
-                lines += [f"{AXIS_TEXT[axis]}; in parentheses: the difference to the default on the same child, "
-                          "points:", "", *rows]
+                lines += [f"{AXIS_TEXT[axis]}; in parentheses: the difference to {AXES[axis].format(DEFAULTS[axis])} "
+                          "on the same child, points; '(default)': today's for a fine-tune from the parent:", "", *rows]
     text = "\n".join(lines)
     print(text)
     atomic_write_text(OUT.with_suffix(".md"), text + "\n")
