@@ -290,7 +290,7 @@ def _write_report(run_dir: Path, args: argparse.Namespace, console: Console, out
 def cmd_search(args: argparse.Namespace, console: Console) -> int:
     from sanas.runs.finalists import finalists_stage
     from sanas.runs.launcher import launch_workers
-    from sanas.runs.parent import ensure_parent, load_parent, parent_provenance
+    from sanas.runs.parent import cutout_note, ensure_parent, load_parent, parent_provenance
     from sanas.runs.study import open_search, preflight, resolve_config
     from sanas.runs.worker import Interrupted, run_worker
 
@@ -323,6 +323,8 @@ def cmd_search(args: argparse.Namespace, console: Console) -> int:
                     parent = ensure_parent(config, run_dir, data.to(device), args.progress)
                 if (warning := parent_provenance(config, run_dir, parent, data.split)) is not None:
                     print(warning, file=sys.stderr, flush=True)
+                if (note := cutout_note(parent, config.build_recipe().cutout)) is not None:  # type: ignore[arg-type]
+                    print(note, file=sys.stderr, flush=True)
 
             def poll() -> None:
                 from sanas.report.search import status_lines
@@ -407,7 +409,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_train(args: argparse.Namespace, console: Console) -> int:
     from sanas.runs.config import RunConfig
-    from sanas.runs.parent import load_parent
+    from sanas.runs.parent import cutout_note, load_parent
     from sanas.training import prepare_data, train_final
 
     run_dir = Path(args.run_dir) if args.run_dir else None
@@ -470,6 +472,8 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
             console.print(f"fine-tuning {config.recipe['retain_epoch']} epochs: {DEFAULT_FINAL_FRACTION:g} of the "
                           f"parent's {trained} (--retain-epoch to change)")
     recipe = config.build_recipe()
+    if parent is not None and (note := cutout_note(parent, recipe.cutout)) is not None:  # type: ignore[arg-type]
+        console.print(note)
     device = recipe.resolve_device()
     launch = launch_from_env(args.backend, cuda=device.type == "cuda")
     if launch is None and args.nproc > 1:  # start torchrun's elastic agent here, one process per rank

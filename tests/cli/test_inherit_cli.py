@@ -112,3 +112,34 @@ def test_a_given_parent_is_used_and_bad_parents_are_refused_before_anything_is_w
     err = capsys.readouterr().err
     assert code == 2 and f"parent {broken} cannot be loaded" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "fresh").exists()
+
+
+def test_a_fine_tune_says_when_its_cutout_differs_from_the_parent_s(tmp_path, capsys):
+    """A fine-tune from the parent trains without cutout by default; a parent whose model.json says it trained with
+    cutout gets one line saying so, naming the flag that fine-tunes it as it was trained — and nothing is said when
+    they agree."""
+    parent = tmp_path / "parent"
+    scratch = TINY.format(steps=2).replace('evaluation = "inherit"', "").replace("retain_epoch = 1", "retain_epoch = 2")
+    (tmp_path / "scratch.toml").write_text(scratch.replace("cutout = 0\n", ""))  # scratch: DARTS' 16
+    assert main(["train", "--config", str(tmp_path / "scratch.toml"), "--token", "3", "3", "3", "--out", str(parent),
+                 "--no-onnx", "--progress", "none"]) == 0
+    assert json.loads((parent / "model.json").read_text())["recipe"]["cutout"] == 16
+    (tmp_path / "inherit.toml").write_text(TINY.format(steps=2).replace("cutout = 0\n", ""))  # inherit: none
+    capsys.readouterr()
+    for extra, said in (([], True), (["--cutout", "16"], False)):
+        out = tmp_path / f"child{len(extra)}"
+        assert main(["train", "--config", str(tmp_path / "inherit.toml"), "--parent", str(parent), "--token", "2", "2",
+                     "2", "--retain-epoch", "1", "--out", str(out), "--no-onnx", "--progress", "none", *extra]) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        note = ("sanas: note: the parent was trained with cutout 16, its fine-tunes use 0 (the default for a "
+                "fine-tune from the parent); --cutout 16 fine-tunes it as it was trained")
+        assert (note in text) == said, text
+        assert json.loads((out / "model.json").read_text())["recipe"]["cutout"] == (16 if extra else 0)
+    from types import SimpleNamespace
+
+    from sanas.runs.parent import cutout_note
+
+    assert cutout_note(object(), 0) is None  # a model given with the space records no recipe: nothing to compare
+    assert cutout_note(SimpleNamespace(sanas_info={"recipe": {"cutout": 8}}), 8) is None
+    assert "trained with cutout 0, its fine-tunes use 16; --cutout 0" in str(
+        cutout_note(SimpleNamespace(sanas_info={"recipe": {"cutout": 0}}), 16))

@@ -12,7 +12,7 @@ from typing import Any
 from sanas.runs.config import RunConfig
 from sanas.runs.console import say
 
-__all__ = ["PARENT_DIR", "ensure_parent", "load_parent", "parent_provenance"]
+__all__ = ["PARENT_DIR", "cutout_note", "ensure_parent", "load_parent", "parent_provenance"]
 
 #: Where an inherit search without --parent trains its parent (the init tokens), inside the run directory.
 PARENT_DIR = "parent"
@@ -126,3 +126,14 @@ def parent_provenance(config: RunConfig, run_dir: Path | None, parent: Any, spli
                 f"search's ({show(split)}): some held-out images the rewards are computed on may be in its "
                 f"training set; {advice}")
     return None
+
+
+def cutout_note(parent: Any, cutout: int) -> str | None:
+    """One line when ``parent`` (a sanas folder's network, whose ``model.json`` records its recipe) was trained with
+    another cutout than the ``cutout`` its fine-tunes use, else ``None`` (also for a parent that records none)."""
+    trained = getattr(parent, "sanas_info", {}).get("recipe", {}).get("cutout")
+    if not isinstance(trained, int) or trained == cutout:
+        return None
+    return (f"sanas: note: the parent was trained with cutout {trained}, its fine-tunes use {cutout}"
+            f"{' (the default for a fine-tune from the parent)' if cutout == 0 else ''}; --cutout {trained} "
+            f"fine-tunes it as it was trained")

@@ -35,7 +35,7 @@ from typing import Any
 from sanas.atomic import atomic_write_text, clean_stale_temporaries
 from sanas.runs.config import RunConfig
 from sanas.runs.console import USER_ERRORS, say, user_error_text
-from sanas.runs.parent import ensure_parent, parent_provenance
+from sanas.runs.parent import cutout_note, ensure_parent, parent_provenance
 from sanas.runs.study import open_search, preflight, resolve_config
 from sanas.search.early_stop import stop_rule
 from sanas.search.storage import DEFAULT_CONNECT_TIMEOUT
@@ -122,6 +122,8 @@ def run_worker(config: RunConfig | None = None, run_dir: str | os.PathLike[str] 
         parent = ensure_parent(config, run_path, data, progress)
         if (warning := parent_provenance(config, run_path, parent, data.split)) is not None:
             print(warning, file=sys.stderr, flush=True)
+        if (note := cutout_note(parent, recipe.cutout)) is not None:  # type: ignore[arg-type]
+            print(note, file=sys.stderr, flush=True)
         with _interruptible() as state:
             while not state["stop"] and (max_candidates is None or evaluated + failed < max_candidates):
                 tokens = sa.next_tokens()
