@@ -114,9 +114,18 @@ def with_start(name: str, ratio: float, seed: int, search: dict[str, Any], metho
     return replay[fs.KEY] if done(replay, fs.KEY) and replay[fs.KEY]["method"] == method else search
 
 
+def with_before(record: dict[str, Any], committed: Path) -> dict[str, Any]:
+    """A control record (``compress_models.control``'s, which names no earlier result) with the committed control's
+    test top-1 as its ``before``: the parent through the final fine-tune with cutout 16."""
+    before = Record(committed, record["seed"])
+    if done(before, cm.CONTROL):
+        record[cm.CONTROL] = {**record[cm.CONTROL], "before": before[cm.CONTROL]["test_top1"]}
+    return record
+
+
 def run(name: str, ratio: float, seed: int, parent: Any, info: dict[str, Any], data: Any,
         args: argparse.Namespace) -> None:
-    base_path = cm.RUNS_DIR / name / f"{ratio:g}x" / f"seed-{seed}.json"
+    base_path = args.base_runs_dir / name / f"{ratio:g}x" / f"seed-{seed}.json"
     base = Record(base_path, seed)
     if not all(done(base, k) for k in ("tp_uniform", "tp_global", args.method)):
         print(f"  {name} {ratio:g}x seed {seed}: no finished run in {harness.relative(base_path)}; skipped", flush=True)
@@ -146,12 +155,13 @@ def summarise(args: argparse.Namespace) -> int:
             folder = args.runs_dir / name / f"{ratio:g}x"
             runs = {r["seed"]: r for r in harness.finished(folder, ["tp_uniform", "tp_global", "sanas"])} \
                 if folder.is_dir() else {}
-            controls = {r["seed"]: r for r in harness.finished(args.runs_dir / name / "control", [cm.CONTROL])} \
+            controls = {r["seed"]: with_before(r, args.base_runs_dir / name / "control" / f"seed-{r['seed']}.json")
+                        for r in harness.finished(args.runs_dir / name / "control", [cm.CONTROL])} \
                 if (args.runs_dir / name / "control").is_dir() else {}
             seeds = sorted(runs)
             if not seeds:
                 continue
-            parent = Record(cm.RUNS_DIR / name / "parent.json", 0)
+            parent = Record(args.base_runs_dir / name / "parent.json", 0)
             a1, a2, cs = ([runs[s][k]["test_top1"] for s in seeds] for k in ("tp_uniform", "tp_global", "sanas"))
             ctl = [controls[s][cm.CONTROL]["test_top1"] for s in seeds if s in controls]
             ctl = ctl if len(ctl) == len(seeds) else []
@@ -195,7 +205,7 @@ def before_lines(budgets: dict[str, Any]) -> list[str]:
         for name, model in budget["models"].items():
             cells = []
             for method in (cm.CONTROL, "tp_uniform", "tp_global", "sanas"):
-                if not all(method in s for s in model["seeds"]):
+                if not all("before" in s.get(method, {}) for s in model["seeds"]):
                     cells.append("—")
                     continue
                 diff = [s[method]["test_top1"] - s[method]["before"] for s in model["seeds"]]
@@ -217,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work-dir", type=Path, default=cm.WORK_DIR)
     p.add_argument("--runs-dir", type=Path, default=RUNS_DIR)
+    p.add_argument("--base-runs-dir", type=Path, default=cm.RUNS_DIR, help="compress_models' committed records")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
     try:

@@ -26,7 +26,7 @@ def method(top1: float, before: float, epochs: float = 1.0) -> dict:
 
 
 def test_the_table_pairs_each_method_with_itself_before_and_keeps_compress_models_layout(tmp_path: Path) -> None:
-    runs = tmp_path / "runs"
+    runs, base = tmp_path / "runs", tmp_path / "base"
     for seed, (a1, a2, ours, ctl) in enumerate([(0.900, 0.899, 0.905, 0.910), (0.902, 0.898, 0.908, 0.909),
                                                 (0.901, 0.900, 0.906, 0.911)]):
         folder = runs / "resnet20" / "0.7x"
@@ -34,11 +34,14 @@ def test_the_table_pairs_each_method_with_itself_before_and_keeps_compress_model
         record = {"seed": seed, "tp_uniform": method(a1, a1 - 0.001), "tp_global": method(a2, a2),
                   "sanas": {**method(ours, ours - 0.004, 15.0), "switched": seed == 1}}
         (folder / f"seed-{seed}.json").write_text(json.dumps(record))
-        (runs / "resnet20" / "control").mkdir(parents=True, exist_ok=True)
-        (runs / "resnet20" / "control" / f"seed-{seed}.json").write_text(json.dumps(
-            {"seed": seed, cm.CONTROL: method(ctl, ctl - 0.002)}))
+        for where, top1 in ((runs, ctl), (base, ctl - 0.002)):  # a control names no earlier result: the base has it
+            (where / "resnet20" / "control").mkdir(parents=True, exist_ok=True)
+            (where / "resnet20" / "control" / f"seed-{seed}.json").write_text(json.dumps(
+                {"seed": seed, cm.CONTROL: {"test_top1": top1, "params": 100, "macs": 1000}}))
+    (base / "resnet20" / "parent.json").write_text(json.dumps({"test_top1": 0.9101}))
     out = tmp_path / "no_cutout"
-    assert nc.main(["--summary", "--budget-ratio", "0.7,0.5", "--runs-dir", str(runs), "--out", str(out)]) == 0
+    assert nc.main(["--summary", "--budget-ratio", "0.7,0.5", "--runs-dir", str(runs), "--base-runs-dir", str(base),
+                    "--out", str(out)]) == 0
     text = out.with_suffix(".md").read_text()
     row = next(line for line in text.splitlines() if line.startswith("| 0.7× | resnet20 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
@@ -50,7 +53,8 @@ def test_the_table_pairs_each_method_with_itself_before_and_keeps_compress_model
     budget = record["budgets"]["0.7"]
     assert budget["settings"]["budget_ratio"] == 0.7 and "0.5" not in record["budgets"]
     assert [s["sanas"]["test_top1"] for s in budget["models"]["resnet20"]["seeds"]] == [0.905, 0.908, 0.906]
-    assert budget["models"]["resnet20"]["seeds"][0][cm.CONTROL]["test_top1"] == 0.910
+    assert budget["models"]["resnet20"]["seeds"][0][cm.CONTROL] == {"test_top1": 0.910, "params": 100, "macs": 1000,
+                                                                     "before": 0.908}
 
 
 def test_bad_budgets_and_models_are_refused_before_anything_runs(tmp_path: Path, capsys) -> None:
