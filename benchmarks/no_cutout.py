@@ -146,9 +146,9 @@ def summarise(args: argparse.Namespace) -> int:
              "seeds; differences paired by seed; 'beats' = the mean difference above the largest std (either "
              "side's, or the differences'). 'before': the same row with cutout 16 (`compress_models.py`, "
              "`finalist_start.py`).", "",
-             "| budget | network | parent | (p) | (a1) TP uniform | (a2) TP global | (c+s) sanas | (c+s) − (a1) | "
-             "(c+s) − (a2) | (c+s) − parent | (c+s) − (p) | epochs (c+s) / (a1) | (c+s) before | switched |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| budget | network | seeds | parent | (p) | (a1) TP uniform | (a2) TP global | (c+s) sanas | "
+             "(c+s) − (a1) | (c+s) − (a2) | (c+s) − parent | (c+s) − (p) | epochs (c+s) / (a1) | (c+s) before | switched |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     budgets: dict[str, Any] = {}
     for ratio in args.ratios:
         for name in cm.MODELS:
@@ -177,7 +177,7 @@ def summarise(args: argparse.Namespace) -> int:
 
             epochs = [cm.total_epochs(runs[s]["sanas"]) / cm.total_epochs(runs[s]["tp_uniform"]) for s in seeds]
             switched = [str(s) for s in seeds if runs[s]["sanas"]["switched"]]
-            lines.append(f"| {ratio:g}× | {name} | {100 * parent['test_top1']:.2f} | "
+            lines.append(f"| {ratio:g}× | {name} | {','.join(map(str, seeds))} | {100 * parent['test_top1']:.2f} | "
                          f"{mean_std(ctl, 100) if ctl else '—'} | {mean_std(a1, 100)} | {mean_std(a2, 100)} | "
                          f"{mean_std(cs, 100)} | {verdict(cs, a1)} | {verdict(cs, a2)} | "
                          f"{near(cs, [parent['test_top1']] * len(cs))} | {near(cs, ctl) if ctl else '—'} | "
@@ -190,8 +190,9 @@ def summarise(args: argparse.Namespace) -> int:
     if not budgets:
         print("nothing finished yet", file=sys.stderr)
         return 1
-    lines += ["", "Seeds: every seed finished for a network at that budget (0, 1, 2 when complete); 'switched': the "
-              "seeds whose choice differs from the committed search's (its finalists fine-tuned with cutout)."]
+    lines += ["", "Seeds: those finished for a network at that budget (0, 1, 2 when complete; (p) only where it has "
+              "them all); 'switched': the seeds whose choice differs from the committed search's (its finalists "
+              "fine-tuned with cutout)."]
     lines += before_lines(budgets)
     harness.publish(args.out.with_name(f"{args.out.name}.md"), "\n".join(lines),
                     {**provenance("benchmarks/no_cutout.py", vars(args)), "budgets": budgets})
