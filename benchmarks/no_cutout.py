@@ -147,7 +147,8 @@ def summarise(args: argparse.Namespace) -> int:
              "side's, or the differences'). 'before': the same row with cutout 16 (`compress_models.py`, "
              "`finalist_start.py`).", "",
              "| budget | network | seeds | parent | (p) | (a1) TP uniform | (a2) TP global | (c+s) sanas | "
-             "(c+s) − (a1) | (c+s) − (a2) | (c+s) − parent | (c+s) − (p) | epochs (c+s) / (a1) | (c+s) before | switched |",
+             "(c+s) − (a1) | (c+s) − (a2) | (c+s) − parent | (c+s) − (p) | epochs (c+s) / (a1) | (c+s) before | "
+             "switched |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     budgets: dict[str, Any] = {}
     for ratio in args.ratios:
