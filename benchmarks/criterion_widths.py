@@ -29,7 +29,7 @@ from typing import Any
 
 import compress_models as cm
 import harness
-from harness import Record, beats, done, mean_std, provenance
+from harness import Record, beats_text, done, mean_std, provenance
 from sanas.spaces import ModelSpace, uniform_tokens
 from sanas.spaces.inherit import IMPORTANCE
 
@@ -82,18 +82,13 @@ def summarise(args: argparse.Namespace) -> int:
         u = [ours[s]["u"]["test_top1"] for s in seeds]
         b = [theirs[s]["sanas"]["test_top1"] for s in seeds]
 
-        def verdict(x: list[float], y: list[float]) -> str:
-            diff, _, win = beats(x, y)
-            lose = beats(y, x)[2]
-            return f"{mean_std(diff, 100, signed=True)}{' (beats)' if win else ' (loses)' if lose else ''}"
-
         params = " / ".join(f"{statistics.mean(r[k]['params'] for r in rs):,.0f}" for k, rs in (
             ("tp_uniform", [theirs[s] for s in seeds]), ("u", [ours[s] for s in seeds]),
             ("sanas", [theirs[s] for s in seeds])))
         l1 = [ours[s]["u_l1"]["test_top1"] for s in seeds if done(ours[s], "u_l1")]
-        l1_cells = (f"{mean_std(l1, 100)} | {verdict(l1, a1)}" if len(l1) == len(seeds) else "– | –")
+        l1_cells = (f"{mean_std(l1, 100)} | {beats_text(l1, a1)}" if len(l1) == len(seeds) else "– | –")
         lines.append(f"| {name} | {','.join(map(str, seeds))} | {mean_std(a1, 100)} | {mean_std(u, 100)} | "
-                     f"{mean_std(b, 100)} | {params} | {verdict(u, a1)} | {verdict(b, u)} | {l1_cells} |")
+                     f"{mean_std(b, 100)} | {params} | {beats_text(u, a1)} | {beats_text(b, u)} | {l1_cells} |")
         payload[name] = {"seeds": [{"seed": s, "tp_uniform": theirs[s]["tp_uniform"]["test_top1"],
                                     **{k: ours[s][k] for k in ("u", "u_l1") if k in ours[s]},
                                     "sanas": theirs[s]["sanas"]["test_top1"]} for s in seeds]}

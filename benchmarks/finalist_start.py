@@ -38,7 +38,7 @@ from typing import Any
 
 import compress_models as cm
 import harness
-from harness import PassMeter, Record, beats, done, mean_std, provenance, within_one_std
+from harness import PassMeter, Record, beats, beats_text, done, mean_std, provenance, within_text
 from sanas.runs.config import SEARCH_DEFAULTS
 from sanas.runs.finalists import add_start, chosen, recipe_of_finalists
 from sanas.spaces import ModelSpace
@@ -146,23 +146,15 @@ def summarise(args: argparse.Namespace) -> int:
             a1, a2, c = ([theirs[s][k]["test_top1"] for s in seeds] for k in ("tp_uniform", "tp_global", args.method))
             cs = [ours[s][KEY]["test_top1"] for s in seeds]
 
-            def verdict(x: list[float], y: list[float]) -> str:
-                diff, _, win = beats(x, y)
-                lose = beats(y, x)[2]
-                return f"{mean_std(diff, 100, signed=True)}{' (beats)' if win else ' (loses)' if lose else ''}"
-
-            def near(x: list[float], y: list[float]) -> str:
-                diff, _, within = within_one_std(x, y)
-                return f"{mean_std(diff, 100, signed=True)}{'' if within else ' (NOT within one std)'}"
-
             ctl = [r[cm.CONTROL]["test_top1"] for r in controls]
             epochs = [cm.total_epochs(ours[s][KEY]) / cm.total_epochs(theirs[s]["tp_uniform"]) for s in seeds]
             switched = [str(s) for s in seeds if ours[s][KEY]["switched"]]
             lines.append(f"| {ratio:g}× | {name} | {100 * parent['test_top1']:.2f} | "
                          f"{mean_std(ctl, 100) if ctl else '—'} | {mean_std(a1, 100)} | {mean_std(a2, 100)} | "
                          f"{mean_std(c, 100)} | {mean_std(cs, 100)} | {','.join(switched) or 'none'} | "
-                         f"{verdict(cs, a1)} | {verdict(cs, a2)} | {near(cs, [parent['test_top1']] * len(cs))} | "
-                         f"{near(cs, ctl) if ctl else '—'} | {statistics.mean(epochs):.1f}× |")
+                         f"{beats_text(cs, a1)} | {beats_text(cs, a2)} | "
+                         f"{within_text(cs, [parent['test_top1']] * len(cs))} | "
+                         f"{within_text(cs, ctl) if ctl else '—'} | {statistics.mean(epochs):.1f}× |")
             payload.setdefault(f"{ratio:g}", {})[name] = {"seeds": [ours[s] for s in seeds]}
     if not payload:
         print("nothing finished yet", file=sys.stderr)

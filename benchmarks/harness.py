@@ -228,6 +228,21 @@ def within_one_std(ours: Sequence[float], base: Sequence[float]) -> tuple[list[f
     return diff, sd, statistics.mean(diff) >= -sd
 
 
+def beats_text(ours: Sequence[float], base: Sequence[float]) -> str:
+    """A table cell: the paired difference ``ours − base`` in points, marked "(beats)" or "(loses)" where it is
+    beyond the largest std (:func:`beats`) either way."""
+    diff, _, win = beats(ours, base)
+    lose = beats(base, ours)[2]
+    return f"{mean_std(diff, 100, signed=True)}{' (beats)' if win else ' (loses)' if lose else ''}"
+
+
+def within_text(ours: Sequence[float], base: Sequence[float]) -> str:
+    """A table cell: the paired difference ``ours − base`` in points, marked where it is NOT within ``ours``' std
+    (:func:`within_one_std`)."""
+    diff, _, within = within_one_std(ours, base)
+    return f"{mean_std(diff, 100, signed=True)}{'' if within else ' (NOT within one std)'}"
+
+
 def method_row(label: str, results: Sequence[dict[str, Any]], epochs: Sequence[float], wall: str) -> str:
     """A method's table row over seeds: test top-1 (%) as mean ± std, the mean params and MACs, its total epochs as
     mean ± std, and the wall-clock column as given."""

@@ -36,7 +36,7 @@ from typing import Any
 import compress_models as cm
 import finalist_start as fs
 import harness
-from harness import PassMeter, Record, beats, done, mean_std, provenance, within_one_std
+from harness import PassMeter, Record, beats_text, done, mean_std, provenance, within_text
 from sanas.runs.finalists import chosen
 from sanas.spaces import ModelSpace
 from sanas.training import Recipe
@@ -167,21 +167,13 @@ def summarise(args: argparse.Namespace) -> int:
             ctl = [controls[s][cm.CONTROL]["test_top1"] for s in seeds if s in controls]
             ctl = ctl if len(ctl) == len(seeds) else []
 
-            def verdict(x: list[float], y: list[float]) -> str:
-                diff, _, win = beats(x, y)
-                lose = beats(y, x)[2]
-                return f"{mean_std(diff, 100, signed=True)}{' (beats)' if win else ' (loses)' if lose else ''}"
-
-            def near(x: list[float], y: list[float]) -> str:
-                diff, _, within = within_one_std(x, y)
-                return f"{mean_std(diff, 100, signed=True)}{'' if within else ' (NOT within one std)'}"
-
             epochs = [cm.total_epochs(runs[s]["sanas"]) / cm.total_epochs(runs[s]["tp_uniform"]) for s in seeds]
             switched = [str(s) for s in seeds if runs[s]["sanas"]["switched"]]
             lines.append(f"| {ratio:g}× | {name} | {','.join(map(str, seeds))} | {100 * parent['test_top1']:.2f} | "
                          f"{mean_std(ctl, 100) if ctl else '—'} | {mean_std(a1, 100)} | {mean_std(a2, 100)} | "
-                         f"{mean_std(cs, 100)} | {verdict(cs, a1)} | {verdict(cs, a2)} | "
-                         f"{near(cs, [parent['test_top1']] * len(cs))} | {near(cs, ctl) if ctl else '—'} | "
+                         f"{mean_std(cs, 100)} | {beats_text(cs, a1)} | {beats_text(cs, a2)} | "
+                         f"{within_text(cs, [parent['test_top1']] * len(cs))} | "
+                         f"{within_text(cs, ctl) if ctl else '—'} | "
                          f"{statistics.mean(epochs):.1f}× | "
                          f"{mean_std([runs[s]['sanas']['before'] for s in seeds], 100)} | "
                          f"{','.join(switched) or 'none'} |")
