@@ -81,6 +81,7 @@ from sanas.spaces.model import weights_digest
 from sanas.training import Recipe, train_final
 from sanas.training.data import TrainingData
 from sanas.training.final import final_epochs
+from sanas.training.recipe import CUTOUT_BEFORE
 
 HERE = Path(__file__).resolve().parent
 WORK_DIR = HERE / "results" / "compress_v2"
@@ -284,19 +285,14 @@ def final_recipe(seed: int, epochs: float, importance: str | None = None) -> Rec
 def finetune(space: SearchSpace, tokens: list[int], parent: nn.Module, data: TrainingData, seed: int, epochs: float,
              out: Path, importance: str | None = None) -> dict[str, Any]:
     """``train_final`` from the parent (resumable in ``out``); the test set is evaluated once, at its end."""
+    recipe = final_recipe(seed, epochs, importance)
     meter = PassMeter()
     with meter.active():
-        result = train_final(tokens, space, data, final_recipe(seed, epochs, importance), out, resume=True,
-                             progress="none", onnx=False, parent=parent)
+        result = train_final(tokens, space, data, recipe, out, resume=True, progress="none", onnx=False,
+                             parent=parent)
     net = space.inherit(parent, tokens, importance)
     return {"test_top1": result.test_top1, "val_top1": result.metrics[-1].val_top1, "params": params(net),
-            "macs": macs(net), "final": meter.to_dict(len(data.train_indices)),
-            "cutout": final_recipe(seed, epochs, importance).cutout}
-
-
-#: The fine-tunes' cutout of the records that do not name theirs: the recipe's default until fine-tunes from the
-#: parent stopped using it (``no_cutout.py``).
-CUTOUT_BEFORE = 16
+            "macs": macs(net), "final": meter.to_dict(len(data.train_indices)), "cutout": recipe.cutout}
 
 
 def cutouts(states: Sequence[dict[str, Any]], methods: Iterable[str]) -> str:

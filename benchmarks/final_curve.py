@@ -20,7 +20,6 @@ import json
 import random
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +27,12 @@ import torch
 from safetensors.torch import load_file
 
 from compress_models import MODELS, WORK_DIR
-from harness import PassMeter, provenance
+from harness import PassMeter, floats, provenance
 from sanas.atomic import atomic_write_text
 from sanas.search.budget import Budget, BudgetFill
 from sanas.spaces import ModelSpace
 from sanas.training import Recipe, Trainer, prepare_data
+from sanas.training.recipe import CUTOUT_BEFORE
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "data" / "final_curve"
@@ -45,7 +45,7 @@ def child_tokens(space: ModelSpace, ratio: float) -> list[int]:
 
 
 #: What the points measured before an axis existed ran with: the product's defaults of then (rate, cutout) at 0.5×.
-DEFAULTS = {"lr": 0.0125, "cutout": 16}
+DEFAULTS = {"lr": 0.0125, "cutout": CUTOUT_BEFORE}
 #: The product's defaults today, for a fine-tune from the parent.
 TODAY = {"lr": float(Recipe(evaluation="inherit").finetune_lr),  # type: ignore[arg-type]
          "cutout": Recipe(evaluation="inherit").cutout}
@@ -170,17 +170,6 @@ def summarise(args: argparse.Namespace) -> int:
     print(text)
     atomic_write_text(OUT.with_suffix(".md"), text + "\n")
     return 0
-
-
-def floats(text: str, flag: str, ok: Callable[[float], bool], expected: str) -> list[float]:
-    """A comma-separated list of numbers that each pass ``ok``; a ``ValueError`` naming the bad value otherwise."""
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        values = []
-    if not values or not all(ok(v) for v in values):
-        raise ValueError(f"{flag} is {text!r}, expected comma-separated numbers {expected}")
-    return values
 
 
 def main(argv: list[str] | None = None) -> int:

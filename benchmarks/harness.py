@@ -67,6 +67,18 @@ def seeds(text: str) -> list[int]:
     return [int(s) for s in text.split(",")]
 
 
+def floats(text: str, flag: str, ok: Callable[[float], bool], expected: str) -> list[float]:
+    """``--flag 0.7,0.5`` as numbers that each pass ``ok``; a ``ValueError`` naming the flag, the value and what
+    was ``expected`` otherwise."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or not all(ok(v) for v in values):
+        raise ValueError(f"{flag} is {text!r}, expected comma-separated numbers {expected}")
+    return values
+
+
 def in_processes(script: str, argvs: Iterable[Sequence[str]]) -> bool:
     """Run ``python script *argv`` for every ``argv`` as parallel processes; whether all of them succeeded (waited on
     in turn: the first failure answers)."""

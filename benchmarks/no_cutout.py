@@ -225,9 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
     try:
-        args.ratios = [float(r) for r in args.budget_ratio.split(",")]
-    except ValueError:
-        p.error(f"--budget-ratio is {args.budget_ratio!r}, expected comma-separated ratios such as 0.7,0.5")
+        args.ratios = harness.floats(args.budget_ratio, "--budget-ratio", lambda v: 0 < v <= 1, "in (0, 1]")
+    except ValueError as e:
+        p.error(str(e))
     harness.setup(args.threads)
     if not args.summary:
         for name, parent, info, data in cm.with_parents(args.models, args.work_dir, p.error):

@@ -63,6 +63,8 @@ def test_bad_budgets_and_models_are_refused_before_anything_runs(tmp_path: Path,
     import pytest
 
     for argv, message in ([["--budget-ratio", "0.7,half"], "--budget-ratio is '0.7,half'"],
+                          [["--budget-ratio", "1.5"], "--budget-ratio is '1.5', expected comma-separated numbers in "
+                                                      "(0, 1]"],
                           [["--models", "resnet21"], "--models resnet21: expected names among"]):
         with pytest.raises(SystemExit) as stop:
             nc.main([*argv, "--runs-dir", str(tmp_path / "runs"), "--work-dir", str(tmp_path / "work")])

@@ -193,8 +193,10 @@ class RunConfig:
             config.search["finalist_start"] = False
         if "importance" not in config.recipe:  # saved before each space had its own criterion: "bn" everywhere
             config.recipe["importance"] = "bn"
-        if "cutout" not in config.recipe:  # saved before the inherit evaluation had its own default: 16 everywhere
-            config.recipe["cutout"] = 16
+        if "cutout" not in config.recipe:  # saved before the inherit evaluation had its own default
+            from sanas.training.recipe import CUTOUT_BEFORE
+
+            config.recipe["cutout"] = CUTOUT_BEFORE
         config.validate()
         return config
 

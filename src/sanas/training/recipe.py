@@ -13,7 +13,8 @@ import torch
 
 from sanas.spaces.inherit import IMPORTANCE
 
-__all__ = ["DEFAULT_CUTOUT", "DEFAULT_DISTILL", "DEFAULT_EPOCHS", "EVALUATIONS", "Recipe", "no_teacher"]
+__all__ = ["CUTOUT_BEFORE", "DEFAULT_CUTOUT", "DEFAULT_DISTILL", "DEFAULT_EPOCHS", "EVALUATIONS", "Recipe",
+           "no_teacher"]
 
 #: How a candidate is evaluated: trained from scratch (PaddleSlim's protocol) or inherited from a trained parent.
 EVALUATIONS = ("scratch", "inherit")
@@ -30,6 +31,9 @@ DEFAULT_DISTILL = 0.5
 #: a learning rate of 1e-7 (weights unchanged, only BatchNorm's running statistics moving) took ResNet-20's held-out
 #: top-1 from 91.68 % to 87.04 %, and the final fine-tune never fully recovered (``benchmarks/final_curve.py``).
 DEFAULT_CUTOUT: dict[str, int] = {"scratch": 16, "inherit": 0}
+#: The cutout of every recipe before a fine-tune from the parent had a default of its own: what a saved run or a
+#: record that names no cutout ran with.
+CUTOUT_BEFORE = 16
 
 
 def no_teacher(distill: float, why: str) -> str:
