@@ -178,7 +178,8 @@ def summarise(args: argparse.Namespace) -> int:
                          f"{mean_std([runs[s]['sanas']['before'] for s in seeds], 100)} | "
                          f"{','.join(switched) or 'none'} |")
             models = budgets.setdefault(f"{ratio:g}", {"settings": {"budget_ratio": ratio}, "models": {}})["models"]
-            models[name] = {"seeds": [{**runs[s], **({cm.CONTROL: controls[s][cm.CONTROL]} if ctl else {})}
+            models[name] = {"parent_top1": parent["test_top1"],
+                            "seeds": [{**runs[s], **({cm.CONTROL: controls[s][cm.CONTROL]} if ctl else {})}
                                       for s in seeds]}
     if not budgets:
         print("nothing finished yet", file=sys.stderr)
@@ -186,10 +187,37 @@ def summarise(args: argparse.Namespace) -> int:
     lines += ["", "Seeds: those finished for a network at that budget (0, 1, 2 when complete; (p) only where it has "
               "them all); 'switched': the seeds whose choice differs from the committed search's (its finalists "
               "fine-tuned with cutout)."]
+    lines += target_lines(budgets, len(cm.MODELS))
     lines += before_lines(budgets)
     harness.publish(args.out.with_name(f"{args.out.name}.md"), "\n".join(lines),
                     {**provenance("benchmarks/no_cutout.py", vars(args)), "budgets": budgets})
     return 0
+
+
+def target_lines(budgets: dict[str, Any], networks: int) -> list[str]:
+    """Issue 19's targets, per budget, where every network has three seeds: below 0.7×, sanas beats both
+    Torch-Pruning methods by more than one std on at least two networks; at 0.7× and above, it is within one std of
+    the parent on every network. A budget still missing runs says so and claims nothing."""
+    lines = ["", "Against issue 19's targets (a budget counts once all its networks have three seeds):", ""]
+    for ratio, budget in budgets.items():
+        models = budget["models"]
+        complete = {n: m["seeds"] for n, m in models.items() if len(m["seeds"]) >= 3}
+        if len(complete) < networks:
+            lines.append(f"* {ratio}×: not measured yet ({len(complete)} of {networks} networks with three seeds).")
+            continue
+        acc = {n: {k: [s[k]["test_top1"] for s in seeds] for k in ("tp_uniform", "tp_global", "sanas")}
+               for n, seeds in complete.items()}
+        if budget["settings"]["budget_ratio"] >= 0.7:
+            hits = [n for n in complete
+                    if harness.within_one_std(acc[n]["sanas"], [models[n]["parent_top1"]] * len(acc[n]["sanas"]))[2]]
+            need, rule = networks, "within one std of the parent"
+        else:
+            hits = [n for n in complete
+                    if all(harness.beats(acc[n]["sanas"], acc[n][b])[2] for b in ("tp_uniform", "tp_global"))]
+            need, rule = 2, "beats both Torch-Pruning methods by more than one std"
+        lines.append(f"* {ratio}×: sanas {rule} on {len(hits)} of {networks} networks "
+                     f"({', '.join(hits) or 'none'}; target {need}) — {'met' if len(hits) >= need else 'NOT met'}.")
+    return lines
 
 
 def before_lines(budgets: dict[str, Any]) -> list[str]:

@@ -70,3 +70,32 @@ def test_bad_budgets_and_models_are_refused_before_anything_runs(tmp_path: Path,
             nc.main([*argv, "--runs-dir", str(tmp_path / "runs"), "--work-dir", str(tmp_path / "work")])
         assert stop.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "runs").exists() and not (tmp_path / "work").exists()
+
+
+def budget(ratio: float, results: dict[str, list[tuple[float, float, float]]], parent: float = 0.91) -> dict:
+    """A summary's budget payload: per network, (a1, a2, sanas) test top-1 per seed."""
+    return {"settings": {"budget_ratio": ratio}, "models": {
+        name: {"parent_top1": parent, "seeds": [{"seed": i, "tp_uniform": {"test_top1": a1},
+                                                 "tp_global": {"test_top1": a2}, "sanas": {"test_top1": ours}}
+                                                for i, (a1, a2, ours) in enumerate(seeds)]}
+        for name, seeds in results.items()}}
+
+
+def test_the_targets_are_judged_only_on_complete_budgets_and_by_the_issue_s_rules() -> None:
+    wins = [(0.900, 0.899, 0.905), (0.902, 0.898, 0.908), (0.901, 0.900, 0.906)]
+    tie = [(0.900, 0.899, 0.901), (0.902, 0.898, 0.901), (0.901, 0.900, 0.902)]
+    beats_one = [(0.900, 0.905, 0.905), (0.902, 0.906, 0.908), (0.901, 0.904, 0.906)]  # (a2) as good as sanas
+    lines = nc.target_lines({
+        "0.5": budget(0.5, {"resnet20": wins, "mobilenetv2": tie, "vgg11": beats_one}),
+        "0.3": budget(0.3, {"resnet20": wins, "mobilenetv2": wins, "vgg11": tie}),
+        "0.4": budget(0.4, {"resnet20": wins, "mobilenetv2": wins, "vgg11": wins[:2]}),
+        "0.7": budget(0.7, {"resnet20": wins, "mobilenetv2": tie, "vgg11": wins}, parent=0.9061)}, 3)
+    text = "\n".join(lines)
+    assert ("* 0.5×: sanas beats both Torch-Pruning methods by more than one std on 1 of 3 networks (resnet20; "
+            "target 2) — NOT met.") in text
+    assert "* 0.3×: sanas beats both Torch-Pruning methods by more than one std on 2 of 3 networks (resnet20, " \
+           "mobilenetv2; target 2) — met." in text
+    assert "* 0.4×: not measured yet (2 of 3 networks with three seeds)." in text
+    # 0.7×: within one std of the parent (0.9061) on every network; mobilenetv2's 90.13 ± 0.06 is not
+    assert ("* 0.7×: sanas within one std of the parent on 2 of 3 networks (resnet20, vgg11; target 3) — NOT met."
+            in text)
