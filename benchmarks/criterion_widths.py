@@ -36,6 +36,9 @@ from sanas.spaces.inherit import IMPORTANCE
 HERE = Path(__file__).resolve().parent
 RUNS_DIR = HERE / "data" / "criterion_widths_runs"
 OUT = HERE / "data" / "criterion_widths"
+#: ModelSpace's ratio grid for the uniform child: fine enough that one ratio fills the budget as Torch-Pruning's
+#: bisection does.
+RATIO_STEP = 1 / 32
 
 
 def key(importance: str) -> str:
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=",".join(cm.MODELS))
     p.add_argument("--budget-ratio", type=float, default=0.5)
-    p.add_argument("--ratio-step", type=float, default=1 / 32, help="ModelSpace's ratio grid for the uniform child")
+    p.add_argument("--ratio-step", type=float, default=RATIO_STEP, help="ModelSpace's ratio grid for the uniform child")
     p.add_argument("--importance", choices=IMPORTANCE, default="bn",
                    help="which channels the uniform child keeps (bn: sanas' default; l1: conv weights' L1 norm)")
     p.add_argument("--seeds", default="0,1,2")

@@ -34,17 +34,19 @@ from types import SimpleNamespace
 from typing import Any
 
 import compress_models as cm
+import criterion_widths as cw
 import finalist_start as fs
 import harness
 from harness import PassMeter, Record, beats_text, done, mean_std, provenance, within_text
 from sanas.runs.finalists import chosen
-from sanas.spaces import ModelSpace
+from sanas.spaces import ModelSpace, uniform_tokens
 from sanas.training import Recipe
 
 HERE = Path(__file__).resolve().parent
 RUNS_DIR = HERE / "data" / "no_cutout_runs"
 OUT = HERE / "data" / "no_cutout"
 BASELINES = (("tp_uniform", False), ("tp_global", True))
+UNIFORM = "sanas_uniform"
 
 
 def baselines(name: str, ratio: float, seed: int, parent: Any, info: dict[str, Any], data: Any, base: Record,
@@ -105,6 +107,27 @@ def sanas(name: str, ratio: float, seed: int, parent: Any, info: dict[str, Any],
           f"test {100 * out['test_top1']:.2f}% (committed {100 * out['before']:.2f}%)", flush=True)
 
 
+def uniform(name: str, ratio: float, seed: int, parent: Any, info: dict[str, Any], data: Any, base: Record,
+            record: Record, args: argparse.Namespace) -> None:
+    """(u): sanas' own uniform-width child at the same budget (``criterion_widths.py``'s: one ratio on a 1/32 grid,
+    the channels of the search's criterion), through the same final fine-tune. Against it, (c+s) − (u) is what the
+    searched widths add, (u) − (a1) what sanas' channel choice does against Torch-Pruning's at one ratio."""
+    if done(record, UNIFORM):
+        return
+    importance = base[args.method]["importance"]
+    space = ModelSpace(parent, example_input=[1, 32, 32], ratio_step=cw.RATIO_STEP)
+    tokens = uniform_tokens(space, base["budget"])
+    work = args.work_dir / name / f"{ratio:g}x" / f"seed-{seed}" / "no_cutout" / UNIFORM
+    harness.start_fresh(work)
+    out = cm.finetune(space, tokens, parent, data, seed, cm.final_epochs(info["epochs"]), work, importance)
+    earlier = Record(cw.RUNS_DIR / name / f"{ratio:g}x" / f"seed-{seed}.json", seed).get(cw.key(importance), {})
+    before = {"before": earlier["test_top1"]} if earlier.get("tokens") == tokens and "test_top1" in earlier else {}
+    record[UNIFORM] = {**out, "tokens": tokens, "ratio_step": cw.RATIO_STEP, "importance": importance, **before}
+    record.save()
+    print(f"  {name} {ratio:g}x seed {seed} sanas' uniform child: {out['params']:,} params, test "
+          f"{100 * out['test_top1']:.2f}%", flush=True)
+
+
 def with_start(name: str, ratio: float, seed: int, search: dict[str, Any], method: str) -> dict[str, Any]:
     """The committed search as today's product would have finished it with cutout: ``finalist_start.py``'s replay
     where there is one (the start among the finalists), else the search as run (the start was among them, or it
@@ -134,6 +157,8 @@ def run(name: str, ratio: float, seed: int, parent: Any, info: dict[str, Any], d
     record.update(budget=base["budget"], final_epochs=cm.final_epochs(info["epochs"]))
     baselines(name, ratio, seed, parent, info, data, base, record, args)
     sanas(name, ratio, seed, parent, info, data, base, record, args)
+    if not args.no_uniform:
+        uniform(name, ratio, seed, parent, info, data, base, record, args)
 
 
 # --- the table ------------------------------------------------------------------------------------------------------
@@ -188,6 +213,7 @@ def summarise(args: argparse.Namespace) -> int:
               "them all); 'switched': the seeds whose choice differs from the committed search's (its finalists "
               "fine-tuned with cutout)."]
     lines += target_lines(budgets, len(cm.MODELS))
+    lines += uniform_lines(budgets)
     lines += before_lines(budgets)
     harness.publish(args.out.with_name(f"{args.out.name}.md"), "\n".join(lines),
                     {**provenance("benchmarks/no_cutout.py", vars(args)), "budgets": budgets})
@@ -220,6 +246,33 @@ def target_lines(budgets: dict[str, Any], networks: int) -> list[str]:
     return lines
 
 
+def uniform_lines(budgets: dict[str, Any]) -> list[str]:
+    """Where every seed has sanas' own uniform child (u): what the searched widths add over it, and its channel
+    choice against Torch-Pruning's at one ratio."""
+    rows = []
+    for ratio, budget in budgets.items():
+        for name, model in budget["models"].items():
+            seeds = model["seeds"]
+            if not all(done(s, UNIFORM) for s in seeds):
+                continue
+            a1, u, cs = ([s[k]["test_top1"] for s in seeds] for k in ("tp_uniform", UNIFORM, "sanas"))
+            before = [s[UNIFORM]["before"] for s in seeds if "before" in s[UNIFORM]]
+            rows.append(f"| {ratio}× | {name} | {','.join(str(s['seed']) for s in seeds)} | {mean_std(a1, 100)} | "
+                        f"{mean_std(u, 100)} | {mean_std(cs, 100)} | "
+                        f"{statistics.mean(s[UNIFORM]['params'] for s in seeds):,.0f} / "
+                        f"{statistics.mean(s['sanas']['params'] for s in seeds):,.0f} | "
+                        f"{beats_text(u, a1)} | {beats_text(cs, u)} | "
+                        f"{mean_std(before, 100) if len(before) == len(seeds) else '—'} |")
+    if not rows:
+        return []
+    return ["", "Widths or channels? (u) is sanas' own uniform-width child (one ratio on a 1/32 grid, the search's "
+            "channel criterion, `criterion_widths.py`'s), through the same final fine-tune: (u) − (a1) is sanas' "
+            "channel choice against Torch-Pruning's at one ratio, (c+s) − (u) what the searched widths add.", "",
+            "| budget | network | seeds | (a1) TP uniform | (u) sanas uniform | (c+s) sanas | params (u) / (c+s) | "
+            "(u) − (a1): channels | (c+s) − (u): widths | (u) with cutout 16 |",
+            "|---|---|---|---:|---:|---:|---|---:|---:|---:|", *rows]
+
+
 def before_lines(budgets: dict[str, Any]) -> list[str]:
     """Each method's change from cutout 16 to none, paired by seed."""
     rows = []
@@ -245,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="which of compress_models' sanas records to replay (sanas_l1: today's default criterion)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--no-control", action="store_true", help="skip the parent's own final fine-tune")
+    p.add_argument("--no-uniform", action="store_true", help="skip sanas' own uniform-width child (u)")
     p.add_argument("--summary", action="store_true", help="only print/write the table from finished runs")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work-dir", type=Path, default=cm.WORK_DIR)

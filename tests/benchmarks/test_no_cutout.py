@@ -32,7 +32,8 @@ def test_the_table_pairs_each_method_with_itself_before_and_keeps_compress_model
         folder = runs / "resnet20" / "0.7x"
         folder.mkdir(parents=True, exist_ok=True)
         record = {"seed": seed, "tp_uniform": method(a1, a1 - 0.001), "tp_global": method(a2, a2),
-                  "sanas": {**method(ours, ours - 0.004, 15.0), "switched": seed == 1}}
+                  "sanas": {**method(ours, ours - 0.004, 15.0), "switched": seed == 1},
+                  nc.UNIFORM: method(0.903, 0.901)}
         (folder / f"seed-{seed}.json").write_text(json.dumps(record))
         for where, top1 in ((runs, ctl), (base, ctl - 0.002)):  # a control names no earlier result: the base has it
             (where / "resnet20" / "control").mkdir(parents=True, exist_ok=True)
@@ -51,6 +52,9 @@ def test_the_table_pairs_each_method_with_itself_before_and_keeps_compress_model
     assert cells[7] == "+0.53 ± 0.06 (beats)" and cells[9].endswith("(NOT within one std)")  # parent 91.01
     assert cells[10] == "-0.37 ± 0.23 (NOT within one std)" and cells[11] == "3.0×" and cells[13] == "1"
     assert "| 0.7× | resnet20 | +0.20 ± 0.00 | +0.10 ± 0.00 | +0.00 ± 0.00 | +0.40 ± 0.00 |" in text
+    assert ("| 0.7× | resnet20 | 0,1,2 | 90.10 ± 0.10 | 90.30 ± 0.00 | 90.63 ± 0.15 | 100 / 100 | "
+            "+0.20 ± 0.10 (beats) | +0.33 ± 0.15 (beats) | 90.10 ± 0.00 |") in text  # (u): channels, widths
+    assert "* 0.7×: not measured yet (1 of 3 networks with three seeds)." in text
     record = json.loads(out.with_suffix(".json").read_text())
     budget = record["budgets"]["0.7"]
     assert budget["settings"]["budget_ratio"] == 0.7 and "0.5" not in record["budgets"]
@@ -99,3 +103,43 @@ def test_the_targets_are_judged_only_on_complete_budgets_and_by_the_issue_s_rule
     # 0.7×: within one std of the parent (0.9061) on every network; mobilenetv2's 90.13 ± 0.06 is not
     assert ("* 0.7×: sanas within one std of the parent on 2 of 3 networks (resnet20, vgg11; target 3) — NOT met."
             in text)
+
+
+def test_sanas_uniform_child_fills_the_budget_and_pairs_only_with_the_same_child_run_before(
+        tmp_path: Path, monkeypatch) -> None:
+    """(u) is criterion_widths' child (one ratio on its 1/32 grid, the search's criterion) through the final
+    fine-tune; its 'before' is criterion_widths' record only where that fine-tuned the same widths; a finished (u) is
+    not trained again."""
+    import argparse
+
+    import torch
+
+    import criterion_widths as cw
+    from harness import Record
+    from sanas.spaces import ModelSpace, uniform_tokens
+
+    torch.manual_seed(0)
+    parent = cm.MODELS["resnet20"]().eval()
+    budget = int(0.5 * cm.params(parent))
+    calls = []
+
+    def finetune(space, tokens, parent, data, seed, epochs, work, importance):
+        calls.append((tuple(tokens), seed, epochs, importance))
+        return {"test_top1": 0.9, "params": space.count_params(tokens)}
+
+    monkeypatch.setattr(cm, "finetune", finetune)
+    monkeypatch.setattr(cw, "RUNS_DIR", tmp_path / "cw")
+    fine = uniform_tokens(ModelSpace(parent, example_input=[1, 32, 32], ratio_step=1 / 32), budget)
+    for seed, tokens in ((0, fine), (1, [0] * len(fine))):
+        (tmp_path / "cw" / "resnet20" / "0.5x").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "cw" / "resnet20" / "0.5x" / f"seed-{seed}.json").write_text(json.dumps(
+            {"seed": seed, "u_l1": {"tokens": tokens, "test_top1": 0.89}}))
+    args = argparse.Namespace(method="sanas_l1", work_dir=tmp_path / "work")
+    base = {"budget": budget, "sanas_l1": {"importance": "l1"}}
+    for seed in (0, 1, 0):
+        record = Record(tmp_path / "runs" / f"seed-{seed}.json", seed)
+        nc.uniform("resnet20", 0.5, seed, parent, {"epochs": 24}, None, base, record, args)
+    assert calls == [(tuple(fine), 0, 6, "l1"), (tuple(fine), 1, 6, "l1")]  # seed 0 once
+    first, second = (json.loads((tmp_path / "runs" / f"seed-{s}.json").read_text())[nc.UNIFORM] for s in (0, 1))
+    assert 0.9 * budget <= first["params"] <= budget and first["tokens"] == fine and first["importance"] == "l1"
+    assert first["before"] == 0.89 and "before" not in second
