@@ -9,7 +9,9 @@ searches of ``--method`` (by default ``sanas_l1``, today's criterion), everythin
 product runs it today: the finalists (the 4 best screened and the search's start) fine-tuned one epoch each, the
 product's choice among them (:func:`~sanas.runs.finalists.chosen`), its final fine-tune; Torch-Pruning's two
 children (pruned again, deterministic; their parameters must match the committed ones) and the parent itself (the
-control) through the same final fine-tune. The test set is touched once per final model.
+control) through the same final fine-tune; and (u), sanas' own uniform-width child (``criterion_widths.py``'s),
+the same way, which separates what the searched widths add from what the channels sanas keeps cost
+(``--no-uniform`` skips it). The test set is touched once per final model.
 
 Cost: the committed screening's epochs, plus every finalist's fine-tune as metered here (the start's epoch is
 new where it was not among the 4 best); seconds: the committed search's less its finalists', plus the new ones'.
