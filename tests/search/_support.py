@@ -51,19 +51,36 @@ def create_database(base_url: str = POSTGRES_URL) -> str:
     return make_url(base_url).set(database=name).render_as_string(hide_password=False)
 
 
-def drop_database(url: str) -> None:
-    """Drop a database made by :func:`create_database`, closing whatever still connects to it."""
+#: How long :func:`drop_database` waits for connections it may not close (an autovacuum worker, a superuser's).
+DROP_PATIENCE_S = 60.0
+
+
+def drop_database(url: str, patience_s: float = DROP_PATIENCE_S) -> None:
+    """Drop a database made by :func:`create_database`, closing whatever still connects to it.
+
+    ``WITH (FORCE)`` terminates the test role's own connections, but not a backend the role may not signal: an
+    autovacuum worker that the server started on the new database (the role is not in ``pg_signal_backend``), or a
+    superuser's session. Those end by themselves, so the drop is retried until ``patience_s`` has passed.
+    """
     import sqlalchemy
     from sqlalchemy.engine import make_url
 
     name = make_url(url).database
     assert name and _TEST_DB.match(name), name
-    engine = _admin(url)
-    try:
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        engine.dispose()
+    deadline = time.monotonic() + patience_s
+    while True:
+        engine = _admin(url)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            return
+        except (sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as e:
+            # InsufficientPrivilege (42501, a backend we may not terminate) or ObjectInUse (55006): wait and retry
+            if getattr(e.orig, "pgcode", None) not in ("42501", "55006") or time.monotonic() > deadline:
+                raise
+        finally:
+            engine.dispose()
+        time.sleep(0.2)
 
 
 def drop_abandoned_databases(base_url: str = POSTGRES_URL) -> list[str]:

@@ -125,6 +125,50 @@ def test_eight_workers_opening_a_new_database_at_the_same_instant(postgres_serve
             drop_database(url)
 
 
+def test_dropping_a_test_database_waits_for_a_backend_the_role_may_not_terminate(postgres_server) -> None:
+    # CI failed once in the race test above: its DROP ... WITH (FORCE) met an autovacuum worker on the new database,
+    # which the test role may not signal (InsufficientPrivilege). A superuser's session stands in for it here: it
+    # cannot be terminated by the role either, and it ends by itself a few seconds later.
+    url = create_database(postgres_server)
+    name = make_url(url).database
+    port = str(make_url(postgres_server).port or 5432)
+    runner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else ["sudo", "-n", "-u", "postgres"]
+    holder = subprocess.Popen([*runner, "psql", "-p", port, "-d", name, "-tAqc", "select pg_sleep(3)"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        import sqlalchemy
+        from sqlalchemy.pool import NullPool
+        engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:  # until the superuser's backend is on the database
+                with engine.connect() as conn:
+                    n = conn.execute(sqlalchemy.text(
+                        "select count(*) from pg_stat_activity where datname = :d and usename = 'postgres'"),
+                        {"d": name}).scalar()
+                if n:
+                    break
+                assert holder.poll() is None, holder.communicate()
+                time.sleep(0.05)
+            else:
+                pytest.fail("the superuser's session never reached the database")
+        finally:
+            engine.dispose()
+        drop_database(url)
+        admin = sqlalchemy.create_engine(make_url(postgres_server).set(database="postgres"), poolclass=NullPool)
+        try:
+            with admin.connect() as conn:
+                left = conn.execute(sqlalchemy.text("select count(*) from pg_database where datname = :d"),
+                                    {"d": name}).scalar()
+        finally:
+            admin.dispose()
+        assert left == 0
+    finally:
+        holder.kill()
+        holder.wait()
+        drop_database(url)
+
+
 def test_sqlite_urls_create_no_folders_and_name_the_url(tmp_path) -> None:
     (tmp_path / "a-file").write_text("x")
     cases = {
