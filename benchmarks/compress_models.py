@@ -93,7 +93,8 @@ METHODS = {"tp_uniform": "(a1) Torch-Pruning, uniform ratio", "tp_global": "(a2)
 # the numbers: the method's key -> the settings it changes (``importance``: the channel criterion, in the search and
 # the fine-tune; ``granularity``: ModelSpace's tokens).
 VARIANTS: dict[str, dict[str, str]] = {"sanas_l1": {"importance": "l1"}, "sanas_bn": {"importance": "bn"},
-                                       "sanas_stage": {"granularity": "stage"}}
+                                       "sanas_stage": {"granularity": "stage"},
+                                       "sanas_group_l2": {"importance": "group_l2"}}
 # A control where ``--control`` asks: the parent itself, uncompressed, given the same final fine-tune as every
 # compressed network (the same recipe, seeds and teacher). It separates what the fine-tune costs a converged
 # network from what compression costs: a method within reach of this row is as close to the parent as the

@@ -42,6 +42,7 @@ import harness
 from harness import PassMeter, Record, beats_text, done, mean_std, provenance, within_text
 from sanas.runs.finalists import chosen
 from sanas.spaces import ModelSpace, uniform_tokens
+from sanas.spaces.inherit import IMPORTANCE
 from sanas.training import Recipe
 
 HERE = Path(__file__).resolve().parent
@@ -109,25 +110,34 @@ def sanas(name: str, ratio: float, seed: int, parent: Any, info: dict[str, Any],
           f"test {100 * out['test_top1']:.2f}% (committed {100 * out['before']:.2f}%)", flush=True)
 
 
+def uniform_key(importance: str, search_importance: str) -> str:
+    """The record's key of (u) kept by ``importance``: ``sanas_uniform`` for the search's own criterion,
+    ``sanas_uniform_<importance>`` for another (``--uniform-importance``)."""
+    return UNIFORM if importance == search_importance else f"{UNIFORM}_{importance}"
+
+
 def uniform(name: str, ratio: float, seed: int, parent: Any, info: dict[str, Any], data: Any, base: Record,
             record: Record, args: argparse.Namespace) -> None:
     """(u): sanas' own uniform-width child at the same budget (``criterion_widths.py``'s: one ratio on a 1/32 grid,
-    the channels of the search's criterion), through the same final fine-tune. Against it, (c+s) − (u) is what the
-    searched widths add, (u) − (a1) what sanas' channel choice does against Torch-Pruning's at one ratio."""
-    if done(record, UNIFORM):
-        return
-    importance = base[args.method]["importance"]
-    space = ModelSpace(parent, example_input=[1, 32, 32], ratio_step=cw.RATIO_STEP)
-    tokens = uniform_tokens(space, base["budget"])
-    work = args.work_dir / name / f"{ratio:g}x" / f"seed-{seed}" / "no_cutout" / UNIFORM
-    harness.start_fresh(work)
-    out = cm.finetune(space, tokens, parent, data, seed, cm.final_epochs(info["epochs"]), work, importance)
-    earlier = Record(cw.RUNS_DIR / name / f"{ratio:g}x" / f"seed-{seed}.json", seed).get(cw.key(importance), {})
-    before = {"before": earlier["test_top1"]} if earlier.get("tokens") == tokens and "test_top1" in earlier else {}
-    record[UNIFORM] = {**out, "tokens": tokens, "ratio_step": cw.RATIO_STEP, "importance": importance, **before}
-    record.save()
-    print(f"  {name} {ratio:g}x seed {seed} sanas' uniform child: {out['params']:,} params, test "
-          f"{100 * out['test_top1']:.2f}%", flush=True)
+    the channels of the search's criterion, or of each of ``args.uniform_importance``), through the same final
+    fine-tune. Against it, (c+s) − (u) is what the searched widths add, (u) − (a1) what sanas' channel choice does
+    against Torch-Pruning's at one ratio."""
+    search_importance = base[args.method]["importance"]
+    for importance in getattr(args, "uniform_importance", None) or [search_importance]:
+        key = uniform_key(importance, search_importance)
+        if done(record, key):
+            continue
+        space = ModelSpace(parent, example_input=[1, 32, 32], ratio_step=cw.RATIO_STEP)
+        tokens = uniform_tokens(space, base["budget"])
+        work = args.work_dir / name / f"{ratio:g}x" / f"seed-{seed}" / "no_cutout" / key
+        harness.start_fresh(work)
+        out = cm.finetune(space, tokens, parent, data, seed, cm.final_epochs(info["epochs"]), work, importance)
+        earlier = Record(cw.RUNS_DIR / name / f"{ratio:g}x" / f"seed-{seed}.json", seed).get(cw.key(importance), {})
+        before = {"before": earlier["test_top1"]} if earlier.get("tokens") == tokens and "test_top1" in earlier else {}
+        record[key] = {**out, "tokens": tokens, "ratio_step": cw.RATIO_STEP, "importance": importance, **before}
+        record.save()
+        print(f"  {name} {ratio:g}x seed {seed} sanas' uniform child ({importance}): {out['params']:,} params, test "
+              f"{100 * out['test_top1']:.2f}%", flush=True)
 
 
 def with_start(name: str, ratio: float, seed: int, search: dict[str, Any], method: str) -> dict[str, Any]:
@@ -249,30 +259,32 @@ def target_lines(budgets: dict[str, Any], networks: int) -> list[str]:
 
 
 def uniform_lines(budgets: dict[str, Any]) -> list[str]:
-    """Where every seed has sanas' own uniform child (u): what the searched widths add over it, and its channel
-    choice against Torch-Pruning's at one ratio."""
+    """Where every seed has sanas' own uniform child (u) by a criterion: what the searched widths add over it, and
+    its channel choice against Torch-Pruning's at one ratio (a row per criterion: the search's own first)."""
     rows = []
     for ratio, budget in budgets.items():
         for name, model in budget["models"].items():
             seeds = model["seeds"]
-            if not all(done(s, UNIFORM) for s in seeds):
-                continue
-            a1, u, cs = ([s[k]["test_top1"] for s in seeds] for k in ("tp_uniform", UNIFORM, "sanas"))
-            before = [s[UNIFORM]["before"] for s in seeds if "before" in s[UNIFORM]]
-            rows.append(f"| {ratio}× | {name} | {','.join(str(s['seed']) for s in seeds)} | {mean_std(a1, 100)} | "
-                        f"{mean_std(u, 100)} | {mean_std(cs, 100)} | "
-                        f"{statistics.mean(s[UNIFORM]['params'] for s in seeds):,.0f} / "
-                        f"{statistics.mean(s['sanas']['params'] for s in seeds):,.0f} | "
-                        f"{beats_text(u, a1)} | {beats_text(cs, u)} | "
-                        f"{mean_std(before, 100) if len(before) == len(seeds) else '—'} |")
+            keys = sorted({k for s in seeds for k in s if k == UNIFORM or k.startswith(f"{UNIFORM}_")})
+            for key in [k for k in keys if all(done(s, k) for s in seeds)]:
+                a1, u, cs = ([s[k]["test_top1"] for s in seeds] for k in ("tp_uniform", key, "sanas"))
+                before = [s[key]["before"] for s in seeds if "before" in s[key]]
+                rows.append(f"| {ratio}× | {name} | {seeds[0][key]['importance']} | "
+                            f"{','.join(str(s['seed']) for s in seeds)} | {mean_std(a1, 100)} | "
+                            f"{mean_std(u, 100)} | {mean_std(cs, 100)} | "
+                            f"{statistics.mean(s[key]['params'] for s in seeds):,.0f} / "
+                            f"{statistics.mean(s['sanas']['params'] for s in seeds):,.0f} | "
+                            f"{beats_text(u, a1)} | {beats_text(cs, u)} | "
+                            f"{mean_std(before, 100) if len(before) == len(seeds) else '—'} |")
     if not rows:
         return []
-    return ["", "Widths or channels? (u) is sanas' own uniform-width child (one ratio on a 1/32 grid, the search's "
-            "channel criterion, `criterion_widths.py`'s), through the same final fine-tune: (u) − (a1) is sanas' "
-            "channel choice against Torch-Pruning's at one ratio, (c+s) − (u) what the searched widths add.", "",
-            "| budget | network | seeds | (a1) TP uniform | (u) sanas uniform | (c+s) sanas | params (u) / (c+s) | "
-            "(u) − (a1): channels | (c+s) − (u): widths | (u) with cutout 16 |",
-            "|---|---|---|---:|---:|---:|---|---:|---:|---:|", *rows]
+    return ["", "Widths or channels? (u) is sanas' own uniform-width child (one ratio on a 1/32 grid, "
+            "`criterion_widths.py`'s) with its channels kept by the criterion named (the search's own, or another "
+            "asked by `--uniform-importance`), through the same final fine-tune: (u) − (a1) is that channel choice "
+            "against Torch-Pruning's at one ratio, (c+s) − (u) what the searched widths add.", "",
+            "| budget | network | (u) criterion | seeds | (a1) TP uniform | (u) sanas uniform | (c+s) sanas | "
+            "params (u) / (c+s) | (u) − (a1): channels | (c+s) − (u): widths | (u) with cutout 16 |",
+            "|---|---|---|---|---:|---:|---:|---|---:|---:|---:|", *rows]
 
 
 def before_lines(budgets: dict[str, Any]) -> list[str]:
@@ -292,6 +304,15 @@ def before_lines(budgets: dict[str, Any]) -> list[str]:
             "| budget | network | (p) | (a1) | (a2) | (c+s) |", "|---|---|---:|---:|---:|---:|", *rows]
 
 
+def importances(text: str) -> list[str]:
+    """``--uniform-importance``: criteria by name, each known."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in IMPORTANCE]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected criteria among {', '.join(IMPORTANCE)}")
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=",".join(cm.MODELS))
@@ -301,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--no-control", action="store_true", help="skip the parent's own final fine-tune")
     p.add_argument("--no-uniform", action="store_true", help="skip sanas' own uniform-width child (u)")
+    p.add_argument("--uniform-importance", type=importances, default=None,
+                   help=f"(u) with the channels of these criteria (comma-separated, of {', '.join(IMPORTANCE)}) "
+                        "instead of the search's own")
     p.add_argument("--summary", action="store_true", help="only print/write the table from finished runs")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work-dir", type=Path, default=cm.WORK_DIR)

@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
@@ -33,7 +35,10 @@ def test_the_table_pairs_each_method_with_itself_before_and_keeps_compress_model
         folder.mkdir(parents=True, exist_ok=True)
         record = {"seed": seed, "tp_uniform": method(a1, a1 - 0.001), "tp_global": method(a2, a2),
                   "sanas": {**method(ours, ours - 0.004, 15.0), "switched": seed == 1},
-                  nc.UNIFORM: method(0.903, 0.901)}
+                  nc.UNIFORM: {**method(0.903, 0.901), "importance": "l1"},
+                  f"{nc.UNIFORM}_group_l2": {**method(0.904 + 0.001 * seed, 0.0), "importance": "group_l2"}}
+        if seed == 2:  # a criterion not run on every seed has no row
+            record[f"{nc.UNIFORM}_bn"] = {**method(0.95, 0.0), "importance": "bn"}
         (folder / f"seed-{seed}.json").write_text(json.dumps(record))
         for where, top1 in ((runs, ctl), (base, ctl - 0.002)):  # a control names no earlier result: the base has it
             (where / "resnet20" / "control").mkdir(parents=True, exist_ok=True)
@@ -52,8 +57,10 @@ def test_the_table_pairs_each_method_with_itself_before_and_keeps_compress_model
     assert cells[7] == "+0.53 ± 0.06 (beats)" and cells[9].endswith("(NOT within one std)")  # parent 91.01
     assert cells[10] == "-0.37 ± 0.23 (NOT within one std)" and cells[11] == "3.0×" and cells[13] == "1"
     assert "| 0.7× | resnet20 | +0.20 ± 0.00 | +0.10 ± 0.00 | +0.00 ± 0.00 | +0.40 ± 0.00 |" in text
-    assert ("| 0.7× | resnet20 | 0,1,2 | 90.10 ± 0.10 | 90.30 ± 0.00 | 90.63 ± 0.15 | 100 / 100 | "
+    assert ("| 0.7× | resnet20 | l1 | 0,1,2 | 90.10 ± 0.10 | 90.30 ± 0.00 | 90.63 ± 0.15 | 100 / 100 | "
             "+0.20 ± 0.10 (beats) | +0.33 ± 0.15 (beats) | 90.10 ± 0.00 |") in text  # (u): channels, widths
+    assert ("| 0.7× | resnet20 | group_l2 | 0,1,2 | 90.10 ± 0.10 | 90.50 ± 0.10 | 90.63 ± 0.15 | 100 / 100 | "
+            "+0.40 ± 0.10 (beats) | +0.13 ± 0.15 |") in text and "| bn |" not in text
     assert "* 0.7×: not measured yet (1 of 3 networks with three seeds)." in text
     record = json.loads(out.with_suffix(".json").read_text())
     budget = record["budgets"]["0.7"]
@@ -143,3 +150,13 @@ def test_sanas_uniform_child_fills_the_budget_and_pairs_only_with_the_same_child
     first, second = (json.loads((tmp_path / "runs" / f"seed-{s}.json").read_text())[nc.UNIFORM] for s in (0, 1))
     assert 0.9 * budget <= first["params"] <= budget and first["tokens"] == fine and first["importance"] == "l1"
     assert first["before"] == 0.89 and "before" not in second
+    calls.clear()  # another criterion is another child, under its own key; the search's own one is not redone
+    args.uniform_importance = ["l1", "group_l2"]
+    record = Record(tmp_path / "runs" / "seed-0.json", 0)
+    nc.uniform("resnet20", 0.5, 0, parent, {"epochs": 24}, None, base, record, args)
+    assert calls == [(tuple(fine), 0, 6, "group_l2")]
+    other = json.loads((tmp_path / "runs" / "seed-0.json").read_text())[f"{nc.UNIFORM}_group_l2"]
+    assert other["importance"] == "group_l2" and other["tokens"] == fine and "before" not in other
+    assert nc.importances("group_l2,l1") == ["group_l2", "l1"]
+    with pytest.raises(argparse.ArgumentTypeError, match="'l3': expected criteria among bn, l1, group_l2"):
+        nc.importances("l3")

@@ -52,6 +52,24 @@ def kill_channels(net: nn.Module, layout, widths: list[int], child_widths: list[
                 continue
             with torch.no_grad():
                 state[name][rows] = 0.0
+        for name, dims in layout.items():  # and the weights that read them (zero times zero: the same function)
+            for dim, spec in dims.items():
+                if not spec.reads:
+                    continue
+                offset, positions = 0, []
+                for seg in spec.segments:
+                    if seg.group is None:
+                        offset += seg.size
+                        continue
+                    w = widths[seg.group]
+                    lo, hi = (0, w) if seg.half is None else ((0, w // 2) if seg.half == 0 else (w // 2, w))
+                    if seg.group == k:
+                        positions += [offset + (d - lo) * seg.repeat + r for d in dead if lo <= d < hi
+                                      for r in range(seg.repeat)]
+                    offset += (hi - lo) * seg.repeat
+                if positions:
+                    with torch.no_grad():
+                        state[name].index_fill_(dim, torch.tensor(positions), 0.0)
 
 
 def tokens_for(space, widths):
@@ -85,7 +103,7 @@ def test_widened_child_computes_the_parents_function(genotype, layers):
 
 
 @pytest.mark.parametrize("genotype", ["PADDLESLIM_DARTS_V2", "DARTS_V2"])
-@pytest.mark.parametrize("importance", ["bn", "l1"])
+@pytest.mark.parametrize("importance", ["bn", "l1", "group_l2"])
 def test_narrower_child_drops_exactly_the_unimportant_channels(genotype, importance):
     """Random mixes of narrower and wider cells: with the dropped channels dead in the parent, the child (cut
     consistently everywhere each group appears, FactorizedReduce halves included) computes the same function."""

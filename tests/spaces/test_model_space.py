@@ -30,6 +30,7 @@ from sanas import SANAS, get_space, inherit, space_from_config
 from sanas.cli import main
 from sanas.search.early_stop import StopRule
 from sanas.spaces import model as model_module
+from sanas.spaces.inherit import channel_importance
 from sanas.spaces.model import ModelSpace, forward_digest, load_entry_point, weights_digest
 from sanas.training import Recipe, evaluate_candidate, load_model, prepare_data
 
@@ -189,6 +190,56 @@ def test_inherit_keeps_the_channels_with_the_largest_bn_scales(resnet):
     keep = torch.sort(torch.topk(gamma.abs(), 2).indices).values
     assert torch.equal(child.layers[0].bn1.weight.detach(), gamma[keep])
     assert torch.equal(child.layers[0].conv2.weight.detach(), net.layers[0].conv2.weight.detach()[:, keep])
+
+
+def _weakest_made_heavy_downstream(weights_out: torch.Tensor, reader: torch.Tensor, repeat: int = 1) -> int:
+    """The channel with the smallest producing filter, its reader's input slice made the largest of all."""
+    weak = int(weights_out.detach().pow(2).flatten(1).sum(1).argmin())
+    with torch.no_grad():
+        reader[:, weak * repeat:(weak + 1) * repeat] *= 1000.0
+    return weak
+
+
+def test_group_l2_counts_every_weight_of_a_channel_across_its_group(resnet):
+    """"group_l2": the squared weights of the producing filters, γ and the readers' input slices, summed; a channel
+    weak where it is produced but heavy where it is read is kept (by "l1" and "bn" it would be dropped), and a
+    flattened channel counts all the positions it fills in the linear layer that reads it."""
+    import copy
+
+    net, space = resnet
+    net = copy.deepcopy(net)
+    k = space.token_groups().index(["layers.0.conv1"])
+    conv1, bn1, conv2 = net.layers[0].conv1.weight, net.layers[0].bn1.weight, net.layers[0].conv2.weight
+    weak = _weakest_made_heavy_downstream(conv1, conv2.data)
+    score = (conv1.detach().pow(2).flatten(1).sum(1) + bn1.detach().pow(2)
+             + conv2.detach().pow(2).transpose(0, 1).flatten(1).sum(1))
+    keep = torch.sort(torch.topk(score, 2).indices).values
+    assert weak in keep.tolist()
+    tokens = space.init_tokens()
+    tokens[k] = 0  # 2 of 8 channels
+    assert torch.equal(space.inherit(net, tokens, "group_l2").layers[0].bn1.weight.detach(), bn1.detach()[keep])
+    assert weak not in torch.topk(conv1.detach().abs().flatten(1).sum(1), 2).indices.tolist()
+
+    torch.manual_seed(0)
+    flat = randomise(ConcatFlatten())
+    flat_space = ModelSpace(flat, example_input=X)
+    k = flat_space.token_groups().index(["left"])
+    weak = _weakest_made_heavy_downstream(flat.left.weight, flat.fc1.weight.data, repeat=64)  # 8 × 8 after pooling
+    score = flat.left.weight.detach().pow(2).flatten(1).sum(1) + flat.fc1.weight.detach().pow(2).view(24, 10, 64)[
+        :, :6].sum((0, 2))
+    tokens = flat_space.init_tokens()
+    tokens[k] = 0
+    child = flat_space.inherit(flat, tokens, "group_l2")
+    width = child.left.weight.shape[0]
+    keep = torch.sort(torch.topk(score, width).indices).values
+    assert weak in keep.tolist() and width < 6
+    group = flat_space.graph.layout["left.weight"][0].segments[0].group
+    names = [f"{n}.weight" for n in ("stem", "bn", "left", "right", "fc1", "fc2")]
+    scores = channel_importance(flat.state_dict(), flat_space.graph.layout, dict(enumerate(flat_space.graph.widths)),
+                                "group_l2", names[1:2], names[:1] + names[2:])
+    torch.testing.assert_close(scores[group], score.double())
+    assert torch.equal(child.left.weight.detach(), flat.left.weight.detach()[keep])
+    assert child(X).shape == (4, 10)
 
 
 def test_a_model_space_keeps_the_largest_filter_norms_unless_told_otherwise(resnet):

@@ -50,7 +50,7 @@ def inherit_recipe(**kw: Any) -> Recipe:
     ({"evaluation": "scratch", "retain_epoch": 2.5}, r"retain_epoch is 2.5, expected an integer >= 2"),
     ({"evaluation": "inherit", "bn_batches": -3}, r"bn_batches is -3, expected an integer >= 0"),
     ({"evaluation": "inherit", "finetune_lr": 0}, r"finetune_lr is 0, expected a positive number"),
-    ({"evaluation": "inherit", "importance": "size"}, r"importance is 'size', expected one of bn, l1"),
+    ({"evaluation": "inherit", "importance": "size"}, r"importance is 'size', expected one of bn, l1, group_l2"),
     ({"evaluation": "inherit", "stop_checks": 0}, r"stop_checks is 0, expected an integer >= 1"),
 ])
 def test_recipe_rejects_bad_inherit_settings(kw: dict[str, Any], message: str) -> None:

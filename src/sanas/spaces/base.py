@@ -67,7 +67,8 @@ class SearchSpace(ABC):
         """Every setting needed to rebuild this space, JSON-serialisable, including ``"name"``."""
 
     #: Which channels a narrower child keeps where the caller names no criterion (``Recipe.importance=None``):
-    #: ``"bn"`` (largest BatchNorm |γ|) or ``"l1"`` (largest filter L1 norms), chosen per space from measurements
+    #: ``"bn"`` (largest BatchNorm |γ|), ``"l1"`` (largest filter L1 norms) or ``"group_l2"`` (largest sum of
+    #: squares of every weight the channel holds across its group), chosen per space from measurements
     #: (README, "Compress a trained model").
     default_importance: str = DEFAULT_IMPORTANCE
 
@@ -83,7 +84,7 @@ class SearchSpace(ABC):
         >>> space.resolve_importance("l2")
         Traceback (most recent call last):
         ...
-        ValueError: importance is 'l2', expected one of bn, l1
+        ValueError: importance is 'l2', expected one of bn, l1, group_l2
         """
         chosen = self.default_importance if importance is None else importance
         if chosen not in IMPORTANCE:

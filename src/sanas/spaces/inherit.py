@@ -6,9 +6,11 @@ its concatenated nodes) must be cut or grown with the same channel list. A space
 appears in its network's state dict (a :data:`Layout`); :func:`inherit_state` then builds the child's state:
 
 * **Narrower group** — keep the parent's ``C'`` most important channels (:func:`channel_importance`: ``"bn"``,
-  each BatchNorm's ``|γ|`` over its mean, summed over the group's BatchNorms; or ``"l1"``, the same with the
+  each BatchNorm's ``|γ|`` over its mean, summed over the group's BatchNorms; ``"l1"``, the same with the
   L1 norms of the convs' (and linear layers') output filters; a group without BatchNorm falls back to
-  ``"l1"``), in the parent's order, everywhere the group appears.
+  ``"l1"``; or ``"group_l2"``, every weight of the channel across the whole group — the producing filters,
+  the BatchNorm ``γ``, the slices of the layers that read it — squared and summed), in the parent's order,
+  everywhere the group appears.
 * **Wider group** — Net2Net (Chen et al. 2016): keep every parent channel and add replicas of the most
   important ones; a layer that *reads* the group (a 1×1 conv, the classifier) gives each replica a share of the
   original input weight, the shares of one channel summing to one. Replicas compute the same activations, so
@@ -31,7 +33,7 @@ __all__ = ["DEFAULT_IMPORTANCE", "IMPORTANCE", "DimSpec", "Layout", "Segment", "
            "inherit", "inherit_state", "select_channels"]
 
 #: Importance criteria for choosing the channels a narrower child keeps.
-IMPORTANCE = ("bn", "l1")
+IMPORTANCE = ("bn", "l1", "group_l2")
 #: The criterion of a space's ``inherit`` where none is given (its ``default_importance``), except ``ModelSpace``'s:
 #: see :attr:`sanas.spaces.SearchSpace.default_importance`.
 DEFAULT_IMPORTANCE = "bn"
@@ -131,10 +133,17 @@ def channel_importance(state: Mapping[str, torch.Tensor], layout: Layout, widths
     ``"bn"``: for every BatchNorm weight ``γ`` listed in ``bn_weights`` whose channels belong to a group,
     ``|γ| / mean |γ|``, summed per channel over the group's BatchNorms. ``"l1"``: the same with the L1 norm of
     each output filter of the convs in ``conv_weights``. Each layer is normalised by its own mean, so no one
-    layer's scale decides for the whole group.
+    layer's scale decides for the whole group. ``"group_l2"``: every weight that a channel's removal would remove,
+    across the group (the group L2 magnitude of Torch-Pruning's ``MagnitudeImportance(p=2)``): in every tensor of
+    ``bn_weights`` and ``conv_weights``, along each dimension that holds the group — the filters that produce it,
+    ``γ``, the input slices of the layers that read it (all the positions a flattened channel fills) — the sum
+    of squares of the channel's weights, summed over the group's tensors without normalisation, so that the
+    layers holding most of the channel's weights weigh most.
     """
     if kind not in IMPORTANCE:
         raise ValueError(f"importance is {kind!r}, expected one of {', '.join(IMPORTANCE)}")
+    if kind == "group_l2":
+        return _group_l2(state, layout, widths, [*bn_weights, *conv_weights])
     names = bn_weights if kind == "bn" else conv_weights
     scores = {g: torch.zeros(w, dtype=torch.float64) for g, w in widths.items()}
     for name in names:
@@ -144,15 +153,34 @@ def channel_importance(state: Mapping[str, torch.Tensor], layout: Layout, widths
         t = state[name].detach().to("cpu", torch.float64)
         values = t.abs() if kind == "bn" else t.abs().flatten(1).sum(1)
         values = values / values.mean().clamp_min(1e-12)
-        offset = 0
-        for seg in spec.segments:
-            if seg.group is None:
-                offset += seg.size
-                continue
-            lo, hi = _half_bounds(widths[seg.group], seg.half)
-            n = (hi - lo) * seg.repeat
-            scores[seg.group][lo:hi] += values[offset:offset + n].view(hi - lo, seg.repeat).mean(1)
-            offset += n
+        _add_segments(scores, spec, widths, values, "mean")
+    return scores
+
+
+def _add_segments(scores: dict[int, torch.Tensor], spec: DimSpec, widths: Mapping[int, int],
+                  values: torch.Tensor, repeats: str) -> None:
+    """Add one dimension's per-position ``values`` to the scores of the groups it holds; a channel's ``repeat``
+    positions are reduced by ``repeats`` (``"mean"`` or ``"sum"``)."""
+    offset = 0
+    for seg in spec.segments:
+        if seg.group is None:
+            offset += seg.size
+            continue
+        lo, hi = _half_bounds(widths[seg.group], seg.half)
+        n = (hi - lo) * seg.repeat
+        per_channel = values[offset:offset + n].view(hi - lo, seg.repeat)
+        scores[seg.group][lo:hi] += per_channel.mean(1) if repeats == "mean" else per_channel.sum(1)
+        offset += n
+
+
+def _group_l2(state: Mapping[str, torch.Tensor], layout: Layout, widths: Mapping[int, int],
+              names: Sequence[str]) -> dict[int, torch.Tensor]:
+    scores = {g: torch.zeros(w, dtype=torch.float64) for g, w in widths.items()}
+    for name in dict.fromkeys(names):
+        t = state[name].detach().to("cpu", torch.float64)
+        for dim, spec in layout.get(name, {}).items():
+            squares = t.pow(2).movedim(dim, 0).reshape(t.shape[dim], -1).sum(1)
+            _add_segments(scores, spec, widths, squares, "sum")
     return scores
 
 
@@ -227,9 +255,9 @@ def inherit(parent: nn.Module, tokens: Sequence[int], space: object | None = Non
 
     ``parent`` is a network built by a space (``space.token2arch``) or loaded by ``sanas.load_model``; it
     remembers its space, so ``space`` is only needed to build the child in another, compatible space (e.g. with
-    other width choices). Narrower cells keep their most important channels (``importance``: ``"bn"`` or
-    ``"l1"``, see :func:`channel_importance`; default: the space's ``default_importance``); wider cells are widened
-    function-preservingly (Net2Net).
+    other width choices). Narrower cells keep their most important channels (``importance``: ``"bn"``,
+    ``"l1"`` or ``"group_l2"``, see :func:`channel_importance`; default: the space's ``default_importance``); wider
+    cells are widened function-preservingly (Net2Net).
     After inheriting, re-estimate BatchNorm statistics before judging a narrower child (the evaluation mode
     ``inherit`` of :func:`sanas.training.evaluate_candidate` does).
 

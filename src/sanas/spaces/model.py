@@ -408,8 +408,8 @@ class ModelSpace(SearchSpace):
 
     def inherit(self, parent: nn.Module, tokens: Sequence[int], importance: str | None = None) -> nn.Module:
         """The model at ``tokens``' widths with the trained ``parent``'s weights: each group keeps its most
-        important channels (``importance``: ``"bn"`` or ``"l1"``, see :mod:`sanas.spaces.inherit`; default
-        :attr:`default_importance`), or replicates them function-preservingly where a ratio above 1 widens it.
+        important channels (``importance``: ``"bn"``, ``"l1"`` or ``"group_l2"``, see :mod:`sanas.spaces.inherit`;
+        default :attr:`default_importance`), or replicates them function-preservingly where a ratio above 1 widens it.
 
         ``parent`` is the space's model or a network built from this space (``token2arch``/``inherit``).
         """
