@@ -11,7 +11,10 @@ product's choice among them (:func:`~sanas.runs.finalists.chosen`), its final fi
 children (pruned again, deterministic; their parameters must match the committed ones) and the parent itself (the
 control) through the same final fine-tune; and (u), sanas' own uniform-width child (``criterion_widths.py``'s),
 the same way, which separates what the searched widths add from what the channels sanas keeps cost
-(``--no-uniform`` skips it). The test set is touched once per final model.
+(``--no-uniform`` skips it; ``--uniform-importance`` keeps its channels by other criteria, each its own record). The
+summary also reads, beside the replays, ``compress_models.py``'s searches that already ran as the product runs today
+(:data:`SEARCHES`: ``--variants sanas_group_l2``; every seed without cutout), paired by seed with the same no-cutout
+baselines, and judges them against the targets too. The test set is touched once per final model.
 
 Cost: the committed screening's epochs, plus every finalist's fine-tune as metered here (the start's epoch is
 new where it was not among the 4 best); seconds: the committed search's less its finalists', plus the new ones'.
@@ -50,6 +53,10 @@ RUNS_DIR = HERE / "data" / "no_cutout_runs"
 OUT = HERE / "data" / "no_cutout"
 BASELINES = (("tp_uniform", False), ("tp_global", True))
 UNIFORM = "sanas_uniform"
+#: compress_models' sanas variants searched after the change, i.e. as the product runs today (no fine-tune with cutout):
+#: nothing to replay, so their committed records are read beside the replays, paired by seed with the same
+#: no-cutout baselines. Key -> the table's label.
+SEARCHES = {"sanas_group_l2": "(g) sanas, group_l2 channels"}
 
 
 def baselines(name: str, ratio: float, seed: int, parent: Any, info: dict[str, Any], data: Any, base: Record,
@@ -199,6 +206,11 @@ def summarise(args: argparse.Namespace) -> int:
             seeds = sorted(runs)
             if not seeds:
                 continue
+            for key in SEARCHES:  # only where every seed ran it as today's product
+                searched = {s: Record(args.base_runs_dir / name / f"{ratio:g}x" / f"seed-{s}.json", s) for s in seeds}
+                if all(done(r, key) and r[key].get("cutout", cm.CUTOUT_BEFORE) == 0 for r in searched.values()):
+                    for s in seeds:
+                        runs[s][key] = searched[s][key]
             parent = Record(args.base_runs_dir / name / "parent.json", 0)
             a1, a2, cs = ([runs[s][k]["test_top1"] for s in seeds] for k in ("tp_uniform", "tp_global", "sanas"))
             ctl = [controls[s][cm.CONTROL]["test_top1"] for s in seeds if s in controls]
@@ -225,6 +237,9 @@ def summarise(args: argparse.Namespace) -> int:
               "them all); 'switched': the seeds whose choice differs from the committed search's (its finalists "
               "fine-tuned with cutout)."]
     lines += target_lines(budgets, len(cm.MODELS))
+    lines += search_lines(budgets)
+    for key, label in SEARCHES.items():
+        lines += target_lines(budgets, len(cm.MODELS), key, label.split()[0])
     lines += uniform_lines(budgets)
     lines += before_lines(budgets)
     harness.publish(args.out.with_name(f"{args.out.name}.md"), "\n".join(lines),
@@ -232,30 +247,62 @@ def summarise(args: argparse.Namespace) -> int:
     return 0
 
 
-def target_lines(budgets: dict[str, Any], networks: int) -> list[str]:
-    """Issue 19's targets, per budget, where every network has three seeds: below 0.7×, sanas beats both
-    Torch-Pruning methods by more than one std on at least two networks; at 0.7× and above, it is within one std of
-    the parent on every network. A budget still missing runs says so and claims nothing."""
-    lines = ["", "Against issue 19's targets (a budget counts once all its networks have three seeds):", ""]
+def target_lines(budgets: dict[str, Any], networks: int, method: str = "sanas", tag: str = "(c+s)") -> list[str]:
+    """Issue 19's targets for ``method``, per budget, where every network has three seeds of it: below 0.7×, it beats
+    both Torch-Pruning methods by more than one std on at least two networks; at 0.7× and above, it is within one
+    std of the parent on every network. A budget still missing runs says so and claims nothing."""
+    lines = ["", f"{tag} against issue 19's targets (a budget counts once all its networks have three seeds):", ""]
     for ratio, budget in budgets.items():
         models = budget["models"]
-        complete = {n: m["seeds"] for n, m in models.items() if len(m["seeds"]) >= 3}
+        complete = {n: m["seeds"] for n, m in models.items()
+                    if len(m["seeds"]) >= 3 and all(done(s, method) for s in m["seeds"])}
         if len(complete) < networks:
             lines.append(f"* {ratio}×: not measured yet ({len(complete)} of {networks} networks with three seeds).")
             continue
-        acc = {n: {k: [s[k]["test_top1"] for s in seeds] for k in ("tp_uniform", "tp_global", "sanas")}
+        acc = {n: {k: [s[k]["test_top1"] for s in seeds] for k in ("tp_uniform", "tp_global", method)}
                for n, seeds in complete.items()}
         if budget["settings"]["budget_ratio"] >= 0.7:
             hits = [n for n in complete
-                    if harness.within_one_std(acc[n]["sanas"], [models[n]["parent_top1"]] * len(acc[n]["sanas"]))[2]]
+                    if harness.within_one_std(acc[n][method], [models[n]["parent_top1"]] * len(acc[n][method]))[2]]
             need, rule = networks, "within one std of the parent"
         else:
             hits = [n for n in complete
-                    if all(harness.beats(acc[n]["sanas"], acc[n][b])[2] for b in ("tp_uniform", "tp_global"))]
+                    if all(harness.beats(acc[n][method], acc[n][b])[2] for b in ("tp_uniform", "tp_global"))]
             need, rule = 2, "beats both Torch-Pruning methods by more than one std"
-        lines.append(f"* {ratio}×: sanas {rule} on {len(hits)} of {networks} networks "
+        lines.append(f"* {ratio}×: {tag} {rule} on {len(hits)} of {networks} networks "
                      f"({', '.join(hits) or 'none'}; target {need}) — {'met' if len(hits) >= need else 'NOT met'}.")
     return lines
+
+
+def search_lines(budgets: dict[str, Any]) -> list[str]:
+    """The searches of :data:`SEARCHES` beside the replays, where every seed of a network has one: against both
+    Torch-Pruning methods, (c+s) and the parent, paired by seed, and their cost against (a1)'s."""
+    rows = []
+    for key, label in SEARCHES.items():
+        tag = label.split()[0]
+        for ratio, budget in budgets.items():
+            for name, model in budget["models"].items():
+                seeds = model["seeds"]
+                if not all(done(s, key) for s in seeds):
+                    continue
+                a1, a2, cs, g = ([s[k]["test_top1"] for s in seeds] for k in ("tp_uniform", "tp_global", "sanas", key))
+                epochs = [cm.total_epochs(s[key]) / cm.total_epochs(s["tp_uniform"]) for s in seeds]
+                rows.append(f"| {ratio}× | {name} | {tag} | {','.join(str(s['seed']) for s in seeds)} | "
+                            f"{100 * model['parent_top1']:.2f} | {mean_std(a1, 100)} | {mean_std(a2, 100)} | "
+                            f"{mean_std(cs, 100)} | {mean_std(g, 100)} | {beats_text(g, a1)} | {beats_text(g, a2)} | "
+                            f"{beats_text(g, cs)} | {within_text(g, [model['parent_top1']] * len(g))} | "
+                            f"{statistics.mean(s[key]['params'] for s in seeds):,.0f} / "
+                            f"{statistics.mean(s['tp_uniform']['params'] for s in seeds):,.0f} | "
+                            f"{statistics.mean(epochs):.1f}× |")
+    if not rows:
+        return []
+    labels = "; ".join(f"{label} (`compress_models.py --variants {key}`)" for key, label in SEARCHES.items())
+    return ["", f"Searches run as the product runs today (every fine-tune without cutout), read from "
+            f"`compress_models.py`'s records beside the same no-cutout baselines: {labels} — today's defaults with "
+            "that channel criterion in the search and the fine-tunes.", "",
+            "| budget | network | method | seeds | parent | (a1) TP uniform | (a2) TP global | (c+s) sanas | "
+            "method | − (a1) | − (a2) | − (c+s) | − parent | params: method / (a1) | epochs: method / (a1) |",
+            "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|", *rows]
 
 
 def uniform_lines(budgets: dict[str, Any]) -> list[str]:

@@ -44,6 +44,10 @@ def test_the_table_pairs_each_method_with_itself_before_and_keeps_compress_model
             (where / "resnet20" / "control").mkdir(parents=True, exist_ok=True)
             (where / "resnet20" / "control" / f"seed-{seed}.json").write_text(json.dumps(
                 {"seed": seed, cm.CONTROL: {"test_top1": top1, "params": 100, "macs": 1000}}))
+        searched = base / "resnet20" / "0.7x"  # a search run as today's product, read beside the replays
+        searched.mkdir(parents=True, exist_ok=True)
+        (searched / f"seed-{seed}.json").write_text(json.dumps({"seed": seed, "sanas_group_l2": {
+            **method((0.907, 0.909, 0.908)[seed], 0.0, 15.0), "cutout": 0, "importance": "group_l2"}}))
     (base / "resnet20" / "parent.json").write_text(json.dumps({"test_top1": 0.9101}))
     out = tmp_path / "no_cutout"
     assert nc.main(["--summary", "--budget-ratio", "0.7,0.5", "--runs-dir", str(runs), "--base-runs-dir", str(base),
@@ -62,6 +66,19 @@ def test_the_table_pairs_each_method_with_itself_before_and_keeps_compress_model
     assert ("| 0.7× | resnet20 | group_l2 | 0,1,2 | 90.10 ± 0.10 | 90.50 ± 0.10 | 90.63 ± 0.15 | 100 / 100 | "
             "+0.40 ± 0.10 (beats) | +0.13 ± 0.15 |") in text and "| bn |" not in text
     assert "* 0.7×: not measured yet (1 of 3 networks with three seeds)." in text
+    assert ("| 0.7× | resnet20 | (g) | 0,1,2 | 91.01 | 90.10 ± 0.10 | 89.90 ± 0.10 | 90.63 ± 0.15 | 90.80 ± 0.10 | "
+            "+0.70 ± 0.00 (beats) | +0.90 ± 0.17 (beats) | +0.17 ± 0.06 (beats) | -0.21 ± 0.10 (NOT within one std) | "
+            "100 / 100 | 3.0× |") in text
+    assert "(g) against issue 19's targets" in text
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["budgets"]["0.7"]["models"]["resnet20"]["seeds"][1]["sanas_group_l2"]["test_top1"] == 0.909
+    # a search that fine-tuned with cutout is not today's product: not read beside the replays
+    for seed in range(3):
+        path = base / "resnet20" / "0.7x" / f"seed-{seed}.json"
+        path.write_text(path.read_text().replace('"cutout": 0', '"cutout": 16'))
+    assert nc.main(["--summary", "--budget-ratio", "0.7", "--runs-dir", str(runs), "--base-runs-dir", str(base),
+                    "--out", str(out)]) == 0
+    assert "| (g) |" not in out.with_suffix(".md").read_text()
     record = json.loads(out.with_suffix(".json").read_text())
     budget = record["budgets"]["0.7"]
     assert budget["settings"]["budget_ratio"] == 0.7 and "0.5" not in record["budgets"]
@@ -102,14 +119,25 @@ def test_the_targets_are_judged_only_on_complete_budgets_and_by_the_issue_s_rule
         "0.4": budget(0.4, {"resnet20": wins, "mobilenetv2": wins, "vgg11": wins[:2]}),
         "0.7": budget(0.7, {"resnet20": wins, "mobilenetv2": tie, "vgg11": wins}, parent=0.9061)}, 3)
     text = "\n".join(lines)
-    assert ("* 0.5×: sanas beats both Torch-Pruning methods by more than one std on 1 of 3 networks (resnet20; "
+    assert ("* 0.5×: (c+s) beats both Torch-Pruning methods by more than one std on 1 of 3 networks (resnet20; "
             "target 2) — NOT met.") in text
-    assert "* 0.3×: sanas beats both Torch-Pruning methods by more than one std on 2 of 3 networks (resnet20, " \
+    assert "* 0.3×: (c+s) beats both Torch-Pruning methods by more than one std on 2 of 3 networks (resnet20, " \
            "mobilenetv2; target 2) — met." in text
     assert "* 0.4×: not measured yet (2 of 3 networks with three seeds)." in text
     # 0.7×: within one std of the parent (0.9061) on every network; mobilenetv2's 90.13 ± 0.06 is not
-    assert ("* 0.7×: sanas within one std of the parent on 2 of 3 networks (resnet20, vgg11; target 3) — NOT met."
+    assert ("* 0.7×: (c+s) within one std of the parent on 2 of 3 networks (resnet20, vgg11; target 3) — NOT met."
             in text)
+    # Another method is judged on its own results, and only where every network has three seeds of it
+    searched = budget(0.5, {"resnet20": tie, "mobilenetv2": wins, "vgg11": wins})
+    for name, model in searched["models"].items():
+        for seed, row in zip(model["seeds"], {"resnet20": wins, "mobilenetv2": tie, "vgg11": wins}[name], strict=True):
+            seed["sanas_group_l2"] = {"test_top1": row[2]}
+    text = "\n".join(nc.target_lines({"0.5": searched}, 3, "sanas_group_l2", "(g)"))
+    assert ("* 0.5×: (g) beats both Torch-Pruning methods by more than one std on 2 of 3 networks (resnet20, vgg11; "
+            "target 2) — met.") in text
+    del searched["models"]["vgg11"]["seeds"][2]["sanas_group_l2"]
+    text = "\n".join(nc.target_lines({"0.5": searched}, 3, "sanas_group_l2", "(g)"))
+    assert "* 0.5×: not measured yet (2 of 3 networks with three seeds)." in text
 
 
 def test_sanas_uniform_child_fills_the_budget_and_pairs_only_with_the_same_child_run_before(
