@@ -198,7 +198,7 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--importance", choices=IMPORTANCE,
                        help="which channels a narrower cell keeps: bn = largest |BatchNorm γ|, l1 = largest filter "
                             "norms, group_l2 = largest sum of squares of every weight the channel holds across its "
-                            "group (default: the space's; bn for the built-in spaces, l1 for ModelSpace)")
+                            "group (default: the space's; bn for the built-in spaces, group_l2 for ModelSpace)")
     group.add_argument("--no-early-stop", dest="early_stop", action="store_false", default=None,
                        help="do not stop candidates that cannot reach the SA acceptance threshold")
     group.add_argument("--stop-checks", type=int,

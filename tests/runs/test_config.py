@@ -137,7 +137,8 @@ def test_a_run_saved_before_the_start_among_the_finalists_resumes_without_it(tmp
 def test_a_run_keeps_the_channel_criterion_it_started_with(monkeypatch) -> None:
     """The criterion is saved with the run: a run directory made when every space kept BatchNorm |γ| (and saved no
     criterion) resumes with it for DARTS, whose default it still is, and a ModelSpace run made then is refused by a
-    command that would now keep filter-L1 channels instead, naming the setting that restores it."""
+    command that would now keep other channels (group_l2), naming the setting that restores it; so is a run that
+    saved filter L1 (ModelSpace's default before), and it resumes with ``--importance l1``."""
     darts = RunConfig.from_sources(overrides={"data": {"dataset": "synthetic"}})
     assert darts.recipe["importance"] == "bn"
     old = darts.to_dict()
@@ -146,13 +147,18 @@ def test_a_run_keeps_the_channel_criterion_it_started_with(monkeypatch) -> None:
     monkeypatch.chdir(Path(__file__).resolve().parents[1] / "spaces")  # the entry point's module is importable
     model = {"name": "ModelSpace", "model": "_cnn_models:trained_resnet"}
     now = RunConfig.from_sources(overrides={"data": {"dataset": "synthetic", "channels": 1}, "space": model})
-    assert now.recipe["importance"] == "l1"
+    assert now.recipe["importance"] == "group_l2"
     before = now.to_dict()
     del before["recipe"]["importance"]
-    with pytest.raises(ValueError, match=r"recipe\.importance: 'bn' there, 'l1' now"):
+    with pytest.raises(ValueError, match=r"recipe\.importance: 'bn' there, 'group_l2' now"):
         now.check_matches(RunConfig.from_dict(before), "run directory r")
     RunConfig.from_sources(overrides={"data": {"dataset": "synthetic", "channels": 1}, "space": model,
                                       "recipe": {"importance": "bn"}}).check_matches(RunConfig.from_dict(before), "r")
+    before["recipe"]["importance"] = "l1"
+    with pytest.raises(ValueError, match=r"recipe\.importance: 'l1' there, 'group_l2' now"):
+        now.check_matches(RunConfig.from_dict(before), "run directory r")
+    RunConfig.from_sources(overrides={"data": {"dataset": "synthetic", "channels": 1}, "space": model,
+                                      "recipe": {"importance": "l1"}}).check_matches(RunConfig.from_dict(before), "r")
 
 
 def test_a_run_keeps_the_cutout_it_started_with() -> None:

@@ -172,7 +172,7 @@ def test_inherited_children_have_the_analytic_parameter_count(model):
     net = randomise(model())
     space = ModelSpace(net, example_input=X)
     rng = random.Random(1)
-    for importance in ("bn", "l1"):
+    for importance in ("bn", "l1", "group_l2"):
         for _ in range(3):
             tokens = random_tokens(space, rng)
             child = space.inherit(net, tokens, importance).eval()
@@ -242,27 +242,36 @@ def test_group_l2_counts_every_weight_of_a_channel_across_its_group(resnet):
     assert child(X).shape == (4, 10)
 
 
-def test_a_model_space_keeps_the_largest_filter_norms_unless_told_otherwise(resnet):
-    """ModelSpace's default criterion is "l1" (the built-in spaces keep "bn"), for ``inherit`` and for a recipe that
-    names none; in this group the two criteria disagree, so keeping the wrong one shows."""
+def test_a_model_space_keeps_the_largest_group_l2_unless_told_otherwise(resnet):
+    """ModelSpace's default criterion is "group_l2" (the built-in spaces keep "bn"), for ``inherit`` and for a recipe
+    that names none; in this group the three criteria disagree, so keeping another one shows."""
+    import copy
+
     from sanas.training import Trainer
 
     net, space = resnet
+    net = copy.deepcopy(net)
     k = space.token_groups().index(["layers.0.conv1"])
     tokens = space.init_tokens()
     tokens[k] = 0  # 2 of 8 channels
+    conv1, conv2 = net.layers[0].conv1.weight, net.layers[0].conv2.weight
     gamma = net.layers[0].bn1.weight.detach()
-    norms = net.layers[0].conv1.weight.detach().abs().flatten(1).sum(1)
-    by_l1 = torch.sort(torch.topk(norms, 2).indices).values
-    assert not torch.equal(by_l1, torch.sort(torch.topk(gamma.abs(), 2).indices).values)
-    assert Recipe().importance is None and space.default_importance == "l1"
+    top2 = lambda v: torch.sort(torch.topk(v, 2).indices).values  # noqa: E731
+    by_l1, by_bn = top2(conv1.detach().abs().flatten(1).sum(1)), top2(gamma.abs())
+    heavy = min(set(range(8)) - set(by_l1.tolist()) - set(by_bn.tolist()))  # kept by neither: made heavy where read
+    with torch.no_grad():
+        conv2[:, heavy] *= 1000.0
+    by_group = top2(conv1.detach().pow(2).flatten(1).sum(1) + gamma.pow(2)
+                    + conv2.detach().pow(2).transpose(0, 1).flatten(1).sum(1))
+    assert heavy in by_group.tolist() and not torch.equal(by_group, by_l1) and not torch.equal(by_group, by_bn)
+    assert Recipe().importance is None and space.default_importance == "group_l2"
     assert get_space("DartsSpace").default_importance == "bn"
-    assert torch.equal(space.inherit(net, tokens).layers[0].bn1.weight.detach(), gamma[by_l1])
-    assert torch.equal(inherit(net, tokens, space).layers[0].bn1.weight.detach(), gamma[by_l1])  # sanas.inherit
+    assert torch.equal(space.inherit(net, tokens).layers[0].bn1.weight.detach(), gamma[by_group])
+    assert torch.equal(inherit(net, tokens, space).layers[0].bn1.weight.detach(), gamma[by_group])  # sanas.inherit
     data = prepare_data("synthetic", train_size=32, test_size=8, channels=space.in_channels)
-    for recipe, keep in ((Recipe(evaluation="inherit", device="cpu"), by_l1),
-                         (Recipe(evaluation="inherit", device="cpu", importance="bn"),
-                          torch.sort(torch.topk(gamma.abs(), 2).indices).values)):
+    for recipe, keep in ((Recipe(evaluation="inherit", device="cpu"), by_group),
+                         (Recipe(evaluation="inherit", device="cpu", importance="l1"), by_l1),
+                         (Recipe(evaluation="inherit", device="cpu", importance="bn"), by_bn)):
         child = Trainer(space, tokens, data, recipe, parent=net).net
         assert torch.equal(child.layers[0].bn1.weight.detach(), gamma[keep])
 

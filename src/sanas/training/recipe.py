@@ -55,8 +55,9 @@ class Recipe:
     cosine to 0, no drop path; channels are chosen by ``importance``; ``early_stop`` and ``stop_checks`` control
     the SA-aware early stop of fine-tuned candidates. The defaults are what ranked candidates best per unit of
     cost in ``benchmarks/rank_fidelity.py`` and ``benchmarks/score_fidelity.py``. ``importance=None`` (default) is
-    the space's ``default_importance``: ``"l1"`` for ``ModelSpace`` (chosen from the compressed models' final
-    accuracy in ``benchmarks/compress_models.py``), ``"bn"`` for the built-in spaces.
+    the space's ``default_importance``: ``"group_l2"`` for ``ModelSpace`` (chosen from the compressed models' final
+    accuracy in ``benchmarks/no_cutout.py`` and ``benchmarks/compress_models.py``), ``"bn"`` for the built-in
+    spaces.
 
     ``device="auto"`` picks CUDA when available. ``bf16=None`` means
     bf16 autocast on CUDA only. ``channels_last`` pays off on CUDA and CPU alike; with ``bf16=True`` on CPU the
