@@ -130,12 +130,14 @@ def uniform(name: str, ratio: float, seed: int, parent: Any, info: dict[str, Any
     fine-tune. Against it, (c+s) − (u) is what the searched widths add, (u) − (a1) what sanas' channel choice does
     against Torch-Pruning's at one ratio."""
     search_importance = base[args.method]["importance"]
-    for importance in getattr(args, "uniform_importance", None) or [search_importance]:
+    todo = [i for i in getattr(args, "uniform_importance", None) or [search_importance]
+            if not done(record, uniform_key(i, search_importance))]
+    if not todo:
+        return
+    space = ModelSpace(parent, example_input=[1, 32, 32], ratio_step=cw.RATIO_STEP)  # one child for every criterion
+    tokens = uniform_tokens(space, base["budget"])
+    for importance in todo:
         key = uniform_key(importance, search_importance)
-        if done(record, key):
-            continue
-        space = ModelSpace(parent, example_input=[1, 32, 32], ratio_step=cw.RATIO_STEP)
-        tokens = uniform_tokens(space, base["budget"])
         work = args.work_dir / name / f"{ratio:g}x" / f"seed-{seed}" / "no_cutout" / key
         harness.start_fresh(work)
         out = cm.finetune(space, tokens, parent, data, seed, cm.final_epochs(info["epochs"]), work, importance)

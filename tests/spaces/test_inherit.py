@@ -12,7 +12,7 @@ from torch import nn
 from sanas import get_space, inherit
 from sanas.network.operations import FactorizedReduce
 from sanas.spaces.darts import darts_layout
-from sanas.spaces.inherit import _halved_groups, select_channels
+from sanas.spaces.inherit import _half_bounds, _halved_groups, select_channels
 
 FILTERS = [4, 6, 8, 12, 16, 24, 32]
 
@@ -61,8 +61,7 @@ def kill_channels(net: nn.Module, layout, widths: list[int], child_widths: list[
                     if seg.group is None:
                         offset += seg.size
                         continue
-                    w = widths[seg.group]
-                    lo, hi = (0, w) if seg.half is None else ((0, w // 2) if seg.half == 0 else (w // 2, w))
+                    lo, hi = _half_bounds(widths[seg.group], seg.half)
                     if seg.group == k:
                         positions += [offset + (d - lo) * seg.repeat + r for d in dead if lo <= d < hi
                                       for r in range(seg.repeat)]

@@ -176,7 +176,7 @@ def _add_segments(scores: dict[int, torch.Tensor], spec: DimSpec, widths: Mappin
 def _group_l2(state: Mapping[str, torch.Tensor], layout: Layout, widths: Mapping[int, int],
               names: Sequence[str]) -> dict[int, torch.Tensor]:
     scores = {g: torch.zeros(w, dtype=torch.float64) for g, w in widths.items()}
-    for name in dict.fromkeys(names):
+    for name in names:
         t = state[name].detach().to("cpu", torch.float64)
         for dim, spec in layout.get(name, {}).items():
             squares = t.pow(2).movedim(dim, 0).reshape(t.shape[dim], -1).sum(1)
