@@ -25,6 +25,10 @@ fine-tune ran with — 16 in the committed runs, none since fine-tunes from the 
   (``ModelSpace(granularity="stage")``: groups of the same trained width, feature-map size and kind share one)
   instead of one per channel group — issue 19's item 6. Each sanas record names its criterion, granularity and
   whether the search's start was among its finalists (``finalist_start``, the default since (b) and (c) ran).
+* **(e), where ``--variants sanas_quarter`` asks**: the schedule before the multi-fidelity one, at equal epochs
+  (issue 19's item 4): every candidate fine-tuned ¼ epoch with the SA-aware early stop and the best reward chosen
+  (no finalists), SA going on until its search has spent what today's search (``sanas_group_l2``, run first) spent
+  on the same seed (:data:`EQUAL_EPOCHS`). The same final fine-tune as every method.
 
 Rewards and every choice come from a held-out split of the training set (``--val-subset`` images, never trained
 on); the test set (10,000 images) is evaluated once per final model. Every pass is charged (:mod:`harness`'s
@@ -94,7 +98,15 @@ METHODS = {"tp_uniform": "(a1) Torch-Pruning, uniform ratio", "tp_global": "(a2)
 # the fine-tune; ``granularity``: ModelSpace's tokens).
 VARIANTS: dict[str, dict[str, str]] = {"sanas_l1": {"importance": "l1"}, "sanas_bn": {"importance": "bn"},
                                        "sanas_stage": {"granularity": "stage"},
-                                       "sanas_group_l2": {"importance": "group_l2"}}
+                                       "sanas_group_l2": {"importance": "group_l2"},
+                                       "sanas_quarter": {"retain_epoch": "0.25", "finalists": "0"}}
+# Variants that change the schedule run at equal epochs (issue 19's item 4): their SA goes on, candidate after
+# candidate, until its search has spent the epochs the search of the method named here spent on the same seed (so
+# that method runs first: ``--variants sanas_group_l2,sanas_quarter``). ``sanas_quarter`` is the schedule before
+# the multi-fidelity one: every candidate fine-tuned ¼ epoch (with the SA-aware early stop) and the best reward
+# chosen, no finalists; against today's — every candidate scored right after BatchNorm re-estimation, the best four
+# and the start fine-tuned one epoch as finalists.
+EQUAL_EPOCHS = {"sanas_quarter": "sanas_group_l2"}
 # A control where ``--control`` asks: the parent itself, uncompressed, given the same final fine-tune as every
 # compressed network (the same recipe, seeds and teacher). It separates what the fine-tune costs a converged
 # network from what compression costs: a method within reach of this row is as close to the parent as the
@@ -330,17 +342,28 @@ def train_parent(name: str, data: TrainingData, args: argparse.Namespace) -> tup
 
 
 def sanas_search(parent: nn.Module, data: TrainingData, budget: int, seed: int, args: argparse.Namespace,
-                 work: Path, importance: str | None = None, label: str = "sanas",
-                 granularity: str = "group") -> tuple[ModelSpace, list[int], dict[str, Any]]:
-    """sanas with its defaults (``importance``, ``granularity``: the settings a variant changes): the search, then
-    its finalists; returns the space, the chosen tokens, the log."""
+                 work: Path, importance: str | None = None, label: str = "sanas", granularity: str = "group",
+                 changes: dict[str, str] | None = None,
+                 epochs: float | None = None) -> tuple[ModelSpace, list[int], dict[str, Any]]:
+    """sanas with its defaults (``importance``, ``granularity``, ``changes``' ``retain_epoch`` and ``finalists``:
+    the settings a variant changes): the search, then its finalists; returns the space, the chosen tokens, the log.
+    ``epochs``: the search's epochs (:data:`EQUAL_EPOCHS`), its candidates as many as fit, up to the product's
+    default ``search_steps``, instead of ``args.candidates``."""
+    from sanas.search.api import DEFAULT_SEARCH_STEPS
+
+    changes = changes or {}
     space = ModelSpace(parent, example_input=[1, 32, 32], granularity=granularity)
-    recipe = Recipe(evaluation="inherit", seed=seed, device="cpu", importance=importance)
+    retain = changes.get("retain_epoch")
+    recipe = Recipe(evaluation="inherit", seed=seed, device="cpu", importance=importance,
+                    retain_epoch=None if retain is None else float(retain))
+    finalists = int(changes["finalists"]) if "finalists" in changes else None
     meter = PassMeter()
     with meter.active():
-        tokens, log = harness.sanas_search(label, space, data, recipe, parent, budget, seed, args.candidates,
-                                           work / "study")
-    return space, tokens, {**log, "search": meter.to_dict(len(data.train_indices))}
+        tokens, log = harness.sanas_search(label, space, data, recipe, parent, budget, seed,
+                                           args.candidates if epochs is None else DEFAULT_SEARCH_STEPS,
+                                           work / "study", finalists, None if epochs is None else (meter, epochs))
+    return space, tokens, {**log, "search": meter.to_dict(len(data.train_indices)),
+                           **({} if epochs is None else {"epochs_target": epochs})}
 
 
 def run(name: str, ratio: float, seed: int, parent: nn.Module, parent_info: dict[str, Any], data: TrainingData,
@@ -369,9 +392,17 @@ def run(name: str, ratio: float, seed: int, parent: nn.Module, parent_info: dict
         importance = changes.get("importance")
         if done(state, method):
             continue
+        target = None
+        if method in EQUAL_EPOCHS:
+            if not done(state, EQUAL_EPOCHS[method]):
+                print(f"  {name} {ratio:g}x seed {seed} {method}: skipped, it runs at the epochs of "
+                      f"{EQUAL_EPOCHS[method]}'s search, not run yet (--variants {EQUAL_EPOCHS[method]},{method})",
+                      flush=True)
+                continue
+            target = state[EQUAL_EPOCHS[method]]["search"]["epochs"]
         harness.start_fresh(where / "study", where / "sanas_final")
         space, tokens, search = sanas_search(parent, data, budget, seed, args, where, importance, method,
-                                             changes.get("granularity", "group"))
+                                             changes.get("granularity", "group"), changes, target)
         out = finetune(space, tokens, parent, data, seed, epochs, where / "sanas_final", importance)
         out.update(tokens=tokens, importance=space.resolve_importance(importance), granularity=space.granularity,
                    **search)
@@ -407,7 +438,7 @@ def sanas_labels(states: Sequence[dict[str, Any]]) -> dict[str, str]:
     their channel criterion and which is the product's default today."""
     labels = dict(METHODS)
     variants = [k for k in VARIANTS if all(done(s, k) for s in states)]
-    for letter, method in zip("bcdefg", ["sanas", *variants], strict=False):
+    for letter, method in zip("bcdefghijk", ["sanas", *variants], strict=False):
         crit = criterion(states, method)
         today = " (today's default)" if crit == ModelSpace.default_importance else ""
         if method == "sanas" or "importance" in VARIANTS[method]:
@@ -416,8 +447,10 @@ def sanas_labels(states: Sequence[dict[str, Any]]) -> dict[str, str]:
             continue
         changed = dict_text(VARIANTS[method])
         start = {s[method].get("finalist_start", False) for s in states}
+        equal = f", at the epochs of {labels[EQUAL_EPOCHS[method]].split()[0]}'s search" \
+            if EQUAL_EPOCHS.get(method) in labels else ""
         labels[method] = (f"({letter}) sanas, the defaults when run with {changed} (importance = {crit}"
-                          f"{', the start among the finalists' if start == {True} else ''})")
+                          f"{', the start among the finalists' if start == {True} else ''}{equal})")
     return labels
 
 
@@ -490,7 +523,9 @@ def summarise(args: argparse.Namespace, ratio: float) -> int:
                          f"the fine-tune alone {verdict}.")
         for ours in [m for m in labels if m.startswith("sanas")]:
             tag = labels[ours].split()[0]
-            for base in ("tp_uniform", "tp_global") + (("sanas",) if ours != "sanas" else ()):
+            bases = ("tp_uniform", "tp_global") + (("sanas",) if ours != "sanas" else ()) + \
+                ((EQUAL_EPOCHS[ours],) if EQUAL_EPOCHS.get(ours) in labels else ())
+            for base in bases:
                 diff, sd, wins = beats(acc[ours], acc[base])
                 ratio_epochs = [total_epochs(s[ours]) / total_epochs(s[base]) for s in states]
                 verdict = "beats it by more than one std" if wins else "does NOT beat it by one std"

@@ -333,18 +333,33 @@ def in_this_process() -> Iterator[None]:
 
 
 def sanas_search(label: str, space: Any, data: Any, recipe: Any, parent: Any, budget: int, seed: int,
-                 candidates: int, work: Path) -> tuple[list[int], dict[str, Any]]:
+                 candidates: int, work: Path, finalists: int | None = None,
+                 epochs: tuple[PassMeter, float] | None = None) -> tuple[list[int], dict[str, Any]]:
     """sanas' search as a user runs it, with its defaults: ``candidates`` evaluations of SA (resumable: its journal
-    in ``work``), then — inherited candidates — the default finalists. Returns the chosen tokens and a log."""
+    in ``work``), then — inherited candidates — ``finalists`` (default: the product's). Returns the chosen tokens and
+    a log.
+
+    ``epochs = (meter, target)`` ends the SA early, before the candidate that would take ``meter`` (active around
+    this call) past ``target`` epochs of the training set, judged by the mean cost of the candidates so far: a
+    search given the same epochs as another, whatever its candidates cost (``candidates`` is then an upper bound).
+    """
     from sanas import SANAS
     from sanas.runs.config import SEARCH_DEFAULTS
     from sanas.runs.finalists import chosen, run_finalists
     from sanas.search.early_stop import stop_rule
     from sanas.training import evaluate_candidate
 
+    finalists = SEARCH_DEFAULTS["finalists"] if finalists is None else finalists
+    train_size = len(data.train_indices)
     sa = SANAS(space, search_steps=candidates, max_params=budget, seed=seed, save_checkpoint=work)
     log: list[dict[str, Any]] = []
-    while (tokens := sa.next_tokens()) is not None:
+    while True:
+        if epochs is not None and log:
+            spent = epochs[0].epochs(train_size)
+            if spent * (len(log) + 1) / len(log) > epochs[1]:
+                break
+        if (tokens := sa.next_tokens()) is None:
+            break
         number = sa.trial_number
         rule = stop_rule(sa, recipe) if parent is not None else None
         result = evaluate_candidate(tokens, space, data, recipe, progress="none", parent=parent, stop_rule=rule)
@@ -361,9 +376,9 @@ def sanas_search(label: str, space: Any, data: Any, recipe: Any, parent: Any, bu
     trials = sa.study.get_trials(deepcopy=False)
     sa.close()
     out: dict[str, Any] = {"candidates": len(log), "stopped": sum(r["stopped"] for r in log), "log": log}
-    if parent is not None:
+    if parent is not None and finalists > 0:  # as the product: no finalists stage with none (the best screened)
         with in_this_process():
-            record = run_finalists(work, space, data, recipe, parent, trials, SEARCH_DEFAULTS["finalists"],
+            record = run_finalists(work, space, data, recipe, parent, trials, finalists,
                                    SEARCH_DEFAULTS["finalist_epochs"], progress="none",
                                    start=SEARCH_DEFAULTS["finalist_start"])
         out["finalists"] = record.get("finalists", [])

@@ -253,3 +253,46 @@ def test_the_control_fine_tunes_the_uncompressed_parent_and_pairs_with_every_see
     folder = tmp_path / "runs" / "resnet20"
     assert cm.control_states(folder, [{"seed": 0}, {"seed": 1}]) == []  # seed 0 has no control: no row
     assert cm.control_states(folder, [{"seed": 1}]) == [saved]
+
+
+def test_a_schedule_variant_searches_at_the_epochs_of_its_reference_and_chooses_without_finalists(
+        tmp_path: Path) -> None:
+    """Issue 19's item 4: the ¼-epoch schedule (``sanas_quarter``) gets the epochs today's search spent, candidate
+    after candidate, and keeps its best reward (no finalists); a run without its reference says so and skips it."""
+    import argparse
+
+    assert cm.VARIANTS["sanas_quarter"] == {"retain_epoch": "0.25", "finalists": "0"}
+    assert cm.EQUAL_EPOCHS["sanas_quarter"] in cm.VARIANTS
+    torch.manual_seed(0)
+    parent = cm.VGG11().eval()
+    data = prepare_data("synthetic", train_size=400, test_size=8, channels=1, val_fraction=0.25)
+    args = argparse.Namespace(candidates=2)
+    budget = int(0.5 * cm.params(parent))
+    _, _, one = cm.sanas_search(parent, data, budget, 0, args, tmp_path / "one", label="q",
+                                changes=cm.VARIANTS["sanas_quarter"], epochs=1e-6)
+    assert one["candidates"] == 1 and one["search"]["train_images"] > 0  # fine-tuned, unlike a screened candidate
+    target = 3.5 * one["search"]["epochs"]
+    space, tokens, log = cm.sanas_search(parent, data, budget, 0, args, tmp_path / "more", label="q",
+                                         changes=cm.VARIANTS["sanas_quarter"], epochs=target)
+    assert "finalists" not in log and log["epochs_target"] == target
+    # more candidates than --candidates: the epochs decide; one more would have gone past them
+    assert log["candidates"] > args.candidates
+    per = log["search"]["epochs"] / log["candidates"]
+    assert log["search"]["epochs"] - per <= target < log["search"]["epochs"] + per
+    assert space.count_params(tokens) <= budget  # the best screened reward is the choice
+    assert max(r["reward"] for r in log["log"] if r["tokens"] == tokens) == max(
+        r["reward"] for r in log["log"] if not r["stopped"])
+
+
+def test_the_harness_ends_a_search_at_its_epochs_before_its_candidates(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    parent = cm.VGG11().eval()
+    space = ModelSpace(parent, example_input=[1, 32, 32])
+    data = prepare_data("synthetic", train_size=48, test_size=8, channels=1, val_fraction=0.25)
+    recipe = Recipe(evaluation="inherit", batch_size=16, bn_batches=1, device="cpu")
+    meter = PassMeter()
+    with meter.active():
+        _, log = harness.sanas_search("t", space, data, recipe, parent, int(0.5 * cm.params(parent)), 0, 8,
+                                      tmp_path, finalists=0, epochs=(meter, 0.5))
+    assert 1 < log["candidates"] < 8 and "finalists" not in log
+    assert meter.train == 0  # BatchNorm re-estimation and evaluations only: no finalists fine-tuned
