@@ -13,8 +13,8 @@ control) through the same final fine-tune; and (u), sanas' own uniform-width chi
 the same way, which separates what the searched widths add from what the channels sanas keeps cost
 (``--no-uniform`` skips it; ``--uniform-importance`` keeps its channels by other criteria, each its own record). The
 summary also reads, beside the replays, ``compress_models.py``'s searches that already ran as the product runs today
-(:data:`SEARCHES`: ``--variants sanas_group_l2``; every seed without cutout), paired by seed with the same no-cutout
-baselines, and judges them against the targets too. The test set is touched once per final model.
+(:data:`SEARCHES`: ``--variants sanas_group_l2,sanas_quarter``; every seed without cutout), paired by seed with
+the same no-cutout baselines, and judges them against the targets too. The test set is touched once per final model.
 
 Cost: the committed screening's epochs, plus every finalist's fine-tune as metered here (the start's epoch is
 new where it was not among the 4 best); seconds: the committed search's less its finalists', plus the new ones'.
@@ -56,7 +56,8 @@ UNIFORM = "sanas_uniform"
 #: compress_models' sanas variants searched after the change, i.e. as the product runs today (no fine-tune with cutout):
 #: nothing to replay, so their committed records are read beside the replays, paired by seed with the same
 #: no-cutout baselines. Key -> the table's label.
-SEARCHES = {"sanas_group_l2": "(g) sanas, group_l2 channels"}
+SEARCHES = {"sanas_group_l2": "(g) sanas, group_l2 channels",
+            "sanas_quarter": "(q) sanas, (g) with ¼-epoch candidates and no finalists, at (g)'s epochs"}
 
 
 def baselines(name: str, ratio: float, seed: int, parent: Any, info: dict[str, Any], data: Any, base: Record,
@@ -301,7 +302,7 @@ def search_lines(budgets: dict[str, Any]) -> list[str]:
     labels = "; ".join(f"{label} (`compress_models.py --variants {key}`)" for key, label in SEARCHES.items())
     return ["", f"Searches run as the product runs today (every fine-tune without cutout), read from "
             f"`compress_models.py`'s records beside the same no-cutout baselines: {labels} — today's defaults with "
-            "that channel criterion in the search and the fine-tunes.", "",
+            "that channel criterion in the search and the fine-tunes, or that schedule.", "",
             "| budget | network | method | seeds | parent | (a1) TP uniform | (a2) TP global | (c+s) sanas | "
             "method | − (a1) | − (a2) | − (c+s) | − parent | params: method / (a1) | epochs: method / (a1) |",
             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|", *rows]
