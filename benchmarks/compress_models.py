@@ -25,7 +25,7 @@ fine-tune ran with — 16 in the committed runs, none since fine-tunes from the 
   (``ModelSpace(granularity="stage")``: groups of the same trained width, feature-map size and kind share one)
   instead of one per channel group — issue 19's item 6. Each sanas record names its criterion, granularity and
   whether the search's start was among its finalists (``finalist_start``, the default since (b) and (c) ran).
-* **(e), where ``--variants sanas_quarter`` asks**: the schedule before the multi-fidelity one, at equal epochs
+* **Where ``--variants sanas_quarter`` asks**: the schedule before the multi-fidelity one, at equal epochs
   (issue 19's item 4): every candidate fine-tuned ¼ epoch with the SA-aware early stop and the best reward chosen
   (no finalists), SA going on until its search has spent what today's search (``sanas_group_l2``, run first) spent
   on the same seed (:data:`EQUAL_EPOCHS`). The same final fine-tune as every method.
