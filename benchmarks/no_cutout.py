@@ -279,8 +279,9 @@ def target_lines(budgets: dict[str, Any], networks: int, method: str = "sanas", 
 
 def search_lines(budgets: dict[str, Any]) -> list[str]:
     """The searches of :data:`SEARCHES` beside the replays, where every seed of a network has one: against both
-    Torch-Pruning methods, (c+s) and the parent, paired by seed, and their cost against (a1)'s."""
-    rows = []
+    Torch-Pruning methods, (c+s) and the parent, paired by seed, and their cost against (a1)'s; a search run at the
+    epochs of another (``compress_models.EQUAL_EPOCHS``) also against that one."""
+    rows, equal = [], []
     for key, label in SEARCHES.items():
         tag = label.split()[0]
         for ratio, budget in budgets.items():
@@ -297,15 +298,25 @@ def search_lines(budgets: dict[str, Any]) -> list[str]:
                             f"{statistics.mean(s[key]['params'] for s in seeds):,.0f} / "
                             f"{statistics.mean(s['tp_uniform']['params'] for s in seeds):,.0f} | "
                             f"{statistics.mean(epochs):.1f}× |")
+                ref = cm.EQUAL_EPOCHS.get(key)
+                if ref in SEARCHES and all(done(s, ref) for s in seeds):
+                    r = [s[ref]["test_top1"] for s in seeds]
+                    cost = [cm.total_epochs(s[key]) / cm.total_epochs(s[ref]) for s in seeds]
+                    count = [s[key]["candidates"] / s[ref]["candidates"] for s in seeds]
+                    equal.append(f"* {ratio}× {name}: {tag} − {SEARCHES[ref].split()[0]} {beats_text(g, r)} points "
+                                 f"(paired by seed) at {statistics.mean(cost):.2f}× its total epochs, with "
+                                 f"{statistics.mean(count):.2f}× its candidates.")
     if not rows:
         return []
+    if equal:
+        equal = ["", "Schedules at equal epochs (issue 19's item 4):", "", *equal]
     labels = "; ".join(f"{label} (`compress_models.py --variants {key}`)" for key, label in SEARCHES.items())
     return ["", f"Searches run as the product runs today (every fine-tune without cutout), read from "
             f"`compress_models.py`'s records beside the same no-cutout baselines: {labels} — today's defaults with "
             "that channel criterion in the search and the fine-tunes, or that schedule.", "",
             "| budget | network | method | seeds | parent | (a1) TP uniform | (a2) TP global | (c+s) sanas | "
             "method | − (a1) | − (a2) | − (c+s) | − parent | params: method / (a1) | epochs: method / (a1) |",
-            "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|", *rows]
+            "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|", *rows, *equal]
 
 
 def uniform_lines(budgets: dict[str, Any]) -> list[str]:

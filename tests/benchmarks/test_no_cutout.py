@@ -47,7 +47,10 @@ def test_the_table_pairs_each_method_with_itself_before_and_keeps_compress_model
         searched = base / "resnet20" / "0.7x"  # a search run as today's product, read beside the replays
         searched.mkdir(parents=True, exist_ok=True)
         (searched / f"seed-{seed}.json").write_text(json.dumps({"seed": seed, "sanas_group_l2": {
-            **method((0.907, 0.909, 0.908)[seed], 0.0, 15.0), "cutout": 0, "importance": "group_l2"}}))
+            **method((0.907, 0.909, 0.908)[seed], 0.0, 15.0), "cutout": 0, "importance": "group_l2",
+            "candidates": 30}, "sanas_quarter": {  # the ¼-epoch schedule at (g)'s epochs
+            **method((0.909, 0.910, 0.911)[seed], 0.0, 14.0), "cutout": 0, "importance": "group_l2",
+            "candidates": 18}}))
     (base / "resnet20" / "parent.json").write_text(json.dumps({"test_top1": 0.9101}))
     out = tmp_path / "no_cutout"
     assert nc.main(["--summary", "--budget-ratio", "0.7,0.5", "--runs-dir", str(runs), "--base-runs-dir", str(base),
@@ -69,7 +72,9 @@ def test_the_table_pairs_each_method_with_itself_before_and_keeps_compress_model
     assert ("| 0.7× | resnet20 | (g) | 0,1,2 | 91.01 | 90.10 ± 0.10 | 89.90 ± 0.10 | 90.63 ± 0.15 | 90.80 ± 0.10 | "
             "+0.70 ± 0.00 (beats) | +0.90 ± 0.17 (beats) | +0.17 ± 0.06 (beats) | -0.21 ± 0.10 (NOT within one std) | "
             "100 / 100 | 3.0× |") in text
-    assert "(g) against issue 19's targets" in text
+    assert "(g) against issue 19's targets" in text and "| 0.7× | resnet20 | (q) | 0,1,2 |" in text
+    assert ("* 0.7× resnet20: (q) − (g) +0.20 ± 0.10 (beats) points (paired by seed) at 0.95× its total epochs, "
+            "with 0.60× its candidates.") in text
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["budgets"]["0.7"]["models"]["resnet20"]["seeds"][1]["sanas_group_l2"]["test_top1"] == 0.909
     # a search that fine-tuned with cutout is not today's product: not read beside the replays
@@ -78,7 +83,7 @@ def test_the_table_pairs_each_method_with_itself_before_and_keeps_compress_model
         path.write_text(path.read_text().replace('"cutout": 0', '"cutout": 16'))
     assert nc.main(["--summary", "--budget-ratio", "0.7", "--runs-dir", str(runs), "--base-runs-dir", str(base),
                     "--out", str(out)]) == 0
-    assert "| (g) |" not in out.with_suffix(".md").read_text()
+    assert "| (g) |" not in out.with_suffix(".md").read_text() and "(q) − (g)" not in out.with_suffix(".md").read_text()
     record = json.loads(out.with_suffix(".json").read_text())
     budget = record["budgets"]["0.7"]
     assert budget["settings"]["budget_ratio"] == 0.7 and "0.5" not in record["budgets"]
