@@ -8,6 +8,7 @@ import os
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -198,11 +199,9 @@ def test_a_pruned_baseline_is_distilled_from_the_original_parent_like_sanas_chil
     assert cm.params(trainer.net) == cm.params(pruned) < cm.params(trainer.teacher) == cm.params(parent)
 
 
-def test_the_meter_charges_the_finalists_of_a_search(tmp_path: Path) -> None:
-    """The finalists fine-tune in a child process in the product; a benchmark's meter must still see them (their
-    training images went uncounted in the first two committed runs, which were run again)."""
-    from harness import sanas_search
-
+def small_search(work: Path, candidates: int, finalists: int | None = None,
+                 epochs: float | None = None) -> tuple[Any, PassMeter, dict]:
+    """``harness.sanas_search`` over VGG-11 at 0.5× on 48 synthetic images, metered: the data, the meter, the log."""
     torch.manual_seed(0)
     parent = cm.VGG11().eval()
     space = ModelSpace(parent, example_input=[1, 32, 32])
@@ -210,7 +209,15 @@ def test_the_meter_charges_the_finalists_of_a_search(tmp_path: Path) -> None:
     recipe = Recipe(evaluation="inherit", batch_size=16, bn_batches=1, device="cpu")
     meter = PassMeter()
     with meter.active():
-        _, log = sanas_search("t", space, data, recipe, parent, int(0.5 * cm.params(parent)), 0, 3, tmp_path)
+        _, log = harness.sanas_search("t", space, data, recipe, parent, int(0.5 * cm.params(parent)), 0, candidates,
+                                      work, finalists, None if epochs is None else (meter, epochs))
+    return data, meter, log
+
+
+def test_the_meter_charges_the_finalists_of_a_search(tmp_path: Path) -> None:
+    """The finalists fine-tune in a child process in the product; a benchmark's meter must still see them (their
+    training images went uncounted in the first two committed runs, which were run again)."""
+    data, meter, log = small_search(tmp_path, 3)
     assert len(log["finalists"]) == 3 and log["candidates"] == 3
     assert log["finalist_start"] is True and sum(f.get("start", False) for f in log["finalists"]) == 1
     # screening trains nothing; each finalist fine-tunes one epoch
@@ -285,14 +292,6 @@ def test_a_schedule_variant_searches_at_the_epochs_of_its_reference_and_chooses_
 
 
 def test_the_harness_ends_a_search_at_its_epochs_before_its_candidates(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    parent = cm.VGG11().eval()
-    space = ModelSpace(parent, example_input=[1, 32, 32])
-    data = prepare_data("synthetic", train_size=48, test_size=8, channels=1, val_fraction=0.25)
-    recipe = Recipe(evaluation="inherit", batch_size=16, bn_batches=1, device="cpu")
-    meter = PassMeter()
-    with meter.active():
-        _, log = harness.sanas_search("t", space, data, recipe, parent, int(0.5 * cm.params(parent)), 0, 8,
-                                      tmp_path, finalists=0, epochs=(meter, 0.5))
+    _, meter, log = small_search(tmp_path, 8, finalists=0, epochs=0.5)
     assert 1 < log["candidates"] < 8 and "finalists" not in log
     assert meter.train == 0  # BatchNorm re-estimation and evaluations only: no finalists fine-tuned
