@@ -62,6 +62,12 @@ OUT = HERE / "data" / "inherit_e2e"
 FILTER_NUM = [2, 4, 6, 8, 12, 16, 24, 32]
 ROWS = {"A": "A: PaddleSlim's protocol, from scratch", "B": "B: sanas' defaults",
         "U": "U: uniform-width child, fine-tuned like B"}
+# Rows run only where ``--rows`` names them, to choose a default or read a gap: G, B with another channel criterion
+# in its search and its fine-tune (DartsSpace keeps |γ|; ModelSpace's default became group_l2 on compress_models.py's
+# networks); P, the parent itself through B's final fine-tune (compress_models.py's control): how close to the
+# parent that fine-tune lets any network end.
+EXTRA = {"G": "G: B with importance = group_l2", "P": "P: the parent itself, fine-tuned like B (control)"}
+G_IMPORTANCE = "group_l2"
 PARENT_KEYS = ("tokens", "params", "macs", "test_top1", "val_curve", "epochs", "seconds")  # a record's "parent"
 
 
@@ -126,6 +132,22 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         finish("U", uniform_tokens(sp, budget), recipe(args, seed, evaluation="inherit", retain_epoch=final), True,
                PassMeter())
         state.save()
+    if "G" in rows and not done(state, "G"):
+        harness.start_fresh(work / "G", work / "final-G")
+        meter = PassMeter()
+        searched = recipe(args, seed, evaluation="inherit", importance=G_IMPORTANCE)
+        with meter.active():
+            tokens, log = sanas_search(f"G seed {seed}", sp, data, searched, parent, budget, seed, args.candidates_b,
+                                       work / "G")
+        state["G"] = {"search": log, "importance": G_IMPORTANCE}
+        finish("G", tokens, recipe(args, seed, evaluation="inherit", retain_epoch=final, importance=G_IMPORTANCE),
+               True, meter)
+        state.save()
+    if "P" in rows and not done(state, "P"):
+        harness.start_fresh(work / "final-P")
+        finish("P", state["parent"]["tokens"], recipe(args, seed, evaluation="inherit", retain_epoch=final), True,
+               PassMeter())
+        state.save()
     return state
 
 
@@ -136,6 +158,29 @@ def start_text(states: list[dict[str, Any]]) -> str:
     starts = {s["B"].get("finalist_start", False) for s in states}
     return "" if starts == {False} else " and the search's start" if starts == {True} else (
         " (and the search's start in some seeds' searches)")
+
+
+def extra_lines(states: list[dict[str, Any]], extra: list[str], parent: list[float]) -> list[str]:
+    """What the rows of :data:`EXTRA` every seed has say, paired by seed: G against the targets and against B; B
+    against P, the parent through the same fine-tune."""
+    acc = {k: [s[k]["test_top1"] for s in states] for k in ("B", "U", *extra)}
+    lines = []
+    if "G" in extra:
+        gap, sd, within = within_one_std(acc["G"], parent)
+        lines.append(f"* G − parent: {mean_std(gap, 100, signed=True)} points (paired); G's std {100 * sd:.2f} — "
+                     f"{'within' if within else 'NOT within'} one std.")
+        for base in ("U", "B"):
+            gap, sd, wins = beats(acc["G"], acc[base])
+            lines.append(f"* G − {base}: {mean_std(gap, 100, signed=True)} points (paired); the largest std "
+                         f"{100 * sd:.2f} — G {'beats' if wins else 'does NOT beat'} {base} by more than one std.")
+    if "P" in extra:
+        gap, sd, within = within_one_std(acc["P"], parent)
+        lines.append(f"* P − parent: {mean_std(gap, 100, signed=True)} points (paired): what B's final fine-tune "
+                     f"does to the parent itself.")
+        gap, sd, within = within_one_std(acc["B"], acc["P"])
+        lines.append(f"* B − P: {mean_std(gap, 100, signed=True)} points (paired); B's std {100 * sd:.2f} — "
+                     f"{'within' if within else 'NOT within'} one std of the parent fine-tuned the same way.")
+    return lines
 
 
 def summarise(args: argparse.Namespace) -> int:
@@ -179,6 +224,11 @@ def summarise(args: argparse.Namespace) -> int:
         if rows:
             lines.append(method_row(label, rows, [r["cost"]["epochs"] for r in rows],
                                     f"{statistics.mean(r['cost']['seconds'] for r in rows) / 60:.1f}"))
+    extra = [k for k in EXTRA if all(done(s, k) for s in states)]  # a row every seed has, or none
+    for key in extra:
+        rows = [s[key] for s in states]
+        lines.append(method_row(EXTRA[key], rows, [r["cost"]["epochs"] for r in rows],
+                                f"{statistics.mean(r['cost']['seconds'] for r in rows) / 60:.1f}"))
     gap_parent, sd_b, within = within_one_std(acc["B"], parent)
     gap_u, sd_u, b_beats_u = beats(acc["B"], acc["U"])
     gap_a = paired([s["B"]["test_top1"] for s in with_a], [s["A"]["test_top1"] for s in with_a])
@@ -189,7 +239,8 @@ def summarise(args: argparse.Namespace) -> int:
               f"* B − U: {mean_std(gap_u, 100, signed=True)} points (paired); the largest std (B, U, the difference) "
               f"{100 * sd_u:.2f} — target B > U by more than one std: {'met' if b_beats_u else 'NOT met'}.",
               f"* B − A: {b_vs_a}; B's final fine-tune {states[0]['final_epochs']} "
-              f"epochs = {states[0]['final_epochs'] / p0['epochs']:.2f} of the parent's (target ≤ 0.5).", "",
+              f"epochs = {states[0]['final_epochs'] / p0['epochs']:.2f} of the parent's (target ≤ 0.5).",
+              *extra_lines(states, extra, parent), "",
               "| seed | parent | A | B | U | A params | B params | U params | B tokens | U tokens |",
               "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for s in states:
@@ -217,11 +268,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--candidates-b", type=int, default=30)
     p.add_argument("--scratch-epochs", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--rows", default=",".join(ROWS), help="which rows to run now (the parent always comes first)")
+    p.add_argument("--rows", default=",".join(ROWS),
+                   help=f"which rows to run now (the parent always comes first): {', '.join(ROWS)} (the protocol's), "
+                        f"or {'; '.join(EXTRA.values())}")
     p.add_argument("--work-dir", type=Path, default=WORK_DIR)
     p.add_argument("--runs-dir", type=Path, default=RUNS_DIR, help="the finished runs' records (committed)")
     p.add_argument("--out", type=Path, default=OUT, help="the table as OUT.md and OUT.json")
     args = p.parse_args(argv)
+    unknown = [r for r in args.rows.split(",") if r not in ROWS and r not in EXTRA]
+    if unknown:
+        p.error(f"--rows {','.join(unknown)}: expected rows among {','.join([*ROWS, *EXTRA])}")
     if args.seed is not None:
         run_seed(args.seed, args)
         return 0

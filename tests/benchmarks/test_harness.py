@@ -114,3 +114,34 @@ def test_the_miniature_s_table_says_whether_b_fine_tuned_its_start_among_the_fin
     assert inherit_e2e.start_text([before, before]) == ""
     assert inherit_e2e.start_text([after, after]) == " and the search's start"
     assert "some seeds" in inherit_e2e.start_text([before, after])
+
+
+def test_the_miniature_s_extra_rows_show_only_where_every_seed_has_them(tmp_path: Path, capsys) -> None:
+    """G (B with group_l2 channels) and P (the parent through B's fine-tune) are run on request: a row every seed
+    has is read against the parent, B and U, paired by seed; one seed short, no row. Unknown rows are refused."""
+    import inherit_e2e
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for seed in range(3):
+        record = json.loads((BENCHMARKS / "data" / "inherit_e2e_runs" / f"seed-{seed}.json").read_text())
+        b = record["B"]["test_top1"]
+        record["G"] = {**record["B"], "test_top1": b + 0.002, "importance": "group_l2"}
+        if seed < 2:
+            record["P"] = {**record["U"], "test_top1": record["parent"]["test_top1"] + 0.001}
+        (runs / f"seed-{seed}.json").write_text(json.dumps(record))
+    out = tmp_path / "table"
+    assert inherit_e2e.main(["--summary", "--runs-dir", str(runs), "--out", str(out)]) == 0
+    table = out.with_suffix(".md").read_text()
+    assert "| G: B with importance = group_l2 |" in table and "P: the parent itself" not in table
+    assert "* G − B: +0.20 ± 0.00 points (paired)" in table and "* G − parent:" in table and "* B − P" not in table
+    record = json.loads((runs / "seed-2.json").read_text())
+    record["P"] = {**record["U"], "test_top1": record["parent"]["test_top1"] + 0.001}
+    (runs / "seed-2.json").write_text(json.dumps(record))
+    assert inherit_e2e.main(["--summary", "--runs-dir", str(runs), "--out", str(out)]) == 0
+    table = out.with_suffix(".md").read_text()
+    assert "| P: the parent itself, fine-tuned like B (control) |" in table
+    assert "* P − parent: +0.10 ± 0.00 points (paired)" in table and "* B − P:" in table
+    with pytest.raises(SystemExit) as stop:
+        inherit_e2e.main(["--rows", "B,Q", "--runs-dir", str(runs), "--out", str(out)])
+    assert stop.value.code == 2 and "--rows Q: expected rows among A,B,U,G,P" in capsys.readouterr().err
