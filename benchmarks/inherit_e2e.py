@@ -14,6 +14,8 @@ then compressed to ``--budget-ratio`` × its parameters:
   ``final_epochs(parent epochs)`` epochs with the default distillation.
 * **U (the uniform-width child)**: every cell's width scaled by one ratio to the same budget
   (:func:`sanas.spaces.uniform_tokens`), fine-tuned exactly like B's final model.
+* Where ``--rows`` names them (:data:`EXTRA`): **G**, B with ``group_l2`` channels in its search and its fine-tune
+  (ModelSpace's default; DartsSpace keeps |γ|), and **P**, the parent itself through B's final fine-tune.
 
 Both searches are sanas' SA with its default settings (budget-filling moves, scale-free temperature) and the
 run's seed; they differ in how a candidate is evaluated. The users' training recipe (lr ``--lr``, batch
@@ -23,6 +25,7 @@ once per final model. Every pass is charged (:class:`harness.PassMeter`).
 
     .venv/bin/python benchmarks/inherit_e2e.py              # 3 seeds as parallel processes (resumable), then the table
     .venv/bin/python benchmarks/inherit_e2e.py --summary    # the table from what has run
+    .venv/bin/python benchmarks/inherit_e2e.py --rows G,P   # the extra rows (each seed's parent first)
 
 Results: ``benchmarks/data/inherit_e2e.md`` / ``.json`` (committed, with every finished seed's record in
 ``benchmarks/data/inherit_e2e_runs/``); work in ``benchmarks/results/inherit_e2e_v2/``.
