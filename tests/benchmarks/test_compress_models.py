@@ -104,6 +104,9 @@ def committed_runs() -> list[Path]:
     return sorted((BENCHMARKS / "data" / "compress_models_runs").glob("*/*x/seed-*.json"))
 
 
+TRAIN_SUBSET = cm.build_parser().parse_args([]).train_subset
+
+
 def test_committed_runs_hold_together() -> None:
     """Every committed run record: within its budget, counts that match the networks, costs that add up, and the
     table rows of finished runs in the committed tables."""
@@ -130,7 +133,15 @@ def test_committed_runs_hold_together() -> None:
             assert run[method]["search"]["epochs"] > 0
             ran = {"importance": run[method].get("importance", harness.EARLIER_DEFAULT_IMPORTANCE),
                    "granularity": run[method].get("granularity", "group")}
-            assert all(ran[k] == v for k, v in cm.VARIANTS.get(method, {}).items())  # what the variant changes
+            changes = cm.VARIANTS.get(method, {})
+            assert all(ran[k] == v for k, v in changes.items() if k in ran)  # what the variant changes
+            if "finalists" in changes:  # a schedule: as many candidates as its reference's epochs allowed
+                assert ("finalists" in run[method]) == (int(changes["finalists"]) > 0)
+                trained = run[method]["search"]["train_images"] / run[method]["candidates"]
+                assert 0 < trained <= float(changes["retain_epoch"]) * TRAIN_SUBSET
+                ref = run[cm.EQUAL_EPOCHS[method]]["search"]["epochs"]
+                per = run[method]["search"]["epochs"] / run[method]["candidates"]
+                assert run[method]["epochs_target"] == ref and abs(run[method]["search"]["epochs"] - ref) <= per
             if all(m in run for m in cm.METHODS):  # a finished run is in its budget's committed table
                 table = cm.table_path(cm.OUT, ratio).read_text()
                 assert f"| {run['seed']} | {100 * run['tp_uniform']['test_top1']:.2f} |" in table
