@@ -91,11 +91,14 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     sp = space()
     work = args.work_dir / f"seed-{seed}"
     state = Record(args.runs_dir / f"seed-{seed}.json", seed)
-    if "parent" not in state:
+    if "parent" not in state or not (work / "parent" / "model.safetensors").exists():
         info = harness.train_parent(sp, data, recipe(args, seed, retain_epoch=args.parent_epochs), work / "parent",
                                     progress="lines")
-        state["parent"] = {k: info[k] for k in PARENT_KEYS}
-        state.save()
+        if "parent" in state:  # retrained where its weights are gone: the committed rows pair with the same parent
+            check_parent(state["parent"], info, args.runs_dir / f"seed-{seed}.json", work / "parent")
+        else:
+            state["parent"] = {k: info[k] for k in PARENT_KEYS}
+            state.save()
     parent = load_model(work / "parent")
     budget = int(args.budget_ratio * state["parent"]["params"])
     final = final_epochs(args.parent_epochs)
@@ -135,6 +138,11 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         finish("U", uniform_tokens(sp, budget), recipe(args, seed, evaluation="inherit", retain_epoch=final), True,
                PassMeter())
         state.save()
+    if "P" in rows and not done(state, "P"):
+        harness.start_fresh(work / "final-P")
+        finish("P", state["parent"]["tokens"], recipe(args, seed, evaluation="inherit", retain_epoch=final), True,
+               PassMeter())
+        state.save()
     if "G" in rows and not done(state, "G"):
         harness.start_fresh(work / "G", work / "final-G")
         meter = PassMeter()
@@ -146,12 +154,18 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         finish("G", tokens, recipe(args, seed, evaluation="inherit", retain_epoch=final, importance=G_IMPORTANCE),
                True, meter)
         state.save()
-    if "P" in rows and not done(state, "P"):
-        harness.start_fresh(work / "final-P")
-        finish("P", state["parent"]["tokens"], recipe(args, seed, evaluation="inherit", retain_epoch=final), True,
-               PassMeter())
-        state.save()
     return state
+
+
+def check_parent(recorded: dict[str, Any], retrained: dict[str, Any], record: Path, folder: Path) -> None:
+    """A parent trained again (its weights are not committed) must be the recorded one — the same held-out curve and
+    test top-1, as deterministic training on the same machine type gives — or the new rows would not pair with the
+    committed ones: refused, naming both."""
+    same = all(recorded[k] == retrained[k] for k in ("tokens", "params", "val_curve", "test_top1"))
+    if not same:
+        raise SystemExit(f"the parent trained again in {harness.relative(folder)} differs from the one "
+                         f"{harness.relative(record)} records (test top-1 {retrained['test_top1']:.4f} vs "
+                         f"{recorded['test_top1']:.4f}): its rows would not pair with the committed ones")
 
 
 # --- the table ------------------------------------------------------------------------------------------------------

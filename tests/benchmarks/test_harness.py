@@ -145,3 +145,15 @@ def test_the_miniature_s_extra_rows_show_only_where_every_seed_has_them(tmp_path
     with pytest.raises(SystemExit) as stop:
         inherit_e2e.main(["--rows", "B,Q", "--runs-dir", str(runs), "--out", str(out)])
     assert stop.value.code == 2 and "--rows Q: expected rows among A,B,U,G,P" in capsys.readouterr().err
+
+
+def test_the_miniature_s_parent_trained_again_must_be_the_recorded_one(tmp_path: Path) -> None:
+    """The parents' weights are not committed: a checkout trains them again before rows G and P, and those rows
+    pair with the committed B and U only if it is the same parent."""
+    import inherit_e2e
+
+    recorded = json.loads((BENCHMARKS / "data" / "inherit_e2e_runs" / "seed-0.json").read_text())["parent"]
+    inherit_e2e.check_parent(recorded, dict(recorded), tmp_path / "seed-0.json", tmp_path / "parent")
+    other = {**recorded, "val_curve": [*recorded["val_curve"][:-1], recorded["val_curve"][-1] + 0.001]}
+    with pytest.raises(SystemExit, match="differs from the one"):
+        inherit_e2e.check_parent(recorded, other, tmp_path / "seed-0.json", tmp_path / "parent")
