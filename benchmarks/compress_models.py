@@ -342,19 +342,18 @@ def train_parent(name: str, data: TrainingData, args: argparse.Namespace) -> tup
 
 
 def sanas_search(parent: nn.Module, data: TrainingData, budget: int, seed: int, args: argparse.Namespace,
-                 work: Path, importance: str | None = None, label: str = "sanas", granularity: str = "group",
-                 changes: dict[str, str] | None = None,
+                 work: Path, label: str = "sanas", changes: dict[str, str] | None = None,
                  epochs: float | None = None) -> tuple[ModelSpace, list[int], dict[str, Any]]:
-    """sanas with its defaults (``importance``, ``granularity``, ``changes``' ``retain_epoch`` and ``finalists``:
-    the settings a variant changes): the search, then its finalists; returns the space, the chosen tokens, the log.
+    """sanas with its defaults but ``changes`` (a :data:`VARIANTS` entry: ``importance``, ``granularity``,
+    ``retain_epoch``, ``finalists``): the search, then its finalists; returns the space, the chosen tokens, the log.
     ``epochs``: the search's epochs (:data:`EQUAL_EPOCHS`), its candidates as many as fit, up to the product's
     default ``search_steps``, instead of ``args.candidates``."""
     from sanas.search.api import DEFAULT_SEARCH_STEPS
 
     changes = changes or {}
-    space = ModelSpace(parent, example_input=[1, 32, 32], granularity=granularity)
+    space = ModelSpace(parent, example_input=[1, 32, 32], granularity=changes.get("granularity", "group"))
     retain = changes.get("retain_epoch")
-    recipe = Recipe(evaluation="inherit", seed=seed, device="cpu", importance=importance,
+    recipe = Recipe(evaluation="inherit", seed=seed, device="cpu", importance=changes.get("importance"),
                     retain_epoch=None if retain is None else float(retain))
     finalists = int(changes["finalists"]) if "finalists" in changes else None
     meter = PassMeter()
@@ -389,7 +388,6 @@ def run(name: str, ratio: float, seed: int, parent: nn.Module, parent_info: dict
               f"{100 * out['test_top1']:.2f}%", flush=True)
     runs = [("sanas", {}, work)] + [(key, VARIANTS[key], work / key) for key in args.variants]
     for method, changes, where in runs:
-        importance = changes.get("importance")
         if done(state, method):
             continue
         target = None
@@ -401,8 +399,8 @@ def run(name: str, ratio: float, seed: int, parent: nn.Module, parent_info: dict
                 continue
             target = state[EQUAL_EPOCHS[method]]["search"]["epochs"]
         harness.start_fresh(where / "study", where / "sanas_final")
-        space, tokens, search = sanas_search(parent, data, budget, seed, args, where, importance, method,
-                                             changes.get("granularity", "group"), changes, target)
+        space, tokens, search = sanas_search(parent, data, budget, seed, args, where, method, changes, target)
+        importance = changes.get("importance")
         out = finetune(space, tokens, parent, data, seed, epochs, where / "sanas_final", importance)
         out.update(tokens=tokens, importance=space.resolve_importance(importance), granularity=space.granularity,
                    **search)

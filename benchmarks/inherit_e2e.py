@@ -112,6 +112,27 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         state.setdefault(name, {}).update(tokens=tokens, params=r.params, macs=sp.count_macs(tokens),
                                           test_top1=r.test_top1, cost=meter.to_dict(train_size))
 
+    def inherited_search(name: str, importance: str | None = None) -> None:
+        """Row ``name``: sanas' defaults (channels by ``importance``, the space's default where None) — the search
+        and its finalists, the chosen child fine-tuned from the parent — recorded and saved."""
+        harness.start_fresh(work / name, work / f"final-{name}")
+        meter = PassMeter()
+        searched = recipe(args, seed, evaluation="inherit", importance=importance)
+        with meter.active():
+            tokens, log = sanas_search(f"{name} seed {seed}", sp, data, searched, parent, budget, seed,
+                                       args.candidates_b, work / name)
+        state[name] = {"search": log, "importance": sp.resolve_importance(importance),
+                       "finalist_start": log["finalist_start"]}
+        finish(name, tokens, recipe(args, seed, evaluation="inherit", retain_epoch=final, importance=importance),
+               True, meter)
+        state.save()
+
+    def fine_tuned(name: str, tokens: list[int]) -> None:
+        """Row ``name``: ``tokens`` inherited from the parent, no search, given B's final fine-tune; saved."""
+        harness.start_fresh(work / f"final-{name}")
+        finish(name, tokens, recipe(args, seed, evaluation="inherit", retain_epoch=final), True, PassMeter())
+        state.save()
+
     rows = args.rows.split(",")
     if "A" in rows and not done(state, "A"):
         harness.start_fresh(work / "A", work / "final-A")
@@ -123,37 +144,13 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         finish("A", tokens, recipe(args, seed, retain_epoch=args.parent_epochs), False, meter)
         state.save()
     if "B" in rows and not done(state, "B"):
-        harness.start_fresh(work / "B", work / "final-B")
-        meter = PassMeter()
-        searched = recipe(args, seed, evaluation="inherit")
-        with meter.active():
-            tokens, log = sanas_search(f"B seed {seed}", sp, data, searched, parent, budget, seed, args.candidates_b,
-                                       work / "B")
-        state["B"] = {"search": log, "importance": sp.resolve_importance(searched.importance),
-                      "finalist_start": log["finalist_start"]}
-        finish("B", tokens, recipe(args, seed, evaluation="inherit", retain_epoch=final), True, meter)
-        state.save()
+        inherited_search("B")
     if "U" in rows and not done(state, "U"):
-        harness.start_fresh(work / "final-U")
-        finish("U", uniform_tokens(sp, budget), recipe(args, seed, evaluation="inherit", retain_epoch=final), True,
-               PassMeter())
-        state.save()
+        fine_tuned("U", uniform_tokens(sp, budget))
     if "P" in rows and not done(state, "P"):
-        harness.start_fresh(work / "final-P")
-        finish("P", state["parent"]["tokens"], recipe(args, seed, evaluation="inherit", retain_epoch=final), True,
-               PassMeter())
-        state.save()
+        fine_tuned("P", state["parent"]["tokens"])
     if "G" in rows and not done(state, "G"):
-        harness.start_fresh(work / "G", work / "final-G")
-        meter = PassMeter()
-        searched = recipe(args, seed, evaluation="inherit", importance=G_IMPORTANCE)
-        with meter.active():
-            tokens, log = sanas_search(f"G seed {seed}", sp, data, searched, parent, budget, seed, args.candidates_b,
-                                       work / "G")
-        state["G"] = {"search": log, "importance": G_IMPORTANCE}
-        finish("G", tokens, recipe(args, seed, evaluation="inherit", retain_epoch=final, importance=G_IMPORTANCE),
-               True, meter)
-        state.save()
+        inherited_search("G", G_IMPORTANCE)
     return state
 
 
@@ -191,9 +188,8 @@ def extra_lines(states: list[dict[str, Any]], extra: list[str], parent: list[flo
             lines.append(f"* G − {base}: {mean_std(gap, 100, signed=True)} points (paired); the largest std "
                          f"{100 * sd:.2f} — G {'beats' if wins else 'does NOT beat'} {base} by more than one std.")
     if "P" in extra:
-        gap, sd, within = within_one_std(acc["P"], parent)
-        lines.append(f"* P − parent: {mean_std(gap, 100, signed=True)} points (paired): what B's final fine-tune "
-                     f"does to the parent itself.")
+        lines.append(f"* P − parent: {mean_std(paired(acc['P'], parent), 100, signed=True)} points (paired): what "
+                     f"B's final fine-tune does to the parent itself.")
         gap, sd, within = within_one_std(acc["B"], acc["P"])
         lines.append(f"* B − P: {mean_std(gap, 100, signed=True)} points (paired); B's std {100 * sd:.2f} — "
                      f"{'within' if within else 'NOT within'} one std of the parent fine-tuned the same way.")
