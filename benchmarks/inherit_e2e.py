@@ -15,7 +15,9 @@ then compressed to ``--budget-ratio`` × its parameters:
 * **U (the uniform-width child)**: every cell's width scaled by one ratio to the same budget
   (:func:`sanas.spaces.uniform_tokens`), fine-tuned exactly like B's final model.
 * Where ``--rows`` names them (:data:`EXTRA`): **G**, B with ``group_l2`` channels in its search and its fine-tune
-  (ModelSpace's default; DartsSpace keeps |γ|), and **P**, the parent itself through B's final fine-tune.
+  (ModelSpace's default; DartsSpace keeps |γ|); **P**, the parent itself through B's final fine-tune; **L**, B's
+  choice fine-tuned half the parent's epochs (the most target (b) allows) instead of ``final_epochs``; **C**, B
+  searching ``--candidates-c`` candidates instead of ``--candidates-b``.
 
 Both searches are sanas' SA with its default settings (budget-filling moves, scale-free temperature) and the
 run's seed; they differ in how a candidate is evaluated. The users' training recipe (lr ``--lr``, batch
@@ -26,6 +28,7 @@ once per final model. Every pass is charged (:class:`harness.PassMeter`).
     .venv/bin/python benchmarks/inherit_e2e.py              # 3 seeds as parallel processes (resumable), then the table
     .venv/bin/python benchmarks/inherit_e2e.py --summary    # the table from what has run
     .venv/bin/python benchmarks/inherit_e2e.py --rows G,P   # the extra rows (each seed's parent first)
+    .venv/bin/python benchmarks/inherit_e2e.py --seeds 0 --rows L,C  # one process per seed: rows share its record
 
 Results: ``benchmarks/data/inherit_e2e.md`` / ``.json`` (committed, with every finished seed's record in
 ``benchmarks/data/inherit_e2e_runs/``); work in ``benchmarks/results/inherit_e2e_v2/``.
@@ -69,8 +72,13 @@ ROWS = {"A": "A: PaddleSlim's protocol, from scratch", "B": "B: sanas' defaults"
 # in its search and its fine-tune (DartsSpace keeps |γ|; ModelSpace's default became group_l2 on compress_models.py's
 # networks); P, the parent itself through B's final fine-tune (compress_models.py's control): how close to the
 # parent that fine-tune lets any network end.
-EXTRA = {"G": "G: B with importance = group_l2", "P": "P: the parent itself, fine-tuned like B (control)"}
+# L, B's choice through a fine-tune as long as target (b) allows (half the parent's epochs): whether the default
+# length (final_epochs, chosen on compress_models.py's networks) is what B lacks; C, B with more candidates.
+EXTRA = {"G": "G: B with importance = group_l2", "P": "P: the parent itself, fine-tuned like B (control)",
+         "L": "L: B's choice fine-tuned half the parent's epochs (the fine-tune's cost only)",
+         "C": "C: B searching --candidates-c candidates"}
 G_IMPORTANCE = "group_l2"
+L_FRACTION = 0.5  # target (b): B's final fine-tune ≤ half the parent's epochs
 PARENT_KEYS = ("tokens", "params", "macs", "test_top1", "val_curve", "epochs", "seconds")  # a record's "parent"
 
 
@@ -85,12 +93,15 @@ def recipe(args: argparse.Namespace, seed: int, **changes: Any) -> Recipe:
 
 
 def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    state = Record(args.runs_dir / f"seed-{seed}.json", seed)
+    rows = args.rows.split(",")
+    if "L" in rows and not done(state, "L") and not done(state, "B") and "B" not in rows:
+        raise SystemExit(f"row L fine-tunes row B's choice, which seed {seed} does not have yet: add B to --rows")
     harness.setup(args.threads)
     data = harness.fashion_mnist(args.train_subset, args.val_subset)
     train_size = len(data.train_indices)
     sp = space()
     work = args.work_dir / f"seed-{seed}"
-    state = Record(args.runs_dir / f"seed-{seed}.json", seed)
     if "parent" not in state or not (work / "parent" / "model.safetensors").exists():
         info = harness.train_parent(sp, data, recipe(args, seed, retain_epoch=args.parent_epochs), work / "parent",
                                     progress="lines")
@@ -112,28 +123,29 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         state.setdefault(name, {}).update(tokens=tokens, params=r.params, macs=sp.count_macs(tokens),
                                           test_top1=r.test_top1, cost=meter.to_dict(train_size))
 
-    def inherited_search(name: str, importance: str | None = None) -> None:
+    def inherited_search(name: str, importance: str | None = None, candidates: int = args.candidates_b) -> None:
         """Row ``name``: sanas' defaults (channels by ``importance``, the space's default where None) — the search
-        and its finalists, the chosen child fine-tuned from the parent — recorded and saved."""
+        of ``candidates`` and its finalists, the chosen child fine-tuned from the parent — recorded and saved."""
         harness.start_fresh(work / name, work / f"final-{name}")
         meter = PassMeter()
         searched = recipe(args, seed, evaluation="inherit", importance=importance)
         with meter.active():
             tokens, log = sanas_search(f"{name} seed {seed}", sp, data, searched, parent, budget, seed,
-                                       args.candidates_b, work / name)
+                                       candidates, work / name)
         state[name] = {"search": log, "importance": sp.resolve_importance(importance),
                        "finalist_start": log["finalist_start"]}
         finish(name, tokens, recipe(args, seed, evaluation="inherit", retain_epoch=final, importance=importance),
                True, meter)
         state.save()
 
-    def fine_tuned(name: str, tokens: list[int]) -> None:
-        """Row ``name``: ``tokens`` inherited from the parent, no search, given B's final fine-tune; saved."""
+    def fine_tuned(name: str, tokens: list[int], epochs: int = final) -> None:
+        """Row ``name``: ``tokens`` inherited from the parent, no search, given B's final fine-tune (``epochs``
+        long); saved."""
         harness.start_fresh(work / f"final-{name}")
-        finish(name, tokens, recipe(args, seed, evaluation="inherit", retain_epoch=final), True, PassMeter())
+        finish(name, tokens, recipe(args, seed, evaluation="inherit", retain_epoch=epochs), True, PassMeter())
+        state[name]["final_epochs"] = epochs
         state.save()
 
-    rows = args.rows.split(",")
     if "A" in rows and not done(state, "A"):
         harness.start_fresh(work / "A", work / "final-A")
         meter = PassMeter()
@@ -149,8 +161,12 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         fine_tuned("U", uniform_tokens(sp, budget))
     if "P" in rows and not done(state, "P"):
         fine_tuned("P", state["parent"]["tokens"])
+    if "L" in rows and not done(state, "L"):
+        fine_tuned("L", state["B"]["tokens"], final_epochs(args.parent_epochs, L_FRACTION))
     if "G" in rows and not done(state, "G"):
         inherited_search("G", G_IMPORTANCE)
+    if "C" in rows and not done(state, "C"):
+        inherited_search("C", candidates=args.candidates_c)
     return state
 
 
@@ -179,14 +195,15 @@ def extra_lines(states: list[dict[str, Any]], extra: list[str], parent: list[flo
     against P, the parent through the same fine-tune."""
     acc = {k: [s[k]["test_top1"] for s in states] for k in ("B", "U", *extra)}
     lines = []
-    if "G" in extra:
-        gap, sd, within = within_one_std(acc["G"], parent)
-        lines.append(f"* G − parent: {mean_std(gap, 100, signed=True)} points (paired); G's std {100 * sd:.2f} — "
-                     f"{'within' if within else 'NOT within'} one std.")
+    for key in (k for k in ("G", "L", "C") if k in extra):  # B changed in one way, read as B is
+        gap, sd, within = within_one_std(acc[key], parent)
+        lines.append(f"* {key} − parent: {mean_std(gap, 100, signed=True)} points (paired); {key}'s std "
+                     f"{100 * sd:.2f} — {'within' if within else 'NOT within'} one std.")
         for base in ("U", "B"):
-            gap, sd, wins = beats(acc["G"], acc[base])
-            lines.append(f"* G − {base}: {mean_std(gap, 100, signed=True)} points (paired); the largest std "
-                         f"{100 * sd:.2f} — G {'beats' if wins else 'does NOT beat'} {base} by more than one std.")
+            gap, sd, wins = beats(acc[key], acc[base])
+            lines.append(f"* {key} − {base}: {mean_std(gap, 100, signed=True)} points (paired); the largest std "
+                         f"{100 * sd:.2f} — {key} {'beats' if wins else 'does NOT beat'} {base} by more than one "
+                         f"std.")
     if "P" in extra:
         lines.append(f"* P − parent: {mean_std(paired(acc['P'], parent), 100, signed=True)} points (paired): what "
                      f"B's final fine-tune does to the parent itself.")
@@ -240,7 +257,12 @@ def summarise(args: argparse.Namespace) -> int:
     extra = [k for k in EXTRA if all(done(s, k) for s in states)]  # a row every seed has, or none
     for key in extra:
         rows = [s[key] for s in states]
-        lines.append(method_row(EXTRA[key], rows, [r["cost"]["epochs"] for r in rows],
+        label = EXTRA[key]  # with what the records say in place of the settings' names
+        if key == "C":
+            label = label.replace("--candidates-c", "/".join(sorted({str(r["search"]["candidates"]) for r in rows})))
+        if key == "L":
+            label = label.replace("half the parent's epochs", f"{rows[0]['final_epochs']} epochs (half the parent's)")
+        lines.append(method_row(label, rows, [r["cost"]["epochs"] for r in rows],
                                 f"{statistics.mean(r['cost']['seconds'] for r in rows) / 60:.1f}"))
     gap_parent, sd_b, within = within_one_std(acc["B"], parent)
     gap_u, sd_u, b_beats_u = beats(acc["B"], acc["U"])
@@ -279,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-ratio", type=float, default=0.8)
     p.add_argument("--candidates-a", type=int, default=10)
     p.add_argument("--candidates-b", type=int, default=30)
+    p.add_argument("--candidates-c", type=int, default=100, help="row C's candidates (B's search, more of them)")
     p.add_argument("--scratch-epochs", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rows", default=",".join(ROWS),

@@ -129,6 +129,8 @@ def test_the_miniature_s_extra_rows_show_only_where_every_seed_has_them(tmp_path
             record.pop(row, None)
         b = record["B"]["test_top1"]
         record["G"] = {**record["B"], "test_top1": b + 0.002, "importance": "group_l2"}
+        record["L"] = {**record["U"], "tokens": record["B"]["tokens"], "test_top1": b + 0.003, "final_epochs": 10}
+        record["C"] = {**record["B"], "search": {**record["B"]["search"], "candidates": 100}, "test_top1": b - 0.001}
         if seed < 2:
             record["P"] = {**record["U"], "test_top1": record["parent"]["test_top1"] + 0.001}
         (runs / f"seed-{seed}.json").write_text(json.dumps(record))
@@ -137,6 +139,10 @@ def test_the_miniature_s_extra_rows_show_only_where_every_seed_has_them(tmp_path
     table = out.with_suffix(".md").read_text()
     assert "| G: B with importance = group_l2 |" in table and "P: the parent itself" not in table
     assert "* G − B: +0.20 ± 0.00 points (paired)" in table and "* G − parent:" in table and "* B − P" not in table
+    assert "| L: B's choice fine-tuned 10 epochs (half the parent's) (the fine-tune's cost only) |" in table
+    assert "| C: B searching 100 candidates |" in table
+    assert "* L − B: +0.30 ± 0.00 points (paired)" in table and "* C − B: -0.10 ± 0.00 points (paired)" in table
+    assert "* L − parent:" in table and "* C − U:" in table
     record = json.loads((runs / "seed-2.json").read_text())
     record["P"] = {**record["U"], "test_top1": record["parent"]["test_top1"] + 0.001}
     (runs / "seed-2.json").write_text(json.dumps(record))
@@ -146,7 +152,19 @@ def test_the_miniature_s_extra_rows_show_only_where_every_seed_has_them(tmp_path
     assert "* P − parent: +0.10 ± 0.00 points (paired)" in table and "* B − P:" in table
     with pytest.raises(SystemExit) as stop:
         inherit_e2e.main(["--rows", "B,Q", "--runs-dir", str(runs), "--out", str(out)])
-    assert stop.value.code == 2 and "--rows Q: expected rows among A,B,U,G,P" in capsys.readouterr().err
+    assert stop.value.code == 2 and "--rows Q: expected rows among A,B,U,G,P,L,C" in capsys.readouterr().err
+
+
+def test_the_miniature_s_row_l_needs_row_b_before_anything_runs(tmp_path: Path) -> None:
+    """Row L fine-tunes B's choice longer: asked of a seed without B (and without B in ``--rows``), it is refused
+    before the data is read or a parent trained, nothing written."""
+    import inherit_e2e
+
+    runs, work = tmp_path / "runs", tmp_path / "work"
+    runs.mkdir()
+    with pytest.raises(SystemExit, match="row L fine-tunes row B's choice, which seed 0 does not have yet"):
+        inherit_e2e.main(["--seed", "0", "--rows", "L", "--runs-dir", str(runs), "--work-dir", str(work)])
+    assert not any(runs.iterdir()) and not work.exists()
 
 
 def test_the_miniature_s_parent_trained_again_must_be_the_recorded_one(tmp_path: Path) -> None:
