@@ -314,6 +314,12 @@ def cutouts(states: Sequence[dict[str, Any]], methods: Iterable[str]) -> str:
     return " and ".join(map(str, seen)) if seen else "—"
 
 
+def parent_recipe(args: argparse.Namespace) -> Recipe:
+    """How every parent is trained from scratch (seed 0); a ``ValueError`` names a setting the recipe refuses."""
+    return Recipe(retain_epoch=args.parent_epochs, batch_size=args.parent_batch, learning_rate=args.parent_lr,
+                  cutout=0, drop_path_prob=0.0, aux_weight=0.0, seed=0, device="cpu")
+
+
 def train_parent(name: str, data: TrainingData, args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any]]:
     """The parent: the network trained from scratch (seed 0, checkpointed every epoch, resumable), so every run
     compresses the same one; its record (committed) holds the weights' digest."""
@@ -322,8 +328,7 @@ def train_parent(name: str, data: TrainingData, args: argparse.Namespace) -> tup
     torch.manual_seed(0)  # the same untrained network in every process
     net = MODELS[name]()
     space = ModelSpace(net, example_input=[1, 32, 32])
-    recipe = Recipe(retain_epoch=args.parent_epochs, batch_size=args.parent_batch, learning_rate=args.parent_lr,
-                    cutout=0, drop_path_prob=0.0, aux_weight=0.0, seed=0, device="cpu")
+    recipe = parent_recipe(args)
     if not (work / "parent" / "model.safetensors").exists():
         trained = harness.train_parent(space, data, recipe, work / "parent", on_epoch=lambda m: print(
             f"  parent {name} epoch {m.epoch + 1}: val top-1 {100 * m.val_top1:.2f}%", flush=True))
@@ -628,10 +633,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def checked(p: argparse.ArgumentParser, args: argparse.Namespace) -> list[float]:
+    """The budget ratios, once every setting is known good: a bad one ends the run with one line naming it (exit 2)
+    before anything is trained or written."""
+    unknown = [m for m in args.models.split(",") if m not in MODELS]
+    if unknown:
+        p.error(f"--models {','.join(unknown)}: expected networks among {','.join(MODELS)}")
+    try:
+        ratios = [float(r) for r in str(args.budget_ratio).split(",")]
+    except ValueError:
+        p.error(f"--budget-ratio {args.budget_ratio}: expected comma-separated ratios in (0, 1]")
+    if not all(0 < r <= 1 for r in ratios):
+        p.error(f"--budget-ratio {args.budget_ratio}: expected comma-separated ratios in (0, 1]")
+    if args.candidates < 1:
+        p.error(f"--candidates {args.candidates}: expected at least one")
+    try:
+        parent_recipe(args)
+    except ValueError as e:
+        p.error(f"the parents' recipe (--parent-epochs, --parent-lr, --parent-batch): {e}")
+    return ratios
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    p = build_parser()
+    args = p.parse_args(argv)
+    ratios = checked(p, args)
     harness.setup(args.threads)
-    ratios = [float(r) for r in str(args.budget_ratio).split(",")]
     if not args.summary:
         try:
             import torch_pruning  # noqa: F401

@@ -97,6 +97,9 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     rows = args.rows.split(",")
     if "L" in rows and not done(state, "L") and not done(state, "B") and "B" not in rows:
         raise SystemExit(f"row L fine-tunes row B's choice, which seed {seed} does not have yet: add B to --rows")
+    if all(done(state, r) for r in rows):  # nothing to run: no parent trained again for it (up to half an hour)
+        print(f"seed {seed}: rows {','.join(rows)} are done", flush=True)
+        return state
     harness.setup(args.threads)
     data = harness.fashion_mnist(args.train_subset, args.val_subset)
     train_size = len(data.train_indices)

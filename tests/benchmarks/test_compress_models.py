@@ -157,6 +157,24 @@ def test_a_variant_is_sanas_with_one_setting_changed() -> None:
         cm.build_parser().parse_args(["--variants", "sanas_l3"])
 
 
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--parent-epochs", "1"], "the parents' recipe (--parent-epochs, --parent-lr, --parent-batch): retain_epoch is 1"),
+    (["--models", "resnet2"], "--models resnet2: expected networks among resnet20,mobilenetv2,vgg11"),
+    (["--budget-ratio", "0.5,x"], "--budget-ratio 0.5,x: expected comma-separated ratios in (0, 1]"),
+    (["--budget-ratio", "1.5"], "--budget-ratio 1.5: expected comma-separated ratios in (0, 1]"),
+    (["--candidates", "0"], "--candidates 0: expected at least one"),
+])
+def test_a_bad_setting_is_one_line_and_exit_2_before_anything_runs(
+        argv: list[str], says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each was a traceback (or a KeyError after the data was read) until checked up front."""
+    work, runs = tmp_path / "work", tmp_path / "runs"
+    with pytest.raises(SystemExit) as stop:
+        cm.main([*argv, "--work-dir", str(work), "--runs-dir", str(runs), "--out", str(tmp_path / "t")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and says in err and "Traceback" not in err
+    assert not work.exists() and not runs.exists() and not list(tmp_path.iterdir())
+
+
 def test_the_per_stage_row_names_what_it_changed_and_what_it_ran_with() -> None:
     stage = {"test_top1": 0.9, "importance": "l1", "granularity": "stage", "finalist_start": True}
     states = [{"sanas": {"test_top1": 0.9}, "sanas_stage": stage}] * 2

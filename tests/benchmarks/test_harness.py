@@ -167,6 +167,21 @@ def test_the_miniature_s_row_l_needs_row_b_before_anything_runs(tmp_path: Path) 
     assert not any(runs.iterdir()) and not work.exists()
 
 
+def test_the_miniature_trains_no_parent_for_a_seed_whose_rows_are_all_done(tmp_path: Path) -> None:
+    """The parents' weights are not committed: a checkout asked only for rows the record has returns at once
+    (it trained the parent again, up to half an hour, before)."""
+    import inherit_e2e
+
+    runs, work = tmp_path / "runs", tmp_path / "work"
+    runs.mkdir()
+    record = (BENCHMARKS / "data" / "inherit_e2e_runs" / "seed-0.json").read_text()
+    (runs / "seed-0.json").write_text(record)
+    tiny = ["--train-subset", "64", "--val-subset", "32", "--parent-epochs", "2"]  # quick to fail without the check
+    assert inherit_e2e.main(["--seed", "0", "--rows", "B,U", "--runs-dir", str(runs), "--work-dir", str(work),
+                             *tiny]) == 0
+    assert not work.exists() and (runs / "seed-0.json").read_text() == record
+
+
 def test_the_miniature_s_parent_trained_again_must_be_the_recorded_one(tmp_path: Path) -> None:
     """The parents' weights are not committed: a checkout trains them again before rows G and P, and those rows
     pair with the committed B and U only if it is the same parent."""
