@@ -194,8 +194,8 @@ def start_text(states: list[dict[str, Any]]) -> str:
 
 
 def extra_lines(states: list[dict[str, Any]], extra: list[str], parent: list[float]) -> list[str]:
-    """What the rows of :data:`EXTRA` every seed has say, paired by seed: G against the targets and against B; B
-    against P, the parent through the same fine-tune."""
+    """What the rows of :data:`EXTRA` every seed has say, paired by seed: G, L and C (each B changed one way)
+    against the targets and against B; B against P, the parent through the same fine-tune."""
     acc = {k: [s[k]["test_top1"] for s in states] for k in ("B", "U", *extra)}
     lines = []
     for key in (k for k in ("G", "L", "C") if k in extra):  # B changed in one way, read as B is
