@@ -129,6 +129,7 @@ def test_the_miniature_s_extra_rows_show_only_where_every_seed_has_them(tmp_path
             record.pop(row, None)
         b = record["B"]["test_top1"]
         record["G"] = {**record["B"], "test_top1": b + 0.002, "importance": "group_l2"}
+        # L's fine-tune costs what U's does here: with B's search added, its cost is B's
         record["L"] = {**record["U"], "tokens": record["B"]["tokens"], "test_top1": b + 0.003, "final_epochs": 10}
         record["C"] = {**record["B"], "search": {**record["B"]["search"], "candidates": 100}, "test_top1": b - 0.001}
         if seed < 2:
@@ -139,7 +140,10 @@ def test_the_miniature_s_extra_rows_show_only_where_every_seed_has_them(tmp_path
     table = out.with_suffix(".md").read_text()
     assert "| G: B with importance = group_l2 |" in table and "P: the parent itself" not in table
     assert "* G − B: +0.20 ± 0.00 points (paired)" in table and "* G − parent:" in table and "* B − P" not in table
-    assert "| L: B's choice fine-tuned 10 epochs (half the parent's) (the fine-tune's cost only) |" in table
+    label = "| L: B's choice fine-tuned 10 epochs (half the parent's) (cost: B's search + this fine-tune) |"
+    assert label in table
+    epochs = {line.split(" | ")[0]: line.split(" | ")[4] for line in table.splitlines() if line.startswith("| ")}
+    assert epochs[label.removesuffix(" |")] == epochs["| B: sanas' defaults (importance = bn, the default today)"]
     assert "| C: B searching 100 candidates |" in table
     assert "* L − B: +0.30 ± 0.00 points (paired)" in table and "* C − B: -0.10 ± 0.00 points (paired)" in table
     assert "* L − parent:" in table and "* C − U:" in table
