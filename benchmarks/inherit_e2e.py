@@ -16,8 +16,9 @@ then compressed to ``--budget-ratio`` × its parameters:
   (:func:`sanas.spaces.uniform_tokens`), fine-tuned exactly like B's final model.
 * Where ``--rows`` names them (:data:`EXTRA`): **G**, B with ``group_l2`` channels in its search and its fine-tune
   (ModelSpace's default; DartsSpace keeps |γ|); **P**, the parent itself through B's final fine-tune; **L**, B's
-  choice fine-tuned half the parent's epochs (the most target (b) allows) instead of ``final_epochs``; **C**, B
-  searching ``--candidates-c`` candidates instead of ``--candidates-b``.
+  choice fine-tuned half the parent's epochs (the most target (b) allows) instead of ``final_epochs``, and **V**, U
+  fine-tuned the same way (L's uniform child); **C**, B searching ``--candidates-c`` candidates instead of
+  ``--candidates-b``.
 
 Both searches are sanas' SA with its default settings (budget-filling moves, scale-free temperature) and the
 run's seed; they differ in how a candidate is evaluated. The users' training recipe (lr ``--lr``, batch
@@ -73,9 +74,11 @@ ROWS = {"A": "A: PaddleSlim's protocol, from scratch", "B": "B: sanas' defaults"
 # networks); P, the parent itself through B's final fine-tune (compress_models.py's control): how close to the
 # parent that fine-tune lets any network end.
 # L, B's choice through a fine-tune as long as target (b) allows (half the parent's epochs): whether the default
-# length (final_epochs, chosen on compress_models.py's networks) is what B lacks; C, B with more candidates.
+# length (final_epochs, chosen on compress_models.py's networks) is what B lacks, and V, U fine-tuned like L (the
+# uniform child at L's fine-tune); C, B with more candidates.
 EXTRA = {"G": "G: B with importance = group_l2", "P": "P: the parent itself, fine-tuned like B (control)",
          "L": "L: B's choice fine-tuned half the parent's epochs",
+         "V": "V: the uniform-width child, fine-tuned like L",
          "C": "C: B searching --candidates-c candidates"}
 G_IMPORTANCE = "group_l2"
 L_FRACTION = 0.5  # target (b): B's final fine-tune ≤ half the parent's epochs
@@ -166,6 +169,8 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         fine_tuned("P", state["parent"]["tokens"])
     if "L" in rows and not done(state, "L"):
         fine_tuned("L", state["B"]["tokens"], final_epochs(args.parent_epochs, L_FRACTION))
+    if "V" in rows and not done(state, "V"):
+        fine_tuned("V", uniform_tokens(sp, budget), final_epochs(args.parent_epochs, L_FRACTION))
     if "G" in rows and not done(state, "G"):
         inherited_search("G", G_IMPORTANCE)
     if "C" in rows and not done(state, "C"):
@@ -195,7 +200,8 @@ def start_text(states: list[dict[str, Any]]) -> str:
 
 def extra_lines(states: list[dict[str, Any]], extra: list[str], parent: list[float]) -> list[str]:
     """What the rows of :data:`EXTRA` every seed has say, paired by seed: G, L and C (each B changed one way)
-    against the targets and against B; B against P, the parent through the same fine-tune."""
+    against the targets and against B; L against V (both fine-tuned the longer way); B against P, the parent through
+    the same fine-tune."""
     acc = {k: [s[k]["test_top1"] for s in states] for k in ("B", "U", *extra)}
     lines = []
     for key in (k for k in ("G", "L", "C") if k in extra):  # B changed in one way, read as B is
@@ -207,6 +213,11 @@ def extra_lines(states: list[dict[str, Any]], extra: list[str], parent: list[flo
             lines.append(f"* {key} − {base}: {mean_std(gap, 100, signed=True)} points (paired); the largest std "
                          f"{100 * sd:.2f} — {key} {'beats' if wins else 'does NOT beat'} {base} by more than one "
                          f"std.")
+    if "L" in extra and "V" in extra:
+        gap, sd, wins = beats(acc["L"], acc["V"])
+        lines.append(f"* L − V: {mean_std(gap, 100, signed=True)} points (paired); the largest std {100 * sd:.2f} — "
+                     f"L {'beats' if wins else 'does NOT beat'} the uniform child at the same fine-tune by more "
+                     f"than one std.")
     if "P" in extra:
         lines.append(f"* P − parent: {mean_std(paired(acc['P'], parent), 100, signed=True)} points (paired): what "
                      f"B's final fine-tune does to the parent itself.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 import sys
 from pathlib import Path
 
@@ -131,6 +132,7 @@ def test_the_miniature_s_extra_rows_show_only_where_every_seed_has_them(tmp_path
         record["G"] = {**record["B"], "test_top1": b + 0.002, "importance": "group_l2"}
         # L's fine-tune costs what U's does here: with B's search added, its cost is B's
         record["L"] = {**record["U"], "tokens": record["B"]["tokens"], "test_top1": b + 0.003, "final_epochs": 10}
+        record["V"] = {**record["U"], "test_top1": record["U"]["test_top1"] + 0.004, "final_epochs": 10}
         record["C"] = {**record["B"], "search": {**record["B"]["search"], "candidates": 100}, "test_top1": b - 0.001}
         if seed < 2:
             record["P"] = {**record["U"], "test_top1": record["parent"]["test_top1"] + 0.001}
@@ -147,6 +149,10 @@ def test_the_miniature_s_extra_rows_show_only_where_every_seed_has_them(tmp_path
     assert "| C: B searching 100 candidates |" in table
     assert "* L − B: +0.30 ± 0.00 points (paired)" in table and "* C − B: -0.10 ± 0.00 points (paired)" in table
     assert "* L − parent:" in table and "* C − U:" in table
+    assert "| V: the uniform-width child, fine-tuned like L |" in table
+    l_u = statistics.mean(s["B"]["test_top1"] - s["U"]["test_top1"] for s in map(json.loads, (
+        (runs / f"seed-{seed}.json").read_text() for seed in range(3))))
+    assert f"* L − V: +{100 * l_u - 0.1:.2f} ± " in table  # L = B + 0.3, V = U + 0.4
     record = json.loads((runs / "seed-2.json").read_text())
     record["P"] = {**record["U"], "test_top1": record["parent"]["test_top1"] + 0.001}
     (runs / "seed-2.json").write_text(json.dumps(record))
@@ -156,7 +162,7 @@ def test_the_miniature_s_extra_rows_show_only_where_every_seed_has_them(tmp_path
     assert "* P − parent: +0.10 ± 0.00 points (paired)" in table and "* B − P:" in table
     with pytest.raises(SystemExit) as stop:
         inherit_e2e.main(["--rows", "B,Q", "--runs-dir", str(runs), "--out", str(out)])
-    assert stop.value.code == 2 and "--rows Q: expected rows among A,B,U,G,P,L,C" in capsys.readouterr().err
+    assert stop.value.code == 2 and "--rows Q: expected rows among A,B,U,G,P,L,V,C" in capsys.readouterr().err
 
 
 def test_the_miniature_s_row_l_needs_row_b_before_anything_runs(tmp_path: Path) -> None:
