@@ -32,6 +32,7 @@ from sanas.atomic import atomic_write_text
 from sanas.search.budget import Budget, BudgetFill
 from sanas.spaces import ModelSpace
 from sanas.training import Recipe, Trainer, prepare_data
+from sanas.training.final import final_epochs
 from sanas.training.recipe import CUTOUT_BEFORE
 
 HERE = Path(__file__).resolve().parent
@@ -111,7 +112,8 @@ def axis_section(pts: list[dict[str, Any]], axis: str) -> list[str]:
     default = DEFAULTS[axis]
     pts = [p for p in pts if at_defaults(p, axis)]
     value = {id(p): p.get(axis, default) for p in pts}
-    rows = sorted({key(p)[1:4] for p in pts if value[id(p)] != default}, key=lambda r: (-r[0], r[1], r[2]))
+    measured = {key(p)[1:4] for p in pts if value[id(p)] == default}  # a row is read against the default of then
+    rows = sorted({key(p)[1:4] for p in pts if value[id(p)] != default} & measured, key=lambda r: (-r[0], r[1], r[2]))
     if not rows:
         return []
     values = sorted({value[id(p)] for p in pts if key(p)[1:4] in rows}, reverse=True)
@@ -134,6 +136,45 @@ def axis_section(pts: list[dict[str, Any]], axis: str) -> list[str]:
             cells.append(cell)
         params = next(iter(hits.values()))["params"]
         lines.append(f"| {ratio:g}× | {params:,} | {e} | {w:g} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def today_length_section(pts: list[dict[str, Any]], parent: dict[str, Any]) -> list[str]:
+    """Held-out top-1 vs the fine-tune's length E with every other setting at today's default (rate, cutout,
+    distillation weight): one row per ratio measured at two lengths or more, each length against the shortest on the
+    same child, and the mean of those differences."""
+    distill = Recipe(evaluation="inherit").distill
+    pts = [p for p in pts if p["distill"] == distill and all(p.get(a, DEFAULTS[a]) == TODAY[a] for a in AXES)]
+    lengths_at = {r: sorted({p["epochs"] for p in pts if key(p)[1] == r}) for r in {key(p)[1] for p in pts}}
+    ratios = sorted((r for r, es in lengths_at.items() if len(es) > 1), reverse=True)
+    if not ratios:
+        return []
+    lengths = sorted({e for r in ratios for e in lengths_at[r]})
+    default = final_epochs(parent["epochs"])
+    lines = [f"The fine-tune's length E with today's other defaults (rate {TODAY['lr']:g}, cutout {TODAY['cutout']}, "
+             f"distillation {distill:g}); in parentheses: the difference to the shortest on the same child, points; "
+             f"'(default)': today's length ({default} epochs for this parent):", "",
+             "| ratio | params | " + " | ".join(f"E = {e} ({e / parent['epochs']:g} P)"
+                                                 + (" (default)" if e == default else "") for e in lengths) + " |",
+             "|---:|---:|" + "---:|" * len(lengths)]
+    gains: dict[int, list[float]] = {e: [] for e in lengths}
+    for r in ratios:
+        hits = {p["epochs"]: p for p in pts if key(p)[1] == r}
+        base = hits[min(hits)]
+        cells = []
+        for e in lengths:
+            if e not in hits:
+                cells.append("—")
+                continue
+            cell = f"{100 * hits[e]['val_top1']:.2f}"
+            if e != min(hits):
+                gains[e].append(100 * (hits[e]["val_top1"] - base["val_top1"]))
+                cell += f" ({gains[e][-1]:+.2f})"
+            cells.append(cell)
+        lines.append(f"| {r:g}× | {base['params']:,} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += [f"* E = {e} against the shortest: {sum(g) / len(g):+.2f} points on average over {len(g)} children, "
+              f"from {min(g):+.2f} to {max(g):+.2f}." for e, g in gains.items() if g]
     return [*lines, ""]
 
 
@@ -161,6 +202,7 @@ def summarise(args: argparse.Namespace) -> int:
                   f"{100 * parent['val_curve'][-1]:.2f} %)", ""]
         if any(key(p)[1] == FIRST_RATIO and at_defaults(p) for p in pts):
             lines += length_section(pts, parent)
+        lines += today_length_section(pts, parent)
         for axis in AXES:
             rows = axis_section(pts, axis)
             if rows:

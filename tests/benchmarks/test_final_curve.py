@@ -40,3 +40,20 @@ def test_a_bad_list_is_refused_before_any_data_is_loaded(argv, message, capsys) 
     with pytest.raises(SystemExit) as stop:
         fc.main(argv)
     assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_length_section_reads_each_longer_fine_tune_against_the_shortest_at_today_s_other_defaults() -> None:
+    """Issue 19's item 5 with today's defaults: a ratio measured at two lengths (cutout 0, rate and distillation at
+    their defaults) is a row; points at another cutout, rate or weight, or at one length only, are not."""
+    def at(ratio: float, epochs: int, top1: float, **axes: float) -> dict:
+        return {**point(ratio, top1, **{"cutout": 0, "lr": 0.0125, **axes}), "epochs": epochs}
+
+    pts = [at(0.7, 6, 0.90), at(0.7, 12, 0.91), at(0.3, 6, 0.80), at(0.3, 12, 0.83),
+           at(0.5, 6, 0.85),  # one length: no row
+           at(0.5, 12, 0.99, cutout=16), at(0.5, 24, 0.99, lr=0.005), {**at(0.5, 12, 0.99), "distill": 0.0}]
+    lines = fc.today_length_section(pts, {"epochs": 24})
+    mark = {e: " (default)" if e == fc.final_epochs(24) else "" for e in (6, 12)}  # today's length
+    assert lines[2] == f"| ratio | params | E = 6 (0.25 P){mark[6]} | E = 12 (0.5 P){mark[12]} |" and any(mark.values())
+    assert lines[4:6] == ["| 0.7× | 100 | 90.00 | 91.00 (+1.00) |", "| 0.3× | 100 | 80.00 | 83.00 (+3.00) |"]
+    assert "* E = 12 against the shortest: +2.00 points on average over 2 children, from +1.00 to +3.00." in lines
+    assert fc.today_length_section(pts[4:], {"epochs": 24}) == []
