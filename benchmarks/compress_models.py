@@ -6,10 +6,10 @@ early ones) — are trained on Fashion-MNIST to a plateau (the *parent*, what a 
 once by ``--parents-only`` or on first use, its epochs reported but not charged). Then for each budget
 (``--budget-ratio``, × the parent's parameters) and seed the parent is compressed three ways, each followed by
 **the same final fine-tune**: sanas' ``train_final`` from the compressed network with the product's defaults
-(``Recipe(evaluation="inherit")``: BatchNorm re-estimated, ``final_epochs(parent epochs)`` epochs at the default
-fine-tuning rate, distillation from the parent as the product does by default; each record names the cutout its
-fine-tune ran with — 16 in the committed runs, none since fine-tunes from the parent stopped using it, which
-``no_cutout.py`` measures on these searches):
+(``Recipe(evaluation="inherit")``: BatchNorm re-estimated, :func:`final_epochs` epochs — a quarter of the parent's,
+the default then — at the default fine-tuning rate, distillation from the parent as the product does by default;
+each record names the cutout its fine-tune ran with — 16 in the committed runs, none since fine-tunes from the
+parent stopped using it, which ``no_cutout.py`` measures on these searches):
 
 * **(a1) Torch-Pruning 1.6.1, one-shot** (``BasePruner``, group L2 magnitude importance, the classifier ignored),
   the pruning ratio bisected to the largest that fits the budget: the same ratio in every layer;
@@ -84,7 +84,8 @@ from sanas.spaces import ModelSpace, SearchSpace
 from sanas.spaces.model import weights_digest
 from sanas.training import Recipe, train_final
 from sanas.training.data import TrainingData
-from sanas.training.final import final_epochs
+from sanas.training.final import EARLIER_FINAL_FRACTION
+from sanas.training.final import final_epochs as product_final_epochs
 from sanas.training.recipe import CUTOUT_BEFORE
 
 HERE = Path(__file__).resolve().parent
@@ -251,6 +252,14 @@ class FixedNet(SearchSpace):
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name}
+
+
+def final_epochs(parent_epochs: float) -> int:
+    """The final fine-tune's epochs in every table here and in its companions (``no_cutout.py``,
+    ``criterion_widths.py``, ``finalist_start.py``): a quarter of the parent's (``EARLIER_FINAL_FRACTION``), the
+    product's default when they were measured, so that a resumed run pairs with the committed ones. The product's
+    default is half now (``DEFAULT_FINAL_FRACTION``, chosen on ``inherit_e2e.py``'s row L and ``final_curve.py``)."""
+    return product_final_epochs(parent_epochs, EARLIER_FINAL_FRACTION)
 
 
 def params(net: nn.Module) -> int:

@@ -60,7 +60,7 @@ from harness import (
 from sanas.runs.config import SEARCH_DEFAULTS
 from sanas.spaces import DartsSpace, uniform_tokens
 from sanas.training import Recipe, load_model, train_final
-from sanas.training.final import final_epochs
+from sanas.training.final import EARLIER_FINAL_FRACTION, final_epochs
 
 HERE = Path(__file__).resolve().parent
 WORK_DIR = HERE / "results" / "inherit_e2e_v2"
@@ -118,7 +118,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
             state.save()
     parent = load_model(work / "parent")
     budget = int(args.budget_ratio * state["parent"]["params"])
-    final = final_epochs(args.parent_epochs)
+    final = final_epochs(args.parent_epochs, EARLIER_FINAL_FRACTION)  # the default when B, U, G and P ran (B pairs)
     state.update(budget=budget, final_epochs=final)
 
     def finish(name: str, tokens: list[int], rec: Recipe, use_parent: bool, meter: PassMeter) -> None:

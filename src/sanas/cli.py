@@ -467,7 +467,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
             trained = len(getattr(parent, "sanas_info", {}).get("metrics", []))
             if not trained:
                 raise CLIError("fine-tuning from the parent (--evaluation inherit): the parent records no training "
-                               "epochs, so give the final model's --retain-epoch (fine-tuning epochs, e.g. a quarter "
+                               "epochs, so give the final model's --retain-epoch (fine-tuning epochs, e.g. half "
                                "of the parent's training)")
             config.recipe["retain_epoch"] = final_epochs(trained)
             console.print(f"fine-tuning {config.recipe['retain_epoch']} epochs: {DEFAULT_FINAL_FRACTION:g} of the "

@@ -175,6 +175,20 @@ def test_a_bad_setting_is_one_line_and_exit_2_before_anything_runs(
     assert not work.exists() and not runs.exists() and not list(tmp_path.iterdir())
 
 
+def test_the_committed_tables_keep_the_fine_tune_length_they_were_measured_with() -> None:
+    """The product's default fine-tune became half the parent's epochs; every committed run here fine-tuned a
+    quarter, so a resumed run must too, or its rows would not pair with theirs."""
+    from sanas.training.final import final_epochs as product_final_epochs
+
+    runs = sorted((BENCHMARKS / "data" / "compress_models_runs").glob("*/*x/seed-*.json"))
+    assert runs
+    for path in runs:
+        record = json.loads(path.read_text())
+        parent = json.loads((path.parents[1] / "parent.json").read_text())
+        assert record["final_epochs"] == cm.final_epochs(parent["epochs"]), path
+    assert cm.final_epochs(24) == 6 and product_final_epochs(24) == 12
+
+
 def test_the_per_stage_row_names_what_it_changed_and_what_it_ran_with() -> None:
     stage = {"test_top1": 0.9, "importance": "l1", "granularity": "stage", "finalist_start": True}
     states = [{"sanas": {"test_top1": 0.9}, "sanas_stage": stage}] * 2

@@ -64,10 +64,10 @@ def test_inherit_search_trains_its_parent_stops_early_and_fine_tunes_the_final_m
                  "--progress", "none"]) == 0
     info = json.loads((final / "model.json").read_text())
     assert info["recipe"]["evaluation"] == "inherit" and len(info["metrics"]) == 2 and "parent" in info
-    # Without --retain-epoch: a quarter of the parent's training (2 epochs here: rounded up to 1)
+    # Without --retain-epoch: half of the parent's training (2 epochs here: 1)
     capsys.readouterr()
     assert main(["train", "--run-dir", str(run), "--out", str(tmp_path / "f2"), "--no-onnx", "--progress", "none"]) == 0
-    assert "fine-tuning 1 epochs: 0.25 of the parent's 2" in " ".join(capsys.readouterr().out.split())
+    assert "fine-tuning 1 epochs: 0.5 of the parent's 2" in " ".join(capsys.readouterr().out.split())
     assert len(json.loads((tmp_path / "f2" / "model.json").read_text())["metrics"]) == 1
 
 

@@ -252,16 +252,22 @@ def _recipe_defaults() -> dict[str, Any]:
 
 
 #: The final fine-tune from the parent, as a fraction of the parent's own training epochs (``sanas train`` in
-#: inherit mode without ``--retain-epoch``). Chosen from the measured curve of ``benchmarks/final_curve.py``.
-DEFAULT_FINAL_FRACTION = 0.25
+#: inherit mode without ``--retain-epoch``). Chosen from measured curves: half rather than the quarter of before,
+#: since the DARTS miniature's chosen children ended 0.32 ± 0.18 points higher after it (``benchmarks/inherit_e2e.py``,
+#: row L, 3 seeds) and ``benchmarks/final_curve.py`` measured it no worse on ResNet-20 and MobileNetV2 children.
+DEFAULT_FINAL_FRACTION = 0.5
+
+#: The default before (a quarter of the parent's epochs): the length every table of ``benchmarks/compress_models.py``
+#: and its companions, and rows B, U, G and P of ``benchmarks/inherit_e2e.py``, were measured with.
+EARLIER_FINAL_FRACTION = 0.25
 
 
 def final_epochs(parent_epochs: float, fraction: float = DEFAULT_FINAL_FRACTION) -> int:
     """Epochs of the final fine-tune from a parent trained ``parent_epochs`` epochs: ``fraction`` of them, rounded
     up, at least one.
 
-    >>> final_epochs(24), final_epochs(600), final_epochs(2)
-    (6, 150, 1)
+    >>> final_epochs(24), final_epochs(600), final_epochs(3)
+    (12, 300, 2)
     """
     if not parent_epochs > 0:
         raise ValueError(f"parent_epochs is {parent_epochs!r}, expected the parent's training epochs (> 0)")
