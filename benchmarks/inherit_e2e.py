@@ -234,6 +234,20 @@ def cost(record: dict[str, Any], key: str, unit: str) -> float:
     return own + record["B"]["cost"][unit] - record["U"]["cost"][unit] if key == "L" else own
 
 
+def today_lines(states: list[dict[str, Any]], extra: list[str], parent: list[float]) -> list[str]:
+    """Target (b) read on today's defaults where rows B and U ran with an earlier default fine-tune: B's search with
+    today's fine-tune is row L, U with it row V."""
+    today = final_epochs(states[0]["parent"]["epochs"])
+    if states[0]["final_epochs"] == today or not {"L", "V"} <= set(extra) or states[0]["L"]["final_epochs"] != today:
+        return []
+    acc = {k: [s[k]["test_top1"] for s in states] for k in ("L", "V")}
+    _, _, within = within_one_std(acc["L"], parent)
+    _, _, wins = beats(acc["L"], acc["V"])
+    return [f"* With today's default fine-tune ({today} epochs, {today / states[0]['parent']['epochs']:g} of the "
+            f"parent's), B is row L and U row V: target B ≥ parent − one std: {'met' if within else 'NOT met'}; "
+            f"B > U by more than one std: {'met' if wins else 'NOT met'} (the lines above)."]
+
+
 def summarise(args: argparse.Namespace) -> int:
     """The table from the seeds whose rows B and U (the targets' rows) are done; row A (an hour or more per seed
     here) from the seeds that have it, its count stated."""
@@ -266,10 +280,12 @@ def summarise(args: argparse.Namespace) -> int:
     crit = criterion(states, "B")  # B and U inherit channels by the criterion of B's run (U is fine-tuned like B)
     when = "today" if crit == DartsSpace.default_importance else "when run"
     inherited = f" (importance = {crit}, the default {when})"
+    then = "" if states[0]["final_epochs"] == final_epochs(p0["epochs"]) else (  # B's and U's final fine-tune
+        f"; fine-tuned {states[0]['final_epochs'] / p0['epochs']:g} of the parent's epochs, the default when run")
     for key, label in ROWS.items():
         rows = [s[key] for s in (with_a if key == "A" else states)]
         if key != "A":
-            label += inherited
+            label += inherited[:-1] + then + ")"
         if len(rows) < len(states):
             label += f" ({len(rows)} of {len(states)} seeds: {', '.join(str(s['seed']) for s in with_a)})"
         if rows:
@@ -283,7 +299,8 @@ def summarise(args: argparse.Namespace) -> int:
             label = label.replace("--candidates-c", "/".join(sorted({str(r["search"]["candidates"]) for r in rows})))
         if key == "L":
             label = label.replace("half the parent's epochs", f"{rows[0]['final_epochs']} epochs (half the parent's)")
-            label += " (cost: B's search + this fine-tune)"
+            label += (" (today's default)" if rows[0]["final_epochs"] == final_epochs(p0["epochs"]) else "") + (
+                " (cost: B's search + this fine-tune)")
         lines.append(method_row(label, rows, [cost(s, key, "epochs") for s in states],
                                 f"{statistics.mean(cost(s, key, 'seconds') for s in states) / 60:.1f}"))
     gap_parent, sd_b, within = within_one_std(acc["B"], parent)
@@ -297,7 +314,7 @@ def summarise(args: argparse.Namespace) -> int:
               f"{100 * sd_u:.2f} — target B > U by more than one std: {'met' if b_beats_u else 'NOT met'}.",
               f"* B − A: {b_vs_a}; B's final fine-tune {states[0]['final_epochs']} "
               f"epochs = {states[0]['final_epochs'] / p0['epochs']:.2f} of the parent's (target ≤ 0.5).",
-              *extra_lines(states, extra, parent), "",
+              *extra_lines(states, extra, parent), *today_lines(states, extra, parent), "",
               "| seed | parent | A | B | U | A params | B params | U params | B tokens | U tokens |",
               "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for s in states:

@@ -142,13 +142,19 @@ def test_the_miniature_s_extra_rows_show_only_where_every_seed_has_them(tmp_path
     table = out.with_suffix(".md").read_text()
     assert "| G: B with importance = group_l2 |" in table and "P: the parent itself" not in table
     assert "* G − B: +0.20 ± 0.00 points (paired)" in table and "* G − parent:" in table and "* B − P" not in table
-    label = "| L: B's choice fine-tuned 10 epochs (half the parent's) (cost: B's search + this fine-tune) |"
+    label = ("| L: B's choice fine-tuned 10 epochs (half the parent's) (today's default) (cost: B's search + this "
+             "fine-tune) |")
     assert label in table
     epochs = {line.split(" | ")[0]: line.split(" | ")[4] for line in table.splitlines() if line.startswith("| ")}
-    assert epochs[label.removesuffix(" |")] == epochs["| B: sanas' defaults (importance = bn, the default today)"]
+    b_row = next(k for k in epochs if k.startswith("| B: sanas' defaults"))
+    assert epochs[label.removesuffix(" |")] == epochs[b_row]
     assert "| C: B searching 100 candidates |" in table
     assert "* L − B: +0.30 ± 0.00 points (paired)" in table and "* C − B: -0.10 ± 0.00 points (paired)" in table
     assert "* L − parent:" in table and "* C − U:" in table
+    # B and U ran with the quarter-length fine-tune of before: today's defaults are L and V, and the table says so
+    assert "fine-tuned 0.25 of the parent's epochs, the default when run)" in table
+    assert ("* With today's default fine-tune (10 epochs, 0.5 of the parent's), B is row L and U row V: target B ≥ "
+            "parent − one std: met; B > U by more than one std: met") in table
     assert "| V: the uniform-width child, fine-tuned like L |" in table
     l_u = statistics.mean(s["B"]["test_top1"] - s["U"]["test_top1"] for s in map(json.loads, (
         (runs / f"seed-{seed}.json").read_text() for seed in range(3))))
