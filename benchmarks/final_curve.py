@@ -106,6 +106,22 @@ def length_section(pts: list[dict[str, Any]], parent: dict[str, Any]) -> list[st
     return [*lines, ""]
 
 
+def compared(hits: dict[Any, dict[str, Any]], columns: list[Any], base: Any) -> tuple[list[str], dict[Any, float]]:
+    """One child's row: each column's held-out top-1 (%), "—" where not measured, and in parentheses its difference
+    to column ``base`` where both were measured; and those differences (points) by column."""
+    cells, diffs = [], {}
+    for c in columns:
+        if c not in hits:
+            cells.append("—")
+            continue
+        cell = f"{100 * hits[c]['val_top1']:.2f}"
+        if base in hits and c != base:
+            diffs[c] = 100 * (hits[c]["val_top1"] - hits[base]["val_top1"])
+            cell += f" ({diffs[c]:+.2f})"
+        cells.append(cell)
+    return cells, diffs
+
+
 def axis_section(pts: list[dict[str, Any]], axis: str) -> list[str]:
     """Held-out top-1 vs one axis (the others at their defaults), one row per (ratio, E, distill) measured off the
     default (the value of the points before the axis); the differences are against it on the same child."""
@@ -124,16 +140,7 @@ def axis_section(pts: list[dict[str, Any]], axis: str) -> list[str]:
              "|---:|---:|---:|---:|" + "---:|" * len(values)]
     for ratio, e, w in rows:
         hits = {value[id(p)]: p for p in pts if key(p)[1:4] == (ratio, e, w)}
-        base = hits.get(default)
-        cells = []
-        for v in values:
-            if v not in hits:
-                cells.append("—")
-                continue
-            cell = f"{100 * hits[v]['val_top1']:.2f}"
-            if base is not None and v != default:
-                cell += f" ({100 * (hits[v]['val_top1'] - base['val_top1']):+.2f})"
-            cells.append(cell)
+        cells, _ = compared(hits, values, default)
         params = next(iter(hits.values()))["params"]
         lines.append(f"| {ratio:g}× | {params:,} | {e} | {w:g} | " + " | ".join(cells) + " |")
     return [*lines, ""]
@@ -160,18 +167,10 @@ def today_length_section(pts: list[dict[str, Any]], parent: dict[str, Any]) -> l
     gains: dict[int, list[float]] = {e: [] for e in lengths}
     for r in ratios:
         hits = {p["epochs"]: p for p in pts if key(p)[1] == r}
-        base = hits[min(hits)]
-        cells = []
-        for e in lengths:
-            if e not in hits:
-                cells.append("—")
-                continue
-            cell = f"{100 * hits[e]['val_top1']:.2f}"
-            if e != min(hits):
-                gains[e].append(100 * (hits[e]["val_top1"] - base["val_top1"]))
-                cell += f" ({gains[e][-1]:+.2f})"
-            cells.append(cell)
-        lines.append(f"| {r:g}× | {base['params']:,} | " + " | ".join(cells) + " |")
+        cells, diffs = compared(hits, lengths, min(hits))
+        for e, diff in diffs.items():
+            gains[e].append(diff)
+        lines.append(f"| {r:g}× | {hits[min(hits)]['params']:,} | " + " | ".join(cells) + " |")
     lines.append("")
     lines += [f"* E = {e} against the shortest: {sum(g) / len(g):+.2f} points on average over {len(g)} children, "
               f"from {min(g):+.2f} to {max(g):+.2f}." for e, g in gains.items() if g]
