@@ -649,11 +649,9 @@ def checked(p: argparse.ArgumentParser, args: argparse.Namespace) -> list[float]
     if unknown:
         p.error(f"--models {','.join(unknown)}: expected networks among {','.join(MODELS)}")
     try:
-        ratios = [float(r) for r in str(args.budget_ratio).split(",")]
-    except ValueError:
-        p.error(f"--budget-ratio {args.budget_ratio}: expected comma-separated ratios in (0, 1]")
-    if not all(0 < r <= 1 for r in ratios):
-        p.error(f"--budget-ratio {args.budget_ratio}: expected comma-separated ratios in (0, 1]")
+        ratios = harness.floats(str(args.budget_ratio), "--budget-ratio", lambda v: 0 < v <= 1, "in (0, 1]")
+    except ValueError as e:
+        p.error(str(e))
     if args.candidates < 1:
         p.error(f"--candidates {args.candidates}: expected at least one")
     try:

@@ -160,8 +160,8 @@ def test_a_variant_is_sanas_with_one_setting_changed() -> None:
 @pytest.mark.parametrize(("argv", "says"), [
     (["--parent-epochs", "1"], "the parents' recipe (--parent-epochs, --parent-lr, --parent-batch): retain_epoch is 1"),
     (["--models", "resnet2"], "--models resnet2: expected networks among resnet20,mobilenetv2,vgg11"),
-    (["--budget-ratio", "0.5,x"], "--budget-ratio 0.5,x: expected comma-separated ratios in (0, 1]"),
-    (["--budget-ratio", "1.5"], "--budget-ratio 1.5: expected comma-separated ratios in (0, 1]"),
+    (["--budget-ratio", "0.5,x"], "--budget-ratio is '0.5,x', expected comma-separated numbers in (0, 1]"),
+    (["--budget-ratio", "1.5"], "--budget-ratio is '1.5', expected comma-separated numbers in (0, 1]"),
     (["--candidates", "0"], "--candidates 0: expected at least one"),
 ])
 def test_a_bad_setting_is_one_line_and_exit_2_before_anything_runs(
