@@ -119,6 +119,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     parent = load_model(work / "parent")
     budget = int(args.budget_ratio * state["parent"]["params"])
     final = final_epochs(args.parent_epochs, EARLIER_FINAL_FRACTION)  # the default when B, U, G and P ran (B pairs)
+    longer = final_epochs(args.parent_epochs, L_FRACTION)  # rows L and V
     state.update(budget=budget, final_epochs=final)
 
     def finish(name: str, tokens: list[int], rec: Recipe, use_parent: bool, meter: PassMeter) -> None:
@@ -168,9 +169,9 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     if "P" in rows and not done(state, "P"):
         fine_tuned("P", state["parent"]["tokens"])
     if "L" in rows and not done(state, "L"):
-        fine_tuned("L", state["B"]["tokens"], final_epochs(args.parent_epochs, L_FRACTION))
+        fine_tuned("L", state["B"]["tokens"], longer)
     if "V" in rows and not done(state, "V"):
-        fine_tuned("V", uniform_tokens(sp, budget), final_epochs(args.parent_epochs, L_FRACTION))
+        fine_tuned("V", uniform_tokens(sp, budget), longer)
     if "G" in rows and not done(state, "G"):
         inherited_search("G", G_IMPORTANCE)
     if "C" in rows and not done(state, "C"):
@@ -198,14 +199,18 @@ def start_text(states: list[dict[str, Any]]) -> str:
         " (and the search's start in some seeds' searches)")
 
 
-def extra_lines(states: list[dict[str, Any]], extra: list[str], parent: list[float]) -> list[str]:
+def extra_lines(states: list[dict[str, Any]], extra: list[str], parent: list[float], today: int) -> list[str]:
     """What the rows of :data:`EXTRA` every seed has say, paired by seed: G, L and C (each B changed one way)
-    against the targets and against B; L against V (both fine-tuned the longer way); B against P, the parent through
-    the same fine-tune."""
+    against the targets and against B; L against V (both fine-tuned the longer way) and, where B and U ran with an
+    earlier default fine-tune and L's is ``today``'s, target (b) read on L and V (B's search and U with today's
+    fine-tune); B against P, the parent through the same fine-tune."""
     acc = {k: [s[k]["test_top1"] for s in states] for k in ("B", "U", *extra)}
     lines = []
+    near: dict[str, bool] = {}  # within one std of the parent
+    last: list[str] = []  # the targets on today's defaults, after every row's lines
     for key in (k for k in ("G", "L", "C") if k in extra):  # B changed in one way, read as B is
         gap, sd, within = within_one_std(acc[key], parent)
+        near[key] = within
         lines.append(f"* {key} − parent: {mean_std(gap, 100, signed=True)} points (paired); {key}'s std "
                      f"{100 * sd:.2f} — {'within' if within else 'NOT within'} one std.")
         for base in ("U", "B"):
@@ -218,13 +223,18 @@ def extra_lines(states: list[dict[str, Any]], extra: list[str], parent: list[flo
         lines.append(f"* L − V: {mean_std(gap, 100, signed=True)} points (paired); the largest std {100 * sd:.2f} — "
                      f"L {'beats' if wins else 'does NOT beat'} the uniform child at the same fine-tune by more "
                      f"than one std.")
+        if states[0]["final_epochs"] != today and states[0]["L"]["final_epochs"] == today:
+            last.append(f"* With today's default fine-tune ({today} epochs, {today / states[0]['parent']['epochs']:g} "
+                         f"of the parent's), B is row L and U row V: target B ≥ parent − one std: "
+                         f"{'met' if near['L'] else 'NOT met'}; B > U by more than one std: "
+                         f"{'met' if wins else 'NOT met'} (the lines above).")
     if "P" in extra:
         lines.append(f"* P − parent: {mean_std(paired(acc['P'], parent), 100, signed=True)} points (paired): what "
                      f"B's final fine-tune does to the parent itself.")
         gap, sd, within = within_one_std(acc["B"], acc["P"])
         lines.append(f"* B − P: {mean_std(gap, 100, signed=True)} points (paired); B's std {100 * sd:.2f} — "
                      f"{'within' if within else 'NOT within'} one std of the parent fine-tuned the same way.")
-    return lines
+    return lines + last
 
 
 def cost(record: dict[str, Any], key: str, unit: str) -> float:
@@ -232,20 +242,6 @@ def cost(record: dict[str, Any], key: str, unit: str) -> float:
     again: B's cost less U's (U's fine-tune is B's, on other widths: the same passes)."""
     own = record[key]["cost"][unit]
     return own + record["B"]["cost"][unit] - record["U"]["cost"][unit] if key == "L" else own
-
-
-def today_lines(states: list[dict[str, Any]], extra: list[str], parent: list[float]) -> list[str]:
-    """Target (b) read on today's defaults where rows B and U ran with an earlier default fine-tune: B's search with
-    today's fine-tune is row L, U with it row V."""
-    today = final_epochs(states[0]["parent"]["epochs"])
-    if states[0]["final_epochs"] == today or not {"L", "V"} <= set(extra) or states[0]["L"]["final_epochs"] != today:
-        return []
-    acc = {k: [s[k]["test_top1"] for s in states] for k in ("L", "V")}
-    _, _, within = within_one_std(acc["L"], parent)
-    _, _, wins = beats(acc["L"], acc["V"])
-    return [f"* With today's default fine-tune ({today} epochs, {today / states[0]['parent']['epochs']:g} of the "
-            f"parent's), B is row L and U row V: target B ≥ parent − one std: {'met' if within else 'NOT met'}; "
-            f"B > U by more than one std: {'met' if wins else 'NOT met'} (the lines above)."]
 
 
 def summarise(args: argparse.Namespace) -> int:
@@ -279,13 +275,14 @@ def summarise(args: argparse.Namespace) -> int:
              f"({p0['epochs']}, not charged) | – |"]
     crit = criterion(states, "B")  # B and U inherit channels by the criterion of B's run (U is fine-tuned like B)
     when = "today" if crit == DartsSpace.default_importance else "when run"
-    inherited = f" (importance = {crit}, the default {when})"
-    then = "" if states[0]["final_epochs"] == final_epochs(p0["epochs"]) else (  # B's and U's final fine-tune
+    today = final_epochs(p0["epochs"])  # today's default final fine-tune
+    then = "" if states[0]["final_epochs"] == today else (  # B's and U's final fine-tune
         f"; fine-tuned {states[0]['final_epochs'] / p0['epochs']:g} of the parent's epochs, the default when run")
+    inherited = f" (importance = {crit}, the default {when}{then})"
     for key, label in ROWS.items():
         rows = [s[key] for s in (with_a if key == "A" else states)]
         if key != "A":
-            label += inherited[:-1] + then + ")"
+            label += inherited
         if len(rows) < len(states):
             label += f" ({len(rows)} of {len(states)} seeds: {', '.join(str(s['seed']) for s in with_a)})"
         if rows:
@@ -299,7 +296,7 @@ def summarise(args: argparse.Namespace) -> int:
             label = label.replace("--candidates-c", "/".join(sorted({str(r["search"]["candidates"]) for r in rows})))
         if key == "L":
             label = label.replace("half the parent's epochs", f"{rows[0]['final_epochs']} epochs (half the parent's)")
-            label += (" (today's default)" if rows[0]["final_epochs"] == final_epochs(p0["epochs"]) else "") + (
+            label += (" (today's default)" if rows[0]["final_epochs"] == today else "") + (
                 " (cost: B's search + this fine-tune)")
         lines.append(method_row(label, rows, [cost(s, key, "epochs") for s in states],
                                 f"{statistics.mean(cost(s, key, 'seconds') for s in states) / 60:.1f}"))
@@ -314,7 +311,7 @@ def summarise(args: argparse.Namespace) -> int:
               f"{100 * sd_u:.2f} — target B > U by more than one std: {'met' if b_beats_u else 'NOT met'}.",
               f"* B − A: {b_vs_a}; B's final fine-tune {states[0]['final_epochs']} "
               f"epochs = {states[0]['final_epochs'] / p0['epochs']:.2f} of the parent's (target ≤ 0.5).",
-              *extra_lines(states, extra, parent), *today_lines(states, extra, parent), "",
+              *extra_lines(states, extra, parent, today), "",
               "| seed | parent | A | B | U | A params | B params | U params | B tokens | U tokens |",
               "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for s in states:
