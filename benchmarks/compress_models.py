@@ -298,6 +298,22 @@ def tp_prune(parent: nn.Module, budget: int, global_pruning: bool) -> tuple[nn.M
     return best
 
 
+def tp_finetuned(parent: nn.Module, budget: int, global_pruning: bool, data: TrainingData, seed: int, epochs: float,
+                 work: Path, committed_params: int | None = None, label: str = "") -> dict[str, Any]:
+    """Torch-Pruning's child at ``budget`` (:func:`tp_prune`) through the final fine-tune of ``epochs`` in ``work``.
+    A run that pairs with a committed one passes that one's ``committed_params``: a pruning that does not reproduce
+    them stops it (``RuntimeError`` naming ``label``)."""
+    t0 = time.perf_counter()
+    pruned, prune_ratio = tp_prune(parent, budget, global_pruning)
+    prune_seconds = time.perf_counter() - t0
+    if committed_params is not None and params(pruned) != committed_params:
+        raise RuntimeError(f"{label}: pruned to {params(pruned):,} params, committed {committed_params:,}: this "
+                           f"machine does not reproduce the pruning; stopping")
+    out = finetune(FixedNet(pruned), [0], parent, data, seed, epochs, work)
+    out.update(ratio=prune_ratio, prune_seconds=round(prune_seconds, 1), search=PassMeter().to_dict(1))
+    return out
+
+
 def final_recipe(seed: int, epochs: float, importance: str | None = None) -> Recipe:
     """The final fine-tune of every method: the product's defaults for a fine-tune from the parent (``importance``:
     which channels a sanas child keeps; Torch-Pruning's children are already pruned)."""
@@ -391,11 +407,7 @@ def run(name: str, ratio: float, seed: int, parent: nn.Module, parent_info: dict
         if done(state, method):
             continue
         harness.start_fresh(work / method)
-        t0 = time.perf_counter()
-        pruned, prune_ratio = tp_prune(parent, budget, global_pruning)
-        prune_seconds = time.perf_counter() - t0
-        out = finetune(FixedNet(pruned), [0], parent, data, seed, epochs, work / method)
-        out.update(ratio=prune_ratio, prune_seconds=round(prune_seconds, 1), search=PassMeter().to_dict(1))
+        out = tp_finetuned(parent, budget, global_pruning, data, seed, epochs, work / method)
         state[method] = out
         state.save()
         print(f"  {name} {ratio:g}x seed {seed} {method}: {out['params']:,} params, test "
@@ -426,14 +438,15 @@ def run(name: str, ratio: float, seed: int, parent: nn.Module, parent_info: dict
 
 
 def control(name: str, seed: int, parent: nn.Module, parent_info: dict[str, Any], data: TrainingData,
-            args: argparse.Namespace) -> dict[str, Any]:
-    """The control (:data:`CONTROL`) for one seed: the parent, uncompressed, through the final fine-tune."""
+            args: argparse.Namespace, epochs: int | None = None) -> dict[str, Any]:
+    """The control (:data:`CONTROL`) for one seed: the parent, uncompressed, through the final fine-tune
+    (``epochs``, by default this table's :func:`final_epochs`)."""
     state = Record(args.runs_dir / name / "control" / f"seed-{seed}.json", seed)
     if done(state, CONTROL):
         return state
     work = args.work_dir / name / "control" / f"seed-{seed}"
     harness.start_fresh(work)
-    epochs = final_epochs(parent_info["epochs"])
+    epochs = final_epochs(parent_info["epochs"]) if epochs is None else epochs
     out = finetune(FixedNet(parent), [0], parent, data, seed, epochs, work)  # FixedNet trains a copy
     out.update(search=PassMeter().to_dict(1))
     state.update(final_epochs=epochs)

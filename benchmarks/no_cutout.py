@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -42,7 +41,7 @@ import compress_models as cm
 import criterion_widths as cw
 import finalist_start as fs
 import harness
-from harness import PassMeter, Record, beats_text, done, mean_std, provenance, within_text
+from harness import Record, beats_text, done, mean_std, provenance, within_text
 from sanas.runs.finalists import chosen
 from sanas.spaces import ModelSpace, uniform_tokens
 from sanas.spaces.inherit import IMPORTANCE
@@ -68,15 +67,9 @@ def baselines(name: str, ratio: float, seed: int, parent: Any, info: dict[str, A
             continue
         work = args.work_dir / name / f"{ratio:g}x" / f"seed-{seed}" / "no_cutout" / method
         harness.start_fresh(work)
-        t0 = time.perf_counter()
-        pruned, prune_ratio = cm.tp_prune(parent, base["budget"], global_pruning)
-        prune_seconds = time.perf_counter() - t0
-        if cm.params(pruned) != base[method]["params"]:
-            raise RuntimeError(f"{name} {ratio:g}x {method}: pruned to {cm.params(pruned):,} params, committed "
-                               f"{base[method]['params']:,}: this machine does not reproduce the pruning; stopping")
-        out = cm.finetune(cm.FixedNet(pruned), [0], parent, data, seed, cm.final_epochs(info["epochs"]), work)
-        out.update(ratio=prune_ratio, prune_seconds=round(prune_seconds, 1), search=PassMeter().to_dict(1),
-                   before=base[method]["test_top1"])
+        out = cm.tp_finetuned(parent, base["budget"], global_pruning, data, seed, cm.final_epochs(info["epochs"]),
+                              work, base[method]["params"], f"{name} {ratio:g}x {method}")
+        out.update(before=base[method]["test_top1"])
         record[method] = out
         record.save()
         print(f"  {name} {ratio:g}x seed {seed} {method}: test {100 * out['test_top1']:.2f}% (committed "
@@ -257,14 +250,15 @@ def target_lines(budgets: dict[str, Any], networks: int, method: str = "sanas", 
     lines = ["", f"{tag} against issue 19's targets (a budget counts once all its networks have three seeds):", ""]
     for ratio, budget in budgets.items():
         models = budget["models"]
+        near = budget["settings"]["budget_ratio"] >= 0.7  # judged against the parent alone
+        needed = (method,) if near else (method, "tp_uniform", "tp_global")
         complete = {n: m["seeds"] for n, m in models.items()
-                    if len(m["seeds"]) >= 3 and all(done(s, method) for s in m["seeds"])}
+                    if len(m["seeds"]) >= 3 and all(done(s, k) for s in m["seeds"] for k in needed)}
         if len(complete) < networks:
             lines.append(f"* {ratio}×: not measured yet ({len(complete)} of {networks} networks with three seeds).")
             continue
-        acc = {n: {k: [s[k]["test_top1"] for s in seeds] for k in ("tp_uniform", "tp_global", method)}
-               for n, seeds in complete.items()}
-        if budget["settings"]["budget_ratio"] >= 0.7:
+        acc = {n: {k: [s[k]["test_top1"] for s in seeds] for k in needed} for n, seeds in complete.items()}
+        if near:
             hits = [n for n in complete
                     if harness.within_one_std(acc[n][method], [models[n]["parent_top1"]] * len(acc[n][method]))[2]]
             need, rule = networks, "within one std of the parent"
