@@ -58,7 +58,6 @@ def run(name: str, ratio: float, seed: int, method: str, parent: Any, info: dict
         print(f"  {name} {ratio:g}x seed {seed}: no finished search of {SEARCH} without cutout in "
               f"{harness.relative(base_path)}; skipped", flush=True)
         return
-    earlier = Record(args.before_runs_dir / name / f"{ratio:g}x" / f"seed-{seed}.json", seed)
     epochs = today_epochs(info)
     record = Record(args.runs_dir / name / f"{ratio:g}x" / f"seed-{seed}.json", seed)
     record.update(budget=base["budget"], final_epochs=epochs)
@@ -70,15 +69,16 @@ def run(name: str, ratio: float, seed: int, method: str, parent: Any, info: dict
     if method == SEARCH:
         search = base[SEARCH]
         space = ModelSpace(parent, example_input=[1, 32, 32], granularity=search["granularity"])
+        child = cm.params(space.inherit(parent, search["tokens"], search["importance"]))
+        if child != search["params"]:  # before the fine-tune, as tp_finetuned checks its pruning
+            raise RuntimeError(f"{label}: the child has {child:,} params, committed {search['params']:,}; stopping")
         out = cm.finetune(space, search["tokens"], parent, data, seed, epochs, work, search["importance"])
-        if out["params"] != search["params"]:
-            raise RuntimeError(f"{label}: the child has {out['params']:,} params, committed {search['params']:,}; "
-                               f"stopping")
         out.update({k: search[k] for k in ("tokens", "importance", "granularity", "candidates", "search")},
                    before=search["test_top1"])
     else:
         out = cm.tp_finetuned(parent, base["budget"], method == "tp_global", data, seed, epochs, work,
                               base[method]["params"], label)
+        earlier = Record(args.before_runs_dir / name / f"{ratio:g}x" / f"seed-{seed}.json", seed)
         if done(earlier, method):
             out.update(before=earlier[method]["test_top1"])
     record[method] = out

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from torch import nn
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
@@ -29,6 +30,15 @@ def committed(folder: Path, seed: int, g: float = 0.905, cutout: int = 0) -> Non
               "granularity": "group", "candidates": 30}
     (folder / f"seed-{seed}.json").write_text(json.dumps(
         {"seed": seed, "budget": 95, "tp_uniform": result(0.90, 94), "tp_global": result(0.89, 93), ft.SEARCH: search}))
+
+
+class Space(dict):
+    """ModelSpace's stand-in: the settings it was built with, and a child of ``params`` parameters."""
+
+    params = 90
+
+    def inherit(self, parent, tokens, importance):
+        return nn.Linear(self.params - 1, 1)
 
 
 def args_for(tmp_path: Path) -> SimpleNamespace:
@@ -53,7 +63,7 @@ def test_each_method_gets_today_s_fine_tune_of_the_committed_child_and_keeps_its
 
     monkeypatch.setattr(cm, "finetune", finetune)
     monkeypatch.setattr(cm, "tp_finetuned", tp_finetuned)
-    monkeypatch.setattr(ft, "ModelSpace", lambda parent, **kw: kw)
+    monkeypatch.setattr(ft, "ModelSpace", lambda parent, **kw: Space(kw))
     args = args_for(tmp_path)
     committed(args.base_runs_dir / "resnet20" / "0.7x", 1)
     before = args.before_runs_dir / "resnet20" / "0.7x"
@@ -75,15 +85,17 @@ def test_each_method_gets_today_s_fine_tune_of_the_committed_child_and_keeps_its
 
 def test_a_child_that_does_not_match_the_committed_one_stops_and_a_search_with_cutout_is_skipped(
         tmp_path: Path, monkeypatch, capsys) -> None:
-    monkeypatch.setattr(cm, "finetune", lambda *a, **k: result(0.91, 91))  # one parameter more than committed
-    monkeypatch.setattr(ft, "ModelSpace", lambda parent, **kw: kw)
+    fine_tunes: list[Any] = []
+    monkeypatch.setattr(cm, "finetune", lambda *a, **k: fine_tunes.append(a) or result(0.91, 91))
+    monkeypatch.setattr(Space, "params", 91)  # one parameter more than committed
+    monkeypatch.setattr(ft, "ModelSpace", lambda parent, **kw: Space(kw))
     args = args_for(tmp_path)
     committed(args.base_runs_dir / "resnet20" / "0.7x", 0)
     with pytest.raises(RuntimeError, match="the child has 91 params, committed 90"):
         ft.run("resnet20", 0.7, 0, ft.SEARCH, None, {"epochs": 24}, None, args)
     record = json.loads((args.runs_dir / "resnet20" / "0.7x" / "seed-0.json").read_text()) \
         if (args.runs_dir / "resnet20" / "0.7x" / "seed-0.json").exists() else {}
-    assert ft.SEARCH not in record
+    assert ft.SEARCH not in record and not fine_tunes  # stopped before the fine-tune
     committed(args.base_runs_dir / "resnet20" / "0.5x", 0, cutout=16)  # an older search: not today's product
     ft.run("resnet20", 0.5, 0, ft.SEARCH, None, {"epochs": 24}, None, args)
     assert "no finished search of sanas_group_l2 without cutout" in capsys.readouterr().out
