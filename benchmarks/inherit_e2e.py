@@ -17,8 +17,8 @@ then compressed to ``--budget-ratio`` × its parameters:
 * Where ``--rows`` names them (:data:`EXTRA`): **G**, B with ``group_l2`` channels in its search and its fine-tune
   (ModelSpace's default; DartsSpace keeps |γ|); **P**, the parent itself through B's final fine-tune; **L**, B's
   choice fine-tuned half the parent's epochs (the most target (b) allows) instead of ``final_epochs``, and **V**, U
-  fine-tuned the same way (L's uniform child); **C**, B searching ``--candidates-c`` candidates instead of
-  ``--candidates-b``.
+  fine-tuned the same way (L's uniform child), and **Q**, the parent itself through L's fine-tune (L's control);
+  **C**, B searching ``--candidates-c`` candidates instead of ``--candidates-b``.
 
 Both searches are sanas' SA with its default settings (budget-filling moves, scale-free temperature) and the
 run's seed; they differ in how a candidate is evaluated. The users' training recipe (lr ``--lr``, batch
@@ -30,6 +30,7 @@ once per final model. Every pass is charged (:class:`harness.PassMeter`).
     .venv/bin/python benchmarks/inherit_e2e.py --summary    # the table from what has run
     .venv/bin/python benchmarks/inherit_e2e.py --rows G,P   # the extra rows (each seed's parent first)
     .venv/bin/python benchmarks/inherit_e2e.py --seeds 0 --rows L,C  # one process per seed: rows share its record
+    .venv/bin/python benchmarks/inherit_e2e.py --rows Q      # L's control: the parent through L's fine-tune
 
 Results: ``benchmarks/data/inherit_e2e.md`` / ``.json`` (committed, with every finished seed's record in
 ``benchmarks/data/inherit_e2e_runs/``); work in ``benchmarks/results/inherit_e2e_v2/``.
@@ -75,10 +76,12 @@ ROWS = {"A": "A: PaddleSlim's protocol, from scratch", "B": "B: sanas' defaults"
 # parent that fine-tune lets any network end.
 # L, B's choice through a fine-tune as long as target (b) allows (half the parent's epochs): whether the default
 # length (final_epochs, chosen on compress_models.py's networks) is what B lacks, and V, U fine-tuned like L (the
-# uniform child at L's fine-tune); C, B with more candidates.
+# uniform child at L's fine-tune) and Q, the parent through L's fine-tune (L's control, as P is B's); C, B with more
+# candidates.
 EXTRA = {"G": "G: B with importance = group_l2", "P": "P: the parent itself, fine-tuned like B (control)",
          "L": "L: B's choice fine-tuned half the parent's epochs",
          "V": "V: the uniform-width child, fine-tuned like L",
+         "Q": "Q: the parent itself, fine-tuned like L (control)",
          "C": "C: B searching --candidates-c candidates"}
 G_IMPORTANCE = "group_l2"
 L_FRACTION = 0.5  # target (b): B's final fine-tune ≤ half the parent's epochs
@@ -172,6 +175,8 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         fine_tuned("L", state["B"]["tokens"], longer)
     if "V" in rows and not done(state, "V"):
         fine_tuned("V", uniform_tokens(sp, budget), longer)
+    if "Q" in rows and not done(state, "Q"):
+        fine_tuned("Q", state["parent"]["tokens"], longer)
     if "G" in rows and not done(state, "G"):
         inherited_search("G", G_IMPORTANCE)
     if "C" in rows and not done(state, "C"):
@@ -203,7 +208,7 @@ def extra_lines(states: list[dict[str, Any]], extra: list[str], parent: list[flo
     """What the rows of :data:`EXTRA` every seed has say, paired by seed: G, L and C (each B changed one way)
     against the targets and against B; L against V (both fine-tuned the longer way) and, where B and U ran with an
     earlier default fine-tune and L's is ``today``'s, target (b) read on L and V (B's search and U with today's
-    fine-tune); B against P, the parent through the same fine-tune."""
+    fine-tune); B against P, the parent through the same fine-tune, and L against Q, the parent through L's."""
     acc = {k: [s[k]["test_top1"] for s in states] for k in ("B", "U", *extra)}
     lines = []
     near: dict[str, bool] = {}  # within one std of the parent
@@ -234,6 +239,13 @@ def extra_lines(states: list[dict[str, Any]], extra: list[str], parent: list[flo
         gap, sd, within = within_one_std(acc["B"], acc["P"])
         lines.append(f"* B − P: {mean_std(gap, 100, signed=True)} points (paired); B's std {100 * sd:.2f} — "
                      f"{'within' if within else 'NOT within'} one std of the parent fine-tuned the same way.")
+    if "Q" in extra:
+        lines.append(f"* Q − parent: {mean_std(paired(acc['Q'], parent), 100, signed=True)} points (paired): what "
+                     f"L's final fine-tune does to the parent itself.")
+        if "L" in extra:
+            gap, sd, within = within_one_std(acc["L"], acc["Q"])
+            lines.append(f"* L − Q: {mean_std(gap, 100, signed=True)} points (paired); L's std {100 * sd:.2f} — "
+                         f"{'within' if within else 'NOT within'} one std of the parent fine-tuned the same way.")
     return lines + last
 
 
@@ -294,6 +306,8 @@ def summarise(args: argparse.Namespace) -> int:
         label = EXTRA[key]  # with what the records say in place of the settings' names
         if key == "C":
             label = label.replace("--candidates-c", "/".join(sorted({str(r["search"]["candidates"]) for r in rows})))
+        if key == "Q":
+            label = label.replace("like L", f"like L ({rows[0]['final_epochs']} epochs)")
         if key == "L":
             label = label.replace("half the parent's epochs", f"{rows[0]['final_epochs']} epochs (half the parent's)")
             label += (" (today's default)" if rows[0]["final_epochs"] == today else "") + (

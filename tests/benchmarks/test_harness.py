@@ -136,11 +136,13 @@ def test_the_miniature_s_extra_rows_show_only_where_every_seed_has_them(tmp_path
         record["C"] = {**record["B"], "search": {**record["B"]["search"], "candidates": 100}, "test_top1": b - 0.001}
         if seed < 2:
             record["P"] = {**record["U"], "test_top1": record["parent"]["test_top1"] + 0.001}
+            record["Q"] = {**record["V"], "tokens": record["parent"]["tokens"],
+                           "test_top1": record["parent"]["test_top1"] + 0.005}
         (runs / f"seed-{seed}.json").write_text(json.dumps(record))
     out = tmp_path / "table"
     assert inherit_e2e.main(["--summary", "--runs-dir", str(runs), "--out", str(out)]) == 0
     table = out.with_suffix(".md").read_text()
-    assert "| G: B with importance = group_l2 |" in table and "P: the parent itself" not in table
+    assert "| G: B with importance = group_l2 |" in table and "the parent itself" not in table
     assert "* G − B: +0.20 ± 0.00 points (paired)" in table and "* G − parent:" in table and "* B − P" not in table
     label = ("| L: B's choice fine-tuned 10 epochs (half the parent's) (today's default) (cost: B's search + this "
              "fine-tune) |")
@@ -161,14 +163,22 @@ def test_the_miniature_s_extra_rows_show_only_where_every_seed_has_them(tmp_path
     assert f"* L − V: +{100 * l_u - 0.1:.2f} ± " in table  # L = B + 0.3, V = U + 0.4
     record = json.loads((runs / "seed-2.json").read_text())
     record["P"] = {**record["U"], "test_top1": record["parent"]["test_top1"] + 0.001}
+    record["Q"] = {**record["V"], "tokens": record["parent"]["tokens"],
+                   "test_top1": record["parent"]["test_top1"] + 0.005}
     (runs / "seed-2.json").write_text(json.dumps(record))
     assert inherit_e2e.main(["--summary", "--runs-dir", str(runs), "--out", str(out)]) == 0
     table = out.with_suffix(".md").read_text()
     assert "| P: the parent itself, fine-tuned like B (control) |" in table
     assert "* P − parent: +0.10 ± 0.00 points (paired)" in table and "* B − P:" in table
+    # Q, L's control: the parent through L's fine-tune; L = B + 0.3 against Q = parent + 0.5
+    assert "| Q: the parent itself, fine-tuned like L (10 epochs) (control) |" in table
+    assert "* Q − parent: +0.50 ± 0.00 points (paired): what L's final fine-tune does" in table
+    l_q = statistics.mean(s["B"]["test_top1"] - s["parent"]["test_top1"] for s in map(json.loads, (
+        (runs / f"seed-{seed}.json").read_text() for seed in range(3))))
+    assert f"* L − Q: {100 * l_q - 0.2:+.2f} ± " in table
     with pytest.raises(SystemExit) as stop:
-        inherit_e2e.main(["--rows", "B,Q", "--runs-dir", str(runs), "--out", str(out)])
-    assert stop.value.code == 2 and "--rows Q: expected rows among A,B,U,G,P,L,V,C" in capsys.readouterr().err
+        inherit_e2e.main(["--rows", "B,Z", "--runs-dir", str(runs), "--out", str(out)])
+    assert stop.value.code == 2 and "--rows Z: expected rows among A,B,U,G,P,L,V,Q,C" in capsys.readouterr().err
 
 
 def test_the_miniature_s_row_l_needs_row_b_before_anything_runs(tmp_path: Path) -> None:
