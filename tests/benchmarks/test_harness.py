@@ -118,8 +118,9 @@ def test_the_miniature_s_table_says_whether_b_fine_tuned_its_start_among_the_fin
 
 
 def test_the_miniature_s_extra_rows_show_only_where_every_seed_has_them(tmp_path: Path, capsys) -> None:
-    """G (B with group_l2 channels) and P (the parent through B's fine-tune) are run on request: a row every seed
-    has is read against the parent, B and U, paired by seed; one seed short, no row. Unknown rows are refused."""
+    """G (B with group_l2 channels), P and Q (the parent through B's and L's fine-tunes) are run on request: a row
+    every seed has is read against the parent, B and U (Q against L), paired by seed; one seed short, no row. Unknown
+    rows are refused."""
     import inherit_e2e
 
     runs = tmp_path / "runs"
