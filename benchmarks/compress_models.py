@@ -321,14 +321,19 @@ def final_recipe(seed: int, epochs: float, importance: str | None = None) -> Rec
 
 
 def finetune(space: SearchSpace, tokens: list[int], parent: nn.Module, data: TrainingData, seed: int, epochs: float,
-             out: Path, importance: str | None = None) -> dict[str, Any]:
-    """``train_final`` from the parent (resumable in ``out``); the test set is evaluated once, at its end."""
+             out: Path, importance: str | None = None, committed_params: int | None = None,
+             label: str = "") -> dict[str, Any]:
+    """``train_final`` from the parent (resumable in ``out``); the test set is evaluated once, at its end. A run
+    that pairs with a committed one passes that one's ``committed_params``: a child that does not have them stops it
+    before the fine-tune (``RuntimeError`` naming ``label``), as :func:`tp_finetuned` checks its pruning."""
+    net = space.inherit(parent, tokens, importance)
+    if committed_params is not None and params(net) != committed_params:
+        raise RuntimeError(f"{label}: the child has {params(net):,} params, committed {committed_params:,}; stopping")
     recipe = final_recipe(seed, epochs, importance)
     meter = PassMeter()
     with meter.active():
         result = train_final(tokens, space, data, recipe, out, resume=True, progress="none", onnx=False,
                              parent=parent)
-    net = space.inherit(parent, tokens, importance)
     return {"test_top1": result.test_top1, "val_top1": result.metrics[-1].val_top1, "params": params(net),
             "macs": macs(net), "final": meter.to_dict(len(data.train_indices)), "cutout": recipe.cutout}
 

@@ -69,10 +69,8 @@ def run(name: str, ratio: float, seed: int, method: str, parent: Any, info: dict
     if method == SEARCH:
         search = base[SEARCH]
         space = ModelSpace(parent, example_input=[1, 32, 32], granularity=search["granularity"])
-        child = cm.params(space.inherit(parent, search["tokens"], search["importance"]))
-        if child != search["params"]:  # before the fine-tune, as tp_finetuned checks its pruning
-            raise RuntimeError(f"{label}: the child has {child:,} params, committed {search['params']:,}; stopping")
-        out = cm.finetune(space, search["tokens"], parent, data, seed, epochs, work, search["importance"])
+        out = cm.finetune(space, search["tokens"], parent, data, seed, epochs, work, search["importance"],
+                          search["params"], label)
         out.update({k: search[k] for k in ("tokens", "importance", "granularity", "candidates", "search")},
                    before=search["test_top1"])
     else:

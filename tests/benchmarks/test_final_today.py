@@ -53,8 +53,8 @@ def test_each_method_gets_today_s_fine_tune_of_the_committed_child_and_keeps_its
     children must reproduce the committed parameters and pair with no_cutout's 6-epoch result."""
     calls: list[tuple[Any, ...]] = []
 
-    def finetune(space, tokens, parent, data, seed, epochs, work, importance=None):
-        calls.append(("sanas", space, tokens, epochs, importance))
+    def finetune(space, tokens, parent, data, seed, epochs, work, importance=None, committed_params=None, label=""):
+        calls.append(("sanas", space, tokens, epochs, importance, committed_params))
         return result(0.912, 90)
 
     def tp_finetuned(parent, budget, global_pruning, data, seed, epochs, work, committed_params, label):
@@ -74,7 +74,7 @@ def test_each_method_gets_today_s_fine_tune_of_the_committed_child_and_keeps_its
             ft.run("resnet20", 0.7, 1, method, None, {"epochs": 24}, None, args)
     record = json.loads((args.runs_dir / "resnet20" / "0.7x" / "seed-1.json").read_text())
     assert record["final_epochs"] == 12 and record["budget"] == 95
-    assert calls[0] == ("sanas", {"example_input": [1, 32, 32], "granularity": "group"}, [3, 4], 12, "group_l2")
+    assert calls[0] == ("sanas", {"example_input": [1, 32, 32], "granularity": "group"}, [3, 4], 12, "group_l2", 90)
     assert calls[1:] == [("tp", False, 12, 94), ("tp", True, 12, 93)]
     g = record[ft.SEARCH]
     assert g["before"] == 0.905 and g["search"]["epochs"] == 15.0 and g["tokens"] == [3, 4] and g["test_top1"] == 0.912
@@ -85,8 +85,8 @@ def test_each_method_gets_today_s_fine_tune_of_the_committed_child_and_keeps_its
 
 def test_a_child_that_does_not_match_the_committed_one_stops_and_a_search_with_cutout_is_skipped(
         tmp_path: Path, monkeypatch, capsys) -> None:
-    fine_tunes: list[Any] = []
-    monkeypatch.setattr(cm, "finetune", lambda *a, **k: fine_tunes.append(a) or result(0.91, 91))
+    fine_tunes: list[Any] = []  # compress_models.finetune checks the child, then trains
+    monkeypatch.setattr(cm, "train_final", lambda *a, **k: fine_tunes.append(a))
     monkeypatch.setattr(Space, "params", 91)  # one parameter more than committed
     monkeypatch.setattr(ft, "ModelSpace", lambda parent, **kw: Space(kw))
     args = args_for(tmp_path)
