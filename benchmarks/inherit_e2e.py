@@ -233,19 +233,16 @@ def extra_lines(states: list[dict[str, Any]], extra: list[str], parent: list[flo
                          f"of the parent's), B is row L and U row V: target B ≥ parent − one std: "
                          f"{'met' if near['L'] else 'NOT met'}; B > U by more than one std: "
                          f"{'met' if wins else 'NOT met'} (the lines above).")
-    if "P" in extra:
-        lines.append(f"* P − parent: {mean_std(paired(acc['P'], parent), 100, signed=True)} points (paired): what "
-                     f"B's final fine-tune does to the parent itself.")
-        gap, sd, within = within_one_std(acc["B"], acc["P"])
-        lines.append(f"* B − P: {mean_std(gap, 100, signed=True)} points (paired); B's std {100 * sd:.2f} — "
-                     f"{'within' if within else 'NOT within'} one std of the parent fine-tuned the same way.")
-    if "Q" in extra:
-        lines.append(f"* Q − parent: {mean_std(paired(acc['Q'], parent), 100, signed=True)} points (paired): what "
-                     f"L's final fine-tune does to the parent itself.")
-        if "L" in extra:
-            gap, sd, within = within_one_std(acc["L"], acc["Q"])
-            lines.append(f"* L − Q: {mean_std(gap, 100, signed=True)} points (paired); L's std {100 * sd:.2f} — "
-                         f"{'within' if within else 'NOT within'} one std of the parent fine-tuned the same way.")
+    for control, row in (("P", "B"), ("Q", "L")):  # the parent through row's final fine-tune
+        if control not in extra:
+            continue
+        lines.append(f"* {control} − parent: {mean_std(paired(acc[control], parent), 100, signed=True)} points "
+                     f"(paired): what {row}'s final fine-tune does to the parent itself.")
+        if row in acc:
+            gap, sd, within = within_one_std(acc[row], acc[control])
+            lines.append(f"* {row} − {control}: {mean_std(gap, 100, signed=True)} points (paired); {row}'s std "
+                         f"{100 * sd:.2f} — {'within' if within else 'NOT within'} one std of the parent fine-tuned "
+                         f"the same way.")
     return lines + last
 
 
