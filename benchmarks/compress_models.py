@@ -350,29 +350,47 @@ def parent_recipe(args: argparse.Namespace) -> Recipe:
                   cutout=0, drop_path_prob=0.0, aux_weight=0.0, seed=0, device="cpu")
 
 
+class ParentMismatch(RuntimeError):
+    """The parent in the work folder is not the one the committed records were made from."""
+
+
 def train_parent(name: str, data: TrainingData, args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any]]:
     """The parent: the network trained from scratch (seed 0, checkpointed every epoch, resumable), so every run
-    compresses the same one; its record (committed) holds the weights' digest."""
+    compresses the same one; its record (committed) holds the weights' digest. Raises :class:`ParentMismatch`,
+    before any run, where the weights here are not the committed parent's (trained on another machine: CPU
+    training is deterministic on one machine, not across them), so that no record mixes two parents."""
     work = args.work_dir / name
     record_path = args.runs_dir / name / "parent.json"
+    committed = json.loads(record_path.read_text()) if record_path.exists() else None
     torch.manual_seed(0)  # the same untrained network in every process
     net = MODELS[name]()
     space = ModelSpace(net, example_input=[1, 32, 32])
     recipe = parent_recipe(args)
+
+    def mismatch(here: str, there: str) -> ParentMismatch:
+        return ParentMismatch(
+            f"the {name} parent trained in {relative(work / 'parent')} ({here}) is not the one the records in "
+            f"{relative(record_path.parent)} were made from ({there}): another machine's floating point trains "
+            f"another parent, and records from it would mix two; keep them apart with --runs-dir, or bring back the "
+            f"weights that machine trained")
+
+    def on_epoch(m: Any) -> None:
+        print(f"  parent {name} epoch {m.epoch + 1}: val top-1 {100 * m.val_top1:.2f}%", flush=True)
+        curve = committed["val_curve"] if committed else []
+        if m.epoch < len(curve) and m.val_top1 != curve[m.epoch]:  # the same computation gives the same float
+            raise mismatch(f"held-out top-1 {100 * m.val_top1:.2f}% after epoch {m.epoch + 1}",
+                           f"{100 * curve[m.epoch]:.2f}%")
+
     if not (work / "parent" / "model.safetensors").exists():
-        trained = harness.train_parent(space, data, recipe, work / "parent", on_epoch=lambda m: print(
-            f"  parent {name} epoch {m.epoch + 1}: val top-1 {100 * m.val_top1:.2f}%", flush=True))
+        trained = harness.train_parent(space, data, recipe, work / "parent", on_epoch=on_epoch)
         atomic_write_text(work / "parent.json", json.dumps({k: trained[k] for k in PARENT_KEYS}, indent=1) + "\n")
     net.load_state_dict(load_file(work / "parent" / "model.safetensors"))
     info = json.loads((work / "parent.json").read_text())
     info["digest"] = weights_digest(net)
-    if record_path.exists():
-        committed = json.loads(record_path.read_text())
-        if committed["digest"] != info["digest"]:
-            print(f"warning: the {name} parent trained here differs from the committed one ({info['digest']} vs "
-                  f"{committed['digest']}): its runs are not comparable; see {relative(record_path)}", flush=True)
-    else:
+    if committed is None:
         atomic_write_text(record_path, json.dumps(info, indent=1) + "\n")
+    elif committed["digest"] != info["digest"]:
+        raise mismatch(f"digest {info['digest']}", f"digest {committed['digest']}")
     return net.eval(), info
 
 
@@ -606,17 +624,21 @@ def control_states(folder: Path, states: Sequence[dict[str, Any]]) -> list[dict[
     return [c for c in found if c is not None] if all(found) else []
 
 
-def with_parents(models: str, work_dir: Path,
-                 error: Callable[[str], Any]) -> Iterator[tuple[str, nn.Module, dict[str, Any], TrainingData]]:
-    """For a benchmark built on this one's records: the data and each of ``models``' parents (comma-separated) as
-    this benchmark's defaults make them, so that its records apply; ``error`` refuses unknown names first."""
+def with_parents(models: str, work_dir: Path, error: Callable[[str], Any], runs_dir: Path = RUNS_DIR,
+                 ) -> Iterator[tuple[str, nn.Module, dict[str, Any], TrainingData]]:
+    """For a benchmark built on this one's records (those in ``runs_dir``): the data and each of ``models``'
+    parents (comma-separated) as this benchmark's defaults make them, so that its records apply; ``error`` refuses
+    unknown names first, and a parent that is not the one of ``runs_dir``'s records (:class:`ParentMismatch`)."""
     unknown = sorted(set(models.split(",")) - set(MODELS))
     if unknown:
         error(f"--models {','.join(unknown)}: expected names among {','.join(MODELS)}")
-    protocol = build_parser().parse_args(["--work-dir", str(work_dir)])
+    protocol = build_parser().parse_args(["--work-dir", str(work_dir), "--runs-dir", str(runs_dir)])
     data = harness.fashion_mnist(protocol.train_subset, protocol.val_subset)
     for name in models.split(","):
-        parent, info = train_parent(name, data, protocol)
+        try:
+            parent, info = train_parent(name, data, protocol)
+        except ParentMismatch as e:
+            error(str(e))
         yield name, parent, info, data
 
 
@@ -694,7 +716,11 @@ def main(argv: list[str] | None = None) -> int:
         data = harness.fashion_mnist(args.train_subset, args.val_subset)
         for name in args.models.split(","):
             print(f"{name}: parent", flush=True)
-            parent, info = train_parent(name, data, args)
+            try:
+                parent, info = train_parent(name, data, args)
+            except ParentMismatch as e:
+                print(f"compress_models.py: {e}", file=sys.stderr)
+                return 2
             print(f"{name}: parent test top-1 {100 * info['test_top1']:.2f}%, {info['params']:,} params", flush=True)
             if args.parents_only:
                 continue

@@ -40,6 +40,7 @@ HERE = Path(__file__).resolve().parent
 RUNS_DIR = HERE / "data" / "final_today_runs"
 OUT = HERE / "data" / "final_today"
 SEARCH = "sanas_group_l2"  # compress_models' search with today's defaults
+TODAY_IMPORTANCE = ModelSpace.default_importance  # its channel criterion
 METHODS = {SEARCH: "(g) sanas, defaults", cm.CONTROL: "(p) the parent", "tp_uniform": "(a1) TP uniform",
            "tp_global": "(a2) TP global"}
 
@@ -49,12 +50,25 @@ def today_epochs(info: dict[str, Any]) -> int:
     return product_final_epochs(info["epochs"])
 
 
+def search_key(base: Record) -> str | None:
+    """The key of ``base``'s search with today's defaults without cutout: :data:`SEARCH`, or (b) where its record
+    names those same settings (a run since they became the defaults, where (b) is that search: ``--variants
+    sanas_group_l2`` would only run it twice); ``None`` where there is neither."""
+    if done(base, SEARCH) and base[SEARCH].get("cutout") == 0:
+        return SEARCH
+    today = {"cutout": 0, "importance": TODAY_IMPORTANCE, "granularity": "group", "finalist_start": True}
+    if done(base, "sanas") and all(base["sanas"].get(k) == v for k, v in today.items()):
+        return "sanas"
+    return None
+
+
 def run(name: str, ratio: float, seed: int, method: str, parent: Any, info: dict[str, Any], data: Any,
         args: argparse.Namespace) -> None:
     """``method`` (not the control) for one (network, budget, seed), its record saved as it ends."""
     base_path = args.base_runs_dir / name / f"{ratio:g}x" / f"seed-{seed}.json"
     base = Record(base_path, seed)
-    if not all(done(base, k) for k in ("tp_uniform", "tp_global", SEARCH)) or base[SEARCH].get("cutout") != 0:
+    key = search_key(base)
+    if key is None or not all(done(base, k) for k in ("tp_uniform", "tp_global")):
         print(f"  {name} {ratio:g}x seed {seed}: no finished search of {SEARCH} without cutout in "
               f"{harness.relative(base_path)}; skipped", flush=True)
         return
@@ -67,7 +81,7 @@ def run(name: str, ratio: float, seed: int, method: str, parent: Any, info: dict
     harness.start_fresh(work)
     label = f"{name} {ratio:g}x seed {seed} {method}"
     if method == SEARCH:
-        search = base[SEARCH]
+        search = base[key]
         space = ModelSpace(parent, example_input=[1, 32, 32], granularity=search["granularity"])
         out = cm.finetune(space, search["tokens"], parent, data, seed, epochs, work, search["importance"],
                           search["params"], label)
@@ -196,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(e))
     harness.setup(args.threads)
     if not args.summary:
-        for name, parent, info, data in cm.with_parents(args.models, cm.WORK_DIR, p.error):
+        for name, parent, info, data in cm.with_parents(args.models, cm.WORK_DIR, p.error, args.base_runs_dir):
             for i, ratio in enumerate(args.ratios):
                 for method in args.methods:
                     for seed in seeds:

@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(e))
     harness.setup(args.threads)
     if not args.summary:
-        for name, parent, info, data in cm.with_parents(args.models, args.work_dir, p.error):
+        for name, parent, info, data in cm.with_parents(args.models, args.work_dir, p.error, args.base_runs_dir):
             for i, ratio in enumerate(args.ratios):
                 for seed in harness.seeds(args.seeds):
                     run(name, ratio, seed, parent, info, data, args)

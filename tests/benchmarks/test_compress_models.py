@@ -338,3 +338,58 @@ def test_the_harness_ends_a_search_at_its_epochs_before_its_candidates(tmp_path:
     _, meter, log = small_search(tmp_path, 8, finalists=0, epochs=0.5)
     assert 1 < log["candidates"] < 8 and "finalists" not in log
     assert meter.train == 0  # BatchNorm re-estimation and evaluations only: no finalists fine-tuned
+
+
+def test_a_parent_trained_on_another_machine_stops_before_any_record(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPU training is deterministic on one machine, not across them: a parent retrained elsewhere is another
+    parent, and records made from it would sit beside the committed ones as if from the same. It stops — at the
+    first epoch whose held-out top-1 differs from the committed curve, or at the digest — with one line, and
+    writes no record; the same parent, or a runs folder of its own, goes on."""
+    import argparse
+
+    from sanas.spaces.model import weights_digest
+
+    args = argparse.Namespace(work_dir=tmp_path / "work", runs_dir=tmp_path / "runs", parent_epochs=2,
+                              parent_lr=0.05, parent_batch=64)
+    committed = {"epochs": 2, "val_curve": [0.7044, 0.8], "test_top1": 0.9, "digest": "0123456789abcdef"}
+    record = tmp_path / "runs" / "resnet20" / "parent.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps(committed))
+
+    def train(space: Any, data: Any, recipe: Any, out: Path, *, on_epoch: Any) -> dict[str, Any]:
+        on_epoch(argparse.Namespace(epoch=0, val_top1=0.6808))  # this machine's first epoch
+        raise AssertionError("trained past a first epoch that differs")
+
+    monkeypatch.setattr(harness, "train_parent", train)
+    with pytest.raises(cm.ParentMismatch, match=r"held-out top-1 68\.08% after epoch 1\).*\(70\.44%\).*--runs-dir"):
+        cm.train_parent("resnet20", None, args)
+    assert not (tmp_path / "work" / "resnet20" / "parent.json").exists()
+    # a parent trained here earlier (no epochs left to compare): its digest decides
+    torch.manual_seed(0)
+    net = cm.ResNet20()
+    (tmp_path / "work" / "resnet20" / "parent").mkdir(parents=True)
+    from safetensors.torch import save_file
+    save_file(net.state_dict(), tmp_path / "work" / "resnet20" / "parent" / "model.safetensors")
+    (tmp_path / "work" / "resnet20" / "parent.json").write_text(json.dumps({"epochs": 2, "test_top1": 0.9}))
+    with pytest.raises(cm.ParentMismatch) as e:
+        cm.train_parent("resnet20", None, args)
+    assert f"(digest {weights_digest(net)})" in str(e.value) and "(digest 0123456789abcdef)" in str(e.value)
+    assert "\n" not in str(e.value) and json.loads(record.read_text()) == committed
+    # a benchmark built on the records refuses through its parser: one line, exit 2
+    monkeypatch.setattr(harness, "fashion_mnist", lambda *a: None)
+    errors: list[str] = []
+
+    def error(message: str) -> None:
+        errors.append(message)
+        raise SystemExit(2)
+
+    with pytest.raises(SystemExit):
+        list(cm.with_parents("resnet20", tmp_path / "work", error, tmp_path / "runs"))
+    assert errors == [str(e.value)]
+    # kept apart: a runs folder of its own records this parent; the same parent then goes on
+    args.runs_dir = tmp_path / "other"
+    parent, info = cm.train_parent("resnet20", None, args)
+    assert info["digest"] == weights_digest(net) == weights_digest(parent)
+    assert json.loads((tmp_path / "other" / "resnet20" / "parent.json").read_text())["digest"] == info["digest"]
+    assert cm.train_parent("resnet20", None, args)[1] == info

@@ -23,13 +23,14 @@ def result(top1: float, params: int = 100, search_epochs: float = 0.0) -> dict[s
             "final": {"epochs": 6.0, "seconds": 1.0}}
 
 
-def committed(folder: Path, seed: int, g: float = 0.905, cutout: int = 0) -> None:
-    """compress_models' record of one seed: both Torch-Pruning children and a search of (g)."""
+def committed(folder: Path, seed: int, g: float = 0.905, cutout: int = 0, key: str = ft.SEARCH,
+              **settings: Any) -> None:
+    """compress_models' record of one seed: both Torch-Pruning children and a search of (g) under ``key``."""
     folder.mkdir(parents=True, exist_ok=True)
     search = {**result(g, 90, 15.0), "cutout": cutout, "tokens": [3, 4], "importance": "group_l2",
-              "granularity": "group", "candidates": 30}
+              "granularity": "group", "candidates": 30, "finalist_start": True, **settings}
     (folder / f"seed-{seed}.json").write_text(json.dumps(
-        {"seed": seed, "budget": 95, "tp_uniform": result(0.90, 94), "tp_global": result(0.89, 93), ft.SEARCH: search}))
+        {"seed": seed, "budget": 95, "tp_uniform": result(0.90, 94), "tp_global": result(0.89, 93), key: search}))
 
 
 class Space(dict):
@@ -100,6 +101,25 @@ def test_a_child_that_does_not_match_the_committed_one_stops_and_a_search_with_c
     ft.run("resnet20", 0.5, 0, ft.SEARCH, None, {"epochs": 24}, None, args)
     assert "no finished search of sanas_group_l2 without cutout" in capsys.readouterr().out
     assert not (args.runs_dir / "resnet20" / "0.5x").exists()
+
+
+def test_a_run_since_today_s_defaults_takes_b_as_the_search_when_it_ran_with_them(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    """Records made since today's defaults: (b) is the search of (g) where its record names the same settings, so
+    ``--variants sanas_group_l2`` need not run it twice; a (b) with another criterion or granularity is not."""
+    tokens: list[Any] = []
+    monkeypatch.setattr(cm, "finetune", lambda space, toks, *a, **k: tokens.append(toks) or result(0.91, 90))
+    monkeypatch.setattr(ft, "ModelSpace", lambda parent, **kw: Space(kw))
+    args = args_for(tmp_path)
+    committed(args.base_runs_dir / "resnet20" / "0.3x", 2, key="sanas", g=0.899)
+    ft.run("resnet20", 0.3, 2, ft.SEARCH, None, {"epochs": 24}, None, args)
+    record = json.loads((args.runs_dir / "resnet20" / "0.3x" / "seed-2.json").read_text())
+    assert tokens == [[3, 4]] and record[ft.SEARCH]["before"] == 0.899 and record[ft.SEARCH]["importance"] == "group_l2"
+    for changed in ({"importance": "bn"}, {"granularity": "stage"}, {"finalist_start": False}, {"cutout": 16}):
+        committed(args.base_runs_dir / "resnet20" / "0.5x", 2, key="sanas", **changed)
+        ft.run("resnet20", 0.5, 2, ft.SEARCH, None, {"epochs": 24}, None, args)
+        assert "no finished search of sanas_group_l2 without cutout" in capsys.readouterr().out
+    assert len(tokens) == 1 and not (args.runs_dir / "resnet20" / "0.5x").exists()
 
 
 def write(folder: Path, seed: int, record: dict[str, Any]) -> None:
