@@ -39,6 +39,10 @@ from sanas.training.final import final_epochs as product_final_epochs
 HERE = Path(__file__).resolve().parent
 RUNS_DIR = HERE / "data" / "final_today_runs"
 OUT = HERE / "data" / "final_today"
+# The same runs on a parent retrained on another machine (the committed one's weights gone, CPU training not the same
+# across machines): compress_models' and these records of it, kept apart; its rows are named with RETRAINED.
+RETRAINED_DIR = HERE / "data" / "second_parent"
+RETRAINED = " (retrained parent)"
 SEARCH = "sanas_group_l2"  # compress_models' search with today's defaults
 TODAY_IMPORTANCE = ModelSpace.default_importance  # its channel criterion
 METHODS = {SEARCH: "(g) sanas, defaults", cm.CONTROL: "(p) the parent", "tp_uniform": "(a1) TP uniform",
@@ -119,38 +123,30 @@ def summarise(args: argparse.Namespace) -> int:
              "fine-tune. Test top-1 (%), mean ± std over the seeds where (g) has finished (a column where a seed "
              "lacks it: —); differences paired by seed; 'beats' = the mean difference above the largest std "
              "(either side's, or the differences'). Cost: epochs charge every pass (the committed search's and the "
-             "new fine-tune's).", "",
+             f"new fine-tune's). A network named '{RETRAINED.strip()}' ran all of it — parent, searches, Torch-Pruning "
+             "— on a parent retrained from the same recipe on another machine (another parent: CPU training differs "
+             "across machines), its records apart; it counts for the targets where the committed parent's runs have "
+             "no three seeds.", "",
              "| budget | network | seeds | fine-tune epochs | parent | (p) | (a1) TP uniform | (a2) TP global | "
              "(g) sanas | (g) − (a1) | (g) − (a2) | (g) − parent | (g) − (p) | epochs (g) / (a1) |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     budgets: dict[str, Any] = {}
     for ratio in args.ratios:
         for name in cm.MODELS:
-            folder = args.runs_dir / name / f"{ratio:g}x"
-            runs = {r["seed"]: r for r in harness.finished(folder, [SEARCH])} if folder.is_dir() else {}
-            if not runs:
+            committed = row(ratio, name, args.runs_dir, args.base_runs_dir)
+            retrained = row(ratio, name, args.retrained / "final_today_runs", args.retrained / "compress_models_runs",
+                            RETRAINED)
+            lines += [found[0] for found in (committed, retrained) if found]
+            # the targets judge each network once: on the committed parent, or on the retrained one where only
+            # that one has three seeds
+            if retrained and len(retrained[1]["seeds"]) >= 3 and (not committed or len(committed[1]["seeds"]) < 3):
+                chosen = name + RETRAINED, retrained[1]
+            elif committed:
+                chosen = name, committed[1]
+            else:
                 continue
-            seeds = sorted(runs)
-            controls = {r["seed"]: r for r in harness.finished(args.runs_dir / name / "control", [cm.CONTROL])} \
-                if (args.runs_dir / name / "control").is_dir() else {}
-            for s in seeds:
-                if s in controls:
-                    runs[s][cm.CONTROL] = controls[s][cm.CONTROL]
-            parent = Record(args.base_runs_dir / name / "parent.json", 0)["test_top1"]
-            acc = {m: [runs[s][m]["test_top1"] for s in seeds] if all(done(runs[s], m) for s in seeds) else []
-                   for m in METHODS}
-            g = acc[SEARCH]
-            cells = [mean_std(acc[m], 100) if acc[m] else "—" for m in (cm.CONTROL, "tp_uniform", "tp_global", SEARCH)]
-            versus = [beats_text(g, acc[m]) if acc[m] else "—" for m in ("tp_uniform", "tp_global")]
-            ratios = [cm.total_epochs(runs[s][SEARCH]) / cm.total_epochs(runs[s]["tp_uniform"]) for s in seeds
-                      if done(runs[s], "tp_uniform")]
-            cost = f"{statistics.mean(ratios):.1f}×" if acc["tp_uniform"] else "—"
-            lines.append(f"| {ratio:g}× | {name} | {','.join(map(str, seeds))} | "
-                         f"{runs[seeds[0]]['final_epochs']} | {100 * parent:.2f} | {' | '.join(cells)} | "
-                         f"{' | '.join(versus)} | {within_text(g, [parent] * len(g))} | "
-                         f"{within_text(g, acc[cm.CONTROL]) if acc[cm.CONTROL] else '—'} | {cost} |")
-            models = budgets.setdefault(f"{ratio:g}", {"settings": {"budget_ratio": ratio}, "models": {}})["models"]
-            models[name] = {"parent_top1": parent, "seeds": [runs[s] for s in seeds]}
+            budgets.setdefault(f"{ratio:g}", {"settings": {"budget_ratio": ratio}, "models": {}})["models"].update(
+                [chosen])
     if not budgets:
         print("nothing finished yet", file=sys.stderr)
         return 1
@@ -159,6 +155,36 @@ def summarise(args: argparse.Namespace) -> int:
     harness.publish(args.out.with_name(f"{args.out.name}.md"), "\n".join(lines),
                     {**provenance("benchmarks/final_today.py", vars(args)), "budgets": budgets})
     return 0
+
+
+def row(ratio: float, name: str, runs_dir: Path, base_runs_dir: Path, label: str = "",
+        ) -> tuple[str, dict[str, Any]] | None:
+    """One (budget, network)'s table line (the network named with ``label``) and its record, from the runs of
+    ``runs_dir`` and the parent of ``base_runs_dir``; ``None`` where (g) has no finished seed."""
+    folder = runs_dir / name / f"{ratio:g}x"
+    runs = {r["seed"]: r for r in harness.finished(folder, [SEARCH])} if folder.is_dir() else {}
+    if not runs:
+        return None
+    seeds = sorted(runs)
+    controls = {r["seed"]: r for r in harness.finished(runs_dir / name / "control", [cm.CONTROL])} \
+        if (runs_dir / name / "control").is_dir() else {}
+    for s in seeds:
+        if s in controls:
+            runs[s][cm.CONTROL] = controls[s][cm.CONTROL]
+    parent = Record(base_runs_dir / name / "parent.json", 0)["test_top1"]
+    acc = {m: [runs[s][m]["test_top1"] for s in seeds] if all(done(runs[s], m) for s in seeds) else []
+           for m in METHODS}
+    g = acc[SEARCH]
+    cells = [mean_std(acc[m], 100) if acc[m] else "—" for m in (cm.CONTROL, "tp_uniform", "tp_global", SEARCH)]
+    versus = [beats_text(g, acc[m]) if acc[m] else "—" for m in ("tp_uniform", "tp_global")]
+    ratios = [cm.total_epochs(runs[s][SEARCH]) / cm.total_epochs(runs[s]["tp_uniform"]) for s in seeds
+              if done(runs[s], "tp_uniform")]
+    cost = f"{statistics.mean(ratios):.1f}×" if acc["tp_uniform"] else "—"
+    line = (f"| {ratio:g}× | {name}{label} | {','.join(map(str, seeds))} | {runs[seeds[0]]['final_epochs']} | "
+            f"{100 * parent:.2f} | {' | '.join(cells)} | {' | '.join(versus)} | "
+            f"{within_text(g, [parent] * len(g))} | {within_text(g, acc[cm.CONTROL]) if acc[cm.CONTROL] else '—'} | "
+            f"{cost} |")
+    return line, {"parent_top1": parent, "seeds": [runs[s] for s in seeds]}
 
 
 def gain_lines(budgets: dict[str, Any]) -> list[str]:
@@ -201,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base-runs-dir", type=Path, default=cm.RUNS_DIR, help="compress_models' committed records")
     p.add_argument("--before-runs-dir", type=Path, default=nc.RUNS_DIR,
                    help="no_cutout's committed records: the baselines' and (p)'s quarter-length fine-tunes")
+    p.add_argument("--retrained", type=Path, default=RETRAINED_DIR,
+                   help="for the table: a parent retrained on another machine, compress_models_runs/ and "
+                        "final_today_runs/ of it (their rows beside; they judge a network only the committed "
+                        "parent's runs lack)")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
     try:

@@ -144,7 +144,7 @@ def test_the_table_judges_0_7_on_sanas_alone_and_waits_for_the_baselines_below(t
     write(runs / "resnet20" / "control", 0, {cm.CONTROL: result(0.912)})
     out = tmp_path / "final_today"
     assert ft.main(["--summary", "--budget-ratio", "0.7,0.5", "--runs-dir", str(runs), "--base-runs-dir", str(base),
-                    "--out", str(out)]) == 0
+                    "--retrained", str(tmp_path / "none"), "--out", str(out)]) == 0
     text = out.with_suffix(".md").read_text()
     row = next(line for line in text.splitlines() if line.startswith("| 0.7× | resnet20 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
@@ -157,6 +157,53 @@ def test_the_table_judges_0_7_on_sanas_alone_and_waits_for_the_baselines_below(t
     assert gains.split("|")[3].strip() == "+0.20 ± 0.00"  # (g): 91.1 against 90.9, on all three seeds
     payload = json.loads(out.with_suffix(".json").read_text())
     assert payload["budgets"]["0.7"]["models"]["vgg11"]["seeds"][0][ft.SEARCH]["test_top1"] < 0.90
+
+
+def test_a_network_measured_on_a_retrained_parent_shows_beside_and_counts_where_the_committed_one_lacks_seeds(
+        tmp_path: Path) -> None:
+    """A parent retrained on another machine is another parent: its network's row stands beside the committed
+    parent's, named so, and the targets judge the network on it only where the committed parent's runs lack three
+    seeds — never twice."""
+    runs, base, second = tmp_path / "runs", tmp_path / "base", tmp_path / "second"
+    parents = {"resnet20": 0.9101, "mobilenetv2": 0.9053, "vgg11": 0.9041}
+    for name, parent in parents.items():
+        (base / name).mkdir(parents=True)
+        (base / name / "parent.json").write_text(json.dumps({"test_top1": parent}))
+        for seed in range(1 if name == "resnet20" else 3):  # resnet20: one seed on the committed parent
+            g = parent + (-0.0005, 0.0005, 0.0)[seed] - (0.004 if name == "vgg11" else 0.0)  # vgg11 loses
+            write(runs / name / "0.3x", seed, {ft.SEARCH: result(g), "tp_uniform": result(g - 0.002),
+                                               "tp_global": result(g - 0.003 + (0.006 if name == "vgg11" else 0))})
+    (second / "compress_models_runs" / "resnet20").mkdir(parents=True)
+    (second / "compress_models_runs" / "resnet20" / "parent.json").write_text(json.dumps({"test_top1": 0.9117}))
+
+    def judged(seeds: int) -> str:
+        for seed in range(seeds):
+            g = 0.9117 + (-0.0005, 0.0005, 0.0)[seed]
+            write(second / "final_today_runs" / "resnet20" / "0.3x", seed,
+                  {ft.SEARCH: result(g), "tp_uniform": result(g - 0.002), "tp_global": result(g - 0.003)})
+        out = tmp_path / "final_today"
+        assert ft.main(["--summary", "--budget-ratio", "0.3", "--runs-dir", str(runs), "--base-runs-dir", str(base),
+                        "--retrained", str(second), "--out", str(out)]) == 0
+        return out.with_suffix(".md").read_text()
+
+    text = judged(2)  # two seeds on the retrained parent: neither row has three, nothing judged
+    assert "| 0.3× | resnet20 | 0 | 12 | 91.01 |" in text
+    assert "| 0.3× | resnet20 (retrained parent) | 0,1 | 12 | 91.17 |" in text
+    assert "* 0.3×: not measured yet (2 of 3 networks with three seeds)." in text
+    text = judged(3)
+    assert "* 0.3×: (g) beats both Torch-Pruning methods by more than one std on 2 of 3 networks " \
+        "(resnet20 (retrained parent), mobilenetv2; target 2) — met." in text
+    row = next(line for line in text.splitlines() if line.startswith("| 0.3× | resnet20 (retrained parent) |"))
+    assert row.split("|")[10].strip() == "+0.20 ± 0.00 (beats)"  # (g) − (a1), against its own parent's baselines
+    payload = json.loads((tmp_path / "final_today.json").read_text())["budgets"]["0.3"]["models"]
+    assert sorted(payload) == ["mobilenetv2", "resnet20 (retrained parent)", "vgg11"]
+    # three seeds on the committed parent too: it judges the network, the retrained row only stands beside
+    for seed in (1, 2):
+        write(runs / "resnet20" / "0.3x", seed, {ft.SEARCH: result(0.9101), "tp_uniform": result(0.9101),
+                                                 "tp_global": result(0.9101)})
+    text = judged(3)
+    assert "| 0.3× | resnet20 (retrained parent) |" in text
+    assert "on 1 of 3 networks (mobilenetv2; target 2) — NOT met." in text
 
 
 def test_bad_methods_are_refused_before_anything_runs(tmp_path: Path, capsys) -> None:
