@@ -135,7 +135,8 @@ def summarise(args: argparse.Namespace) -> int:
         for name in cm.MODELS:
             committed = row(ratio, name, args.runs_dir, args.base_runs_dir)
             retrained = row(ratio, name, args.retrained / "final_today_runs", args.retrained / "compress_models_runs",
-                            RETRAINED)
+                            RETRAINED) if (args.retrained / "final_today_runs").resolve() != args.runs_dir.resolve() \
+                else None  # the retrained parent's own table
             lines += [found[0] for found in (committed, retrained) if found]
             # the targets judge each network once: on the committed parent, or on the retrained one where only
             # that one has three seeds

@@ -204,6 +204,12 @@ def test_a_network_measured_on_a_retrained_parent_shows_beside_and_counts_where_
     text = judged(3)
     assert "| 0.3× | resnet20 (retrained parent) |" in text
     assert "on 1 of 3 networks (mobilenetv2; target 2) — NOT met." in text
+    # the retrained parent's own table: its rows once, under the network's name
+    assert ft.main(["--summary", "--budget-ratio", "0.3", "--runs-dir", str(second / "final_today_runs"),
+                    "--base-runs-dir", str(second / "compress_models_runs"), "--retrained", str(second),
+                    "--out", str(tmp_path / "own")]) == 0
+    rows = [line for line in (tmp_path / "own.md").read_text().splitlines() if line.startswith("| 0.3× |")]
+    assert rows[0].startswith("| 0.3× | resnet20 | 0,1,2 | 12 | 91.17 |") and "retrained" not in "".join(rows)
 
 
 def test_bad_methods_are_refused_before_anything_runs(tmp_path: Path, capsys) -> None:
