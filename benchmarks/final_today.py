@@ -131,12 +131,12 @@ def summarise(args: argparse.Namespace) -> int:
              "(g) sanas | (g) − (a1) | (g) − (a2) | (g) − parent | (g) − (p) | epochs (g) / (a1) |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     budgets: dict[str, Any] = {}
+    second = args.retrained / "final_today_runs", args.retrained / "compress_models_runs", RETRAINED
+    own = second[0].resolve() == args.runs_dir.resolve()  # the retrained parent's own table: no rows beside
     for ratio in args.ratios:
         for name in cm.MODELS:
             committed = row(ratio, name, args.runs_dir, args.base_runs_dir)
-            retrained = row(ratio, name, args.retrained / "final_today_runs", args.retrained / "compress_models_runs",
-                            RETRAINED) if (args.retrained / "final_today_runs").resolve() != args.runs_dir.resolve() \
-                else None  # the retrained parent's own table
+            retrained = None if own else row(ratio, name, *second)
             lines += [found[0] for found in (committed, retrained) if found]
             # the targets judge each network once: on the committed parent, or on the retrained one where only
             # that one has three seeds
