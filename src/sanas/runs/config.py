@@ -28,6 +28,7 @@ A TOML file holds the same settings as the flags (flags override it)::
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import inspect
@@ -48,6 +49,7 @@ from sanas.search.chain import PADDLESLIM_INIT_TEMPERATURE, check_init_temperatu
 from sanas.search.samplers import DEFAULT_SAMPLER, SAMPLERS
 from sanas.spaces import DEFAULT_SPACE, SPACES, SearchSpace, get_space
 from sanas.spaces.inherit import DEFAULT_IMPORTANCE
+from sanas.spaces.model import entry_point_root
 
 __all__ = ["CONFIG_FILE", "DEFAULT_FINALISTS", "DEFAULT_FINALIST_EPOCHS", "DEFAULT_FINALIST_START",
            "SEARCH_DEFAULTS", "RunConfig",
@@ -125,6 +127,8 @@ DATA_DEFAULTS: dict[str, Any] = _data_defaults()
 SECTIONS = ("space", "data", "recipe", "search")
 # Settings that may differ between the processes of one search (where they run, not what they compute).
 LOCAL_RECIPE_KEYS = ("device", "compile")
+#: Space settings that say where this machine finds something, not what the search is: never a config change.
+LOCAL_SPACE_KEYS = ("model_root",)
 
 
 def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -173,6 +177,14 @@ class RunConfig:
         evaluation = merged["recipe"].get("evaluation", "scratch")
         if evaluation in DEFAULT_CUTOUT:  # else validate() names the bad evaluation
             merged["recipe"].setdefault("cutout", DEFAULT_CUTOUT[evaluation])
+        model = merged["space"].get("model")
+        if isinstance(model, str) and "model_root" not in merged["space"]:
+            # Recorded, so that every process of the search imports the module from where this one found it: its
+            # candidates, `sanas train` from another folder, workers on other machines (where that folder may
+            # not exist: the working directory and sys.path come next).
+            with contextlib.suppress(Exception):  # a bad entry point is named by validate(), in one line
+                if (root := entry_point_root(model)) is not None:
+                    merged["space"]["model_root"] = root
         config = cls(**merged)
         config.validate()
         return config
@@ -302,6 +314,8 @@ class RunConfig:
         diff = []
         for section in SECTIONS:
             for key in sorted(set(mine[section]) | set(theirs[section])):
+                if section == "space" and key in LOCAL_SPACE_KEYS:
+                    continue
                 if mine[section].get(key) != theirs[section].get(key):
                     diff.append(f"{section}.{key}: {theirs[section].get(key)!r} there, {mine[section].get(key)!r} now")
         if diff:

@@ -41,14 +41,25 @@ import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing import resource_sharer
 from typing import Any
 
-__all__ = ["ISOLATION_ENV", "Isolated", "IsolatedRunner", "run_isolated", "start_method"]
+__all__ = ["ISOLATION_ENV", "MAIN_REIMPORTED", "Isolated", "IsolatedRunner", "MainReimported", "refuse_in_bootstrap",
+           "run_isolated", "start_method"]
 
 #: Environment variable choosing the start method: ``forkserver``, ``spawn`` or ``none``.
 ISOLATION_ENV = "SANAS_ISOLATION"
 _METHODS = ("forkserver", "spawn", "none")
 _PARENT_GONE = 70  # the child's exit status when its caller died
+#: The exit status of a child that re-ran its caller's main script and found sanas work there (refuse_in_bootstrap).
+MAIN_REIMPORTED = 71
+#: One call's arguments are pickled at a time, so the shared-memory offers made by that pickling are its own.
+_SENDING = threading.Lock()
+
+
+class MainReimported(RuntimeError):
+    """A child process re-ran the caller's main script, which starts sanas work outside
+    ``if __name__ == "__main__":`` (see :func:`refuse_in_bootstrap`)."""
 
 
 @dataclass
@@ -79,6 +90,44 @@ def start_method() -> str:
     return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
+def _shared_keys() -> set[int]:
+    """The file descriptors this process offers to others and that none has taken yet (multiprocessing's
+    ``resource_sharer``: every CPU tensor in shared memory sent to a child is one, until the child unpickles it)."""
+    cache = getattr(resource_sharer._resource_sharer, "_cache", None)
+    return set(cache) if isinstance(cache, dict) else set()
+
+
+def _release(keys: set[int]) -> None:
+    """Close the offers of one call that its child never took: it died, or could not unpickle the call, before
+    fetching them. Left alone they stay open for the life of the process: one descriptor per failed candidate."""
+    sharer = resource_sharer._resource_sharer
+    for key in keys:
+        with sharer._lock:
+            offer = sharer._cache.pop(key, None)
+        if offer is not None:
+            offer[1]()  # its close()
+
+
+def _main_file() -> str:
+    main = sys.modules.get("__main__")
+    return os.path.basename(getattr(main, "__file__", None) or "the main script")
+
+
+def refuse_in_bootstrap(what: str) -> None:
+    """Stop a process that sanas (or multiprocessing) started when it is still importing its caller's main script
+    and that script starts ``what`` at its top level, unguarded.
+
+    ``spawn`` and ``forkserver`` children run the main script again (as ``__mp_main__``) to find its functions;
+    a script that starts a search, or clears its run directory, outside ``if __name__ == "__main__":`` would do it
+    again in every child. The child says so in one line and exits with :data:`MAIN_REIMPORTED`; its caller
+    (:meth:`IsolatedRunner.run`) raises :class:`MainReimported`. Outside such a child this does nothing.
+    """
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        print(f"sanas: error: a child process re-ran {_main_file()}, which starts {what} at its top level; put it "
+              f"under `if __name__ == \"__main__\":`", file=sys.stderr, flush=True)
+        os._exit(MAIN_REIMPORTED)
+
+
 def _describe(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
         try:
@@ -96,15 +145,24 @@ def _exit_with_caller(alive: Any) -> None:
     os._exit(_PARENT_GONE)
 
 
-def _serve(calls: Any, alive: Any) -> None:
-    """Child side: run the calls that arrive on ``calls`` one at a time, answering each, until told to stop."""
+def _serve(calls: Any, alive: Any, path: list[str]) -> None:
+    """Child side: run the calls that arrive on ``calls`` one at a time, answering each, until told to stop.
+
+    ``path`` is the caller's ``sys.path``: the child imports what the caller can (a model's module found in the
+    working directory, say), whichever folder the interpreter or the forkserver started in.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller handles Ctrl-C and kills this process
     threading.Thread(target=_exit_with_caller, args=(alive,), daemon=True, name="sanas-watch-caller").start()
+    sys.path[:] = path + [p for p in sys.path if p not in path]
     while True:
         try:
             message = calls.recv()
         except EOFError:
             return
+        except Exception as e:  # the call's arguments cannot be rebuilt here (a class whose module is missing)
+            calls.send(("raise", RuntimeError(f"the isolated process cannot receive the call: {type(e).__name__}: "
+                                              f"{e}"), traceback.format_exc()))
+            continue
         if message is None:
             return
         fn, args, kwargs, threads = message
@@ -142,6 +200,7 @@ class IsolatedRunner:
         return None if self._proc is None else self._proc.pid
 
     def _start(self, fn: Callable[..., Any]) -> None:
+        refuse_in_bootstrap("an isolated process")
         import torch.multiprocessing  # registers the pickling of tensors through shared memory / CUDA IPC
 
         ctx = torch.multiprocessing.get_context(self.method)
@@ -151,7 +210,7 @@ class IsolatedRunner:
             ctx.set_forkserver_preload(["torch"] + ([module] if module and module != "__main__" else []))
         mine, theirs = ctx.Pipe(duplex=True)
         alive_r, alive_w = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_serve, args=(theirs, alive_r), name="sanas-isolated", daemon=True)
+        proc = ctx.Process(target=_serve, args=(theirs, alive_r, list(sys.path)), name="sanas-isolated", daemon=True)
         try:
             proc.start()
         finally:
@@ -182,9 +241,13 @@ class IsolatedRunner:
         proc = self._proc
         threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
         message = None
+        shared: set[int] = set()
         try:
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # died already: reported below
-                self._calls.send((fn, args, kwargs, threads))
+            with _SENDING:
+                before = _shared_keys()
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # died already: reported below
+                    self._calls.send((fn, args, kwargs, threads))
+                shared = _shared_keys() - before
             while message is None:
                 ready = multiprocessing.connection.wait([self._calls, proc.sentinel])
                 if self._calls in ready:
@@ -197,10 +260,15 @@ class IsolatedRunner:
         except BaseException:  # Ctrl-C (or anything else) in the caller: the half-done call dies with its child
             self._stop(kill=True)
             raise
+        finally:
+            _release(shared)
         if message is None:
             proc.join()
             exitcode = proc.exitcode
             self._stop(kill=True)
+            if exitcode == MAIN_REIMPORTED:
+                raise MainReimported(f"the isolated process re-ran {_main_file()} from its top, which starts sanas "
+                                     f"work again; put that work under `if __name__ == \"__main__\":`")
             return Isolated(reason=_describe(exitcode), exitcode=exitcode)
         kind, value, text = message
         if kind == "raise":

@@ -28,7 +28,9 @@ import math
 import numbers
 import os
 import random
+import site
 import sys
+import traceback
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,18 +43,89 @@ from sanas.spaces.base import SearchSpace, positive_int, register_space, tag_net
 from sanas.spaces.channels import ChannelGraph, export_program, trace_channels
 from sanas.spaces.inherit import inherit_state
 
-__all__ = ["GRANULARITIES", "ModelSpace", "forward_digest", "load_entry_point", "weights_digest"]
+__all__ = ["GRANULARITIES", "ModelSpace", "entry_point_root", "forward_digest", "load_entry_point", "weights_digest"]
 
 #: Token granularities: one token per channel group, or one per stage of repeating groups.
 GRANULARITIES = ("group", "stage")
 #: (weights digest, forward digest, example's shape without the batch, dtype, device) -> the model's channel groups
 _TRACES: dict[tuple[Any, ...], ChannelGraph] = {}
+#: Where installed packages live: a module found there needs no recorded folder.
+_SITE_FOLDERS = {str(Path(p).resolve()) for p in (*site.getsitepackages(), site.getusersitepackages())}
 
 
-def load_entry_point(spec: str) -> nn.Module:
+def _import_root(module: Any, module_name: str) -> str | None:
+    """The ``sys.path`` folder ``module_name`` was imported from (``pkg`` for ``pkg/sub.py`` as ``pkg.sub``)."""
+    file = getattr(module, "__file__", None)
+    if not file:
+        return None
+    root = Path(file).resolve().parent
+    depth = module_name.count(".") + (Path(file).name == "__init__.py")
+    for _ in range(depth):
+        root = root.parent
+    return str(root)
+
+
+def _on_path(folder: str) -> None:
+    """Put ``folder`` first on ``sys.path`` (once) and keep it there: every process this one starts (candidates,
+    finalists: :mod:`sanas.runs.isolate` hands its ``sys.path`` to them) then imports the model's module too."""
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+        importlib.invalidate_caches()
+
+
+def _import_entry_module(module_name: str, root: str | None) -> Any:
+    """Import the module of an entry point: a file path is imported by its name from its folder, a module name from
+    ``root`` (the folder a search recorded), else the working directory, else ``sys.path``."""
+    if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
+        path = Path(module_name).expanduser()
+        if not path.is_absolute() and not path.is_file() and root is not None:
+            path = Path(root) / path.name  # recorded on another machine or from another folder
+        if not path.is_file():
+            raise FileNotFoundError(f"no file {path}")
+        path = path.resolve()
+        name = path.stem
+        if not name.isidentifier():
+            raise ValueError(f"file name {path.name!r} is not a Python module name; rename it (e.g. my_models.py)")
+        loaded = sys.modules.get(name)
+        if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve() != path:
+            raise ValueError(f"{path.name} has the name of another module Python already imported "
+                             f"({getattr(loaded, '__file__', None) or 'built in'}); rename the file")
+        _on_path(str(path.parent))
+        return importlib.import_module(name)
+    for folder in (root, os.getcwd()):
+        if folder is None or not Path(folder).is_dir():
+            continue
+        folder = str(Path(folder).resolve())
+        added = folder not in sys.path
+        _on_path(folder)
+        try:
+            return importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name is None or not module_name.startswith(e.name):
+                raise  # the module was found, and something it imports is missing
+            if added:
+                sys.path.remove(folder)
+    return importlib.import_module(module_name)
+
+
+def entry_point_root(spec: str, root: str | None = None) -> str | None:
+    """The folder the module of entry point ``spec`` is imported from: what a search records (``model_root``) so
+    that every process it starts, ``sanas train`` from another folder and workers on other machines import the same
+    module. ``None`` when the module is installed (importable from anywhere)."""
+    module_name = spec.rpartition(":")[0]
+    module = _import_entry_module(module_name, root)
+    if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
+        return str(Path(module.__file__).resolve().parent)
+    found = _import_root(module, module_name)
+    return found if found is not None and found not in _SITE_FOLDERS else None
+
+
+def load_entry_point(spec: str, root: str | None = None) -> nn.Module:
     """Call the entry point ``"module:function"`` (or ``"path/to/file.py:function"``) and return its model.
 
-    A module name is imported with the working directory on the path, as ``python -m`` would.
+    A module name is imported from ``root`` (the folder a search recorded, see :func:`entry_point_root`), else
+    the working directory (as ``python -m`` would), else ``sys.path``; a file by its name from its folder. That
+    folder then stays on ``sys.path``, so the processes a search starts import the module the same way.
     """
     if not isinstance(spec, str):
         raise ValueError(f"model entry point is {spec!r}, expected a string 'module:function'")
@@ -60,30 +133,20 @@ def load_entry_point(spec: str) -> nn.Module:
     if not sep or not module_name or not func_name.isidentifier():
         raise ValueError(f"model entry point {spec!r} is not 'module:function' (e.g. 'mymodels:trained_resnet')")
     try:
-        if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
-            path = Path(module_name)
-            if not path.is_file():
-                raise FileNotFoundError(f"no file {path}")
-            loader = importlib.util.spec_from_file_location(f"sanas_entry_{path.stem}", path)
-            assert loader is not None and loader.loader is not None
-            module = importlib.util.module_from_spec(loader)
-            loader.loader.exec_module(module)
-        else:
-            added = os.getcwd() not in sys.path
-            if added:
-                sys.path.insert(0, os.getcwd())
-            try:
-                module = importlib.import_module(module_name)
-            finally:
-                if added:
-                    sys.path.remove(os.getcwd())
+        module = _import_entry_module(module_name, root)
     except Exception as e:
         raise ValueError(f"cannot load {module_name!r} for model entry point {spec!r}: {type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else ''}") from None
     function = getattr(module, func_name, None)
     if not callable(function):
         raise ValueError(f"model entry point {spec!r}: {module_name} has no function {func_name!r}")
-    model = function()
+    try:
+        model = function()
+    except Exception as e:  # the user's own code: quote its error in one line, with where it was raised
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        raise ValueError(f"model entry point {spec!r} raised {type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''} (at {Path(where.filename).name}:{where.lineno}); "
+                         f"expected a function without arguments that returns the trained model") from None
     if not isinstance(model, nn.Module):
         raise ValueError(f"model entry point {spec!r} returned {type(model).__name__}, expected a torch.nn.Module")
     return model
@@ -192,6 +255,8 @@ class ModelSpace(SearchSpace):
             feature-map sizes and kind of producing layers (e.g. the inner convs of one ResNet stage) share a token.
         model_digest: the model's :func:`weights_digest`, checked when given (a saved config names the model
             it was made with).
+        model_root: the folder the entry point's module is imported from first (:func:`entry_point_root`, what a
+            run config records); not part of :meth:`config`, so a search keeps its identity on every machine.
 
     >>> net = nn.Sequential(nn.Conv2d(1, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 32, 3),
     ...                     nn.BatchNorm2d(32), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
@@ -205,12 +270,13 @@ class ModelSpace(SearchSpace):
     def __init__(self, model: nn.Module | str | None = None, example_input: torch.Tensor | Sequence[int] | None = None,
                  *, input_size: Sequence[int] = (32, 32), in_channels: int | None = None,
                  num_classes: int | None = None, min_ratio: float = 0.25, max_ratio: float = 1.0,
-                 ratio_step: float = 0.125, granularity: str = "group", model_digest: str | None = None) -> None:
+                 ratio_step: float = 0.125, granularity: str = "group", model_digest: str | None = None,
+                 model_root: str | None = None) -> None:
         if model is None:
             raise ValueError("ModelSpace needs model= (the trained network, or a 'module:function' entry point); "
                              "a space made from a model object cannot be rebuilt from its saved config alone")
         self.entry_point = model if isinstance(model, str) else None
-        self.model = load_entry_point(model) if isinstance(model, str) else model
+        self.model = load_entry_point(model, model_root) if isinstance(model, str) else model
         if not isinstance(self.model, nn.Module):
             raise ValueError(f"model is a {type(self.model).__name__}, expected a torch.nn.Module or 'module:function'")
         if granularity not in GRANULARITIES:
