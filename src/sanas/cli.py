@@ -23,7 +23,7 @@ from rich.console import Console
 
 from sanas.network import GENOTYPES
 from sanas.runs.config import DATA_DEFAULTS, SEARCH_DEFAULTS, defaults_of
-from sanas.runs.console import USER_ERRORS, user_error_text
+from sanas.runs.console import USER_ERRORS, check_folder, user_error_text
 from sanas.search.budget import MOVES
 from sanas.search.chain import PADDLESLIM_INIT_TEMPERATURE, check_init_temperature
 from sanas.search.samplers import SAMPLERS
@@ -32,7 +32,7 @@ from sanas.spaces import DEFAULT_SPACE, DartsSpace, SearchSpace, get_space, unif
 from sanas.spaces.inherit import IMPORTANCE
 from sanas.training.data import DATASETS
 from sanas.training.distributed import BACKENDS, check_launch, init_process_group, launch_from_env
-from sanas.training.final import DEFAULT_FINAL_FRACTION, final_epochs
+from sanas.training.final import CHECKPOINT, DEFAULT_FINAL_FRACTION, final_epochs
 from sanas.training.recipe import DEFAULT_CUTOUT, DEFAULT_DISTILL, DEFAULT_EPOCHS, EVALUATIONS, Recipe
 
 __all__ = ["main", "parse_tokens"]
@@ -248,9 +248,11 @@ def cmd_info(args: argparse.Namespace, console: Console) -> int:
     token_sets = [("init tokens", space.init_tokens())]
     for tokens in args.token or []:
         token_sets.append(("tokens", parse_tokens(tokens)))
-    for title, tokens in token_sets:
-        summary = model_summary(space, tokens, tuple(args.input_size))  # type: ignore[arg-type]
-        console.print(render_summary(summary, title=f"{space.name} — {title}"))
+    # Every table is made before the first is printed: a bad --token is refused alone, not after a table.
+    tables = [render_summary(model_summary(space, tokens, tuple(args.input_size)),  # type: ignore[arg-type]
+                             title=f"{space.name} — {title}") for title, tokens in token_sets]
+    for table in tables:
+        console.print(table)
     return 0
 
 
@@ -282,8 +284,9 @@ def _write_report(run_dir: Path, args: argparse.Namespace, console: Console, out
     from sanas.report.search import render_report, write_report
 
     report = _report(run_dir, args)
+    folder = check_folder(out or run_dir / "report", "--out" if out else "report folder")
     top = getattr(args, "top", 10)
-    paths = write_report(report, out or run_dir / "report", top)
+    paths = write_report(report, folder, top)
     console.print(render_report(report, top))
     console.print(f"report written to {paths[0].parent}/ ({', '.join(p.name for p in paths)})")
 
@@ -294,6 +297,7 @@ def cmd_search(args: argparse.Namespace, console: Console) -> int:
     from sanas.runs.parent import cutout_note, ensure_parent, load_parent, parent_provenance
     from sanas.runs.study import open_search, preflight, resolve_config
     from sanas.runs.worker import Interrupted, run_worker
+    from sanas.training import prepare_data
 
     run_dir = Path(args.run_dir)
     config = _search_config(args)
@@ -306,17 +310,18 @@ def cmd_search(args: argparse.Namespace, console: Console) -> int:
     load_parent(config)  # a given parent that cannot serve fails here
     config = resolve_config(run_dir, config, save=False)  # refuses a run dir made with another config
     preflight(args.storage, args.server_addr)
+    check_folder(run_dir, "run directory")
+    data = prepare_data(**config.data_kwargs())  # each worker loads it again; this only checks it, first
+    if args.server_addr is None:
+        # Create the study (and check any existing one: the same search?) before the header is printed and before
+        # several workers race to do it. A server opens its study as it starts serving, in run_worker.
+        sa, _ = open_search(config, run_dir, storage=args.storage, study_name=args.study_name)
+        sa.close()
     console.print(f"search: run directory {run_dir}, {config.search['search_steps']} evaluations, sampler "
                   f"{config.search['sampler']}, budget {config.budget():,} params" if config.budget() else
                   f"search: run directory {run_dir}, no budget")
     try:
         if args.workers > 1:
-            from sanas.training import prepare_data
-
-            data = prepare_data(**config.data_kwargs())  # each worker loads it again; this only checks it, first
-            # Create the study (and check any existing one) before the workers race to do it.
-            sa, _ = open_search(config, run_dir, storage=args.storage, study_name=args.study_name)
-            sa.close()
             if config.recipe.get("evaluation") == "inherit":
                 parent = load_parent(config, run_dir)
                 if parent is None:  # train the parent once, here, rather than in every worker
@@ -364,6 +369,8 @@ def cmd_worker(args: argparse.Namespace, console: Console) -> int:
         raise CLIError("give the search's run directory, --storage URL or --server-addr")
     if args.workers < 1:
         raise CLIError(f"--workers is {args.workers}, expected an integer >= 1")
+    if args.run_dir:  # its candidates' results (and a local study's lock) are written there
+        check_folder(args.run_dir, "run directory")
     if args.workers > 1:
         from sanas.runs.launcher import launch_workers
 
@@ -415,14 +422,23 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
 
     run_dir = Path(args.run_dir) if args.run_dir else None
     overrides = overrides_from_args(args)
+    # --retain-epoch is this training's own, checked below in its words, not as the search's per-candidate epochs.
+    epochs = overrides["recipe"].pop("retain_epoch", None)
     if run_dir is not None:
         base = RunConfig.load(run_dir)
         for section, values in overrides.items():
             getattr(base, section).update(values)
         config = RunConfig.from_dict(base.to_dict())
     else:
-        config = _search_config(args)
+        config = RunConfig.from_sources(args.config, overrides)
+    if epochs is not None:
+        if config.recipe.get("evaluation", "scratch") == "scratch" and (not isinstance(epochs, int) or epochs < 2):
+            raise CLIError(f"--retain-epoch is {epochs!r}, expected a whole number >= 2: sanas train from scratch "
+                           f"uses the training recipe of the search's candidates, which trains two epochs at least "
+                           f"(--evaluation inherit fine-tunes any number, fractions too)")
+        config.recipe["retain_epoch"] = epochs
     space = config.build_space()
+    notes: list[str] = []  # printed once everything is checked: an error comes first and alone
     tokens = parse_tokens(args.token) if args.token else None
     if args.uniform:
         if tokens is not None:
@@ -435,15 +451,15 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
             tokens = uniform_tokens(space, budget)
         except NotImplementedError as e:
             raise CLIError(str(e)) from None
-        console.print(f"training the uniform-width child at the budget ({budget:,} params): tokens {tokens}, "
-                      f"{space.count_params(tokens):,} params")
+        notes.append(f"training the uniform-width child at the budget ({budget:,} params): tokens {tokens}, "
+                     f"{space.count_params(tokens):,} params")
     elif tokens is None:
         if run_dir is None:
             raise CLIError("give --token, or --run-dir of a search to train its best candidate")
         report = _report(run_dir, args)
         if report.chosen is not None:
             tokens = report.chosen["tokens"]
-            console.print(f"training the search's chosen candidate (the best of its finalists): tokens {tokens}")
+            notes.append(f"training the search's chosen candidate (the best of its finalists): tokens {tokens}")
         elif report.best is None:
             raise CLIError(f"{run_dir} has no finished feasible candidate to train; pass --token")
         else:
@@ -451,10 +467,14 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
                 raise CLIError(f"{run_dir}'s finalists are not all fine-tuned yet: rerun sanas search on it to finish "
                                f"them, or pass --token")
             tokens = report.best.tokens
-            console.print(f"training the search's best candidate: tokens {tokens}")
+            notes.append(f"training the search's best candidate: tokens {tokens}")
     tokens = space.validate(tokens)
     folder = UNIFORM_DIR if args.uniform else "final"
-    out = Path(args.out) if args.out else (run_dir / folder if run_dir else Path(folder))
+    out = check_folder(args.out if args.out else (run_dir / folder if run_dir else folder), "--out")
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0  # torchrun's agent restarted the job
+    if (out / CHECKPOINT).exists() and not (args.resume or restarted):
+        raise CLIError(f"{out / CHECKPOINT} exists: pass --resume to continue that training, or choose another "
+                       f"--out")
     parent = None
     if config.recipe.get("evaluation") == "inherit":
         if args.parent:
@@ -470,11 +490,11 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
                                "epochs, so give the final model's --retain-epoch (fine-tuning epochs, e.g. half "
                                "of the parent's training)")
             config.recipe["retain_epoch"] = final_epochs(trained)
-            console.print(f"fine-tuning {config.recipe['retain_epoch']} epochs: {DEFAULT_FINAL_FRACTION:g} of the "
-                          f"parent's {trained} (--retain-epoch to change)")
+            notes.append(f"fine-tuning {config.recipe['retain_epoch']} epochs: {DEFAULT_FINAL_FRACTION:g} of the "
+                         f"parent's {trained} (--retain-epoch to change)")
     recipe = config.build_recipe()
     if parent is not None and (note := cutout_note(parent, recipe.cutout)) is not None:  # type: ignore[arg-type]
-        console.print(note)
+        notes.append(note)
     device = recipe.resolve_device()
     launch = launch_from_env(args.backend, cuda=device.type == "cuda")
     if launch is None and args.nproc > 1:  # start torchrun's elastic agent here, one process per rank
@@ -486,13 +506,17 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
         device = launch.device(device)
         init_process_group(launch)
         # A restart by torchrun's agent (--max-restarts) is the same job: continue its last checkpoint.
-        resume = resume or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+        resume = resume or restarted
         if not launch.is_main:
             console = Console(quiet=True)
-    elif args.sync_bn:
-        raise CLIError("--sync-bn synchronises BatchNorm over several processes: give --nproc N or run under "
-                       "torchrun")
+    else:
+        if args.sync_bn:
+            raise CLIError("--sync-bn synchronises BatchNorm over several processes: give --nproc N or run under "
+                           "torchrun")
+        check_launch(1, recipe.batch_size, args.backend, device.type == "cuda")  # --backend nccl on the CPU
     data = prepare_data(**config.data_kwargs(), device=device)
+    for note in notes:
+        console.print(note)
     try:
         result = train_final(tokens, space, data, recipe, out, resume=resume, progress=args.progress,
                              onnx=not args.no_onnx, parent=parent, launch=launch, sync_bn=args.sync_bn)

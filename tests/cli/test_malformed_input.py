@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +140,154 @@ def test_a_bad_distillation_request_is_one_line_and_writes_nothing(tmp_path, cap
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
     assert list(tmp_path.iterdir()) == []
+
+
+# --- issue 39: the sweep's failing categories --------------------------------------------------------------------
+MODELS = '''
+import torch.nn as nn
+
+
+def net():
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(8, 10))
+
+
+def boom():
+    raise RuntimeError("my weights file is missing")
+
+
+def needs(path):
+    return net()
+'''
+SEARCH = ["search", "--run-dir", "{tmp}/run", *TINY, *SYNTHETIC]
+MODEL_SEARCH = ["search", "--run-dir", "{tmp}/run", "--retain-epoch", "2", "--device", "cpu", "--search-steps", "1",
+                "--progress", "none", "--no-report", *SYNTHETIC]
+TRAIN_OUT = [*TRAIN, "--retain-epoch", "2", "--out", "{tmp}/out"]
+# (command line, what its one-line error says); files the cases read are made by `fixtures` below.
+REFUSED = {
+    "unknown key in [space]": ([*SEARCH, "--config", "{tmp}/space-typo.toml"],
+                               "unknown space setting(s) layerz for DartsSpace; expected some of"),
+    "unknown key in [data]": ([*SEARCH, "--config", "{tmp}/data-typo.toml"],
+                              "unknown data setting(s) train_subsett; expected some of"),
+    "unknown key in [space], existing run directory": (
+        ["search", "--run-dir", "{tmp}/existing", *TINY, *SYNTHETIC, "--config", "{tmp}/space-typo.toml"],
+        "unknown space setting(s) layerz for DartsSpace"),
+    "a DARTS setting for a ModelSpace": ([*MODEL_SEARCH, "--model", "{models}:net", "--layers", "3"],
+                                         "unknown space setting(s) layers for ModelSpace"),
+    "example input larger than the data": ([*MODEL_SEARCH, "--config", "{tmp}/example-64.toml"],
+                                           "example_input is [3, 64, 64], but dataset 'synthetic' has 3×32×32 "
+                                           "images; expected [3, 32, 32]"),
+    # Checked before the model is loaded (this entry point raises) or traced.
+    "in_channels of another dataset, ModelSpace": ([*MODEL_SEARCH, "--model", "{models}:boom",
+                                                    "--in-channels", "1"],
+                                                   "in_channels is 1, but dataset 'synthetic' has 3×32×32 images"),
+    "in_channels of another dataset, train": ([*TRAIN_OUT, "--dataset", "fashion-mnist", "--in-channels", "3"],
+                                              "in_channels is 3, but dataset 'fashion-mnist' has 1×32×32 images"),
+    "model function raises": ([*MODEL_SEARCH, "--model", "{models}:boom"],
+                              "raised RuntimeError: my weights file is missing"),
+    "model function needs an argument": ([*MODEL_SEARCH, "--model", "{models}:needs"],
+                                         "raised TypeError: needs() missing 1 required positional argument"),
+    "nccl without a GPU": ([*TRAIN_OUT, "--backend", "nccl"], "backend 'nccl' needs CUDA devices"),
+    "run directory is a file": (["search", "--run-dir", "{tmp}/a-file", *TINY, *SYNTHETIC],
+                                "run directory {tmp}/a-file is a file; expected a folder"),
+    "run directory under a file": (["search", "--run-dir", "{tmp}/a-file/sub", *TINY, *SYNTHETIC],
+                                   "run directory {tmp}/a-file/sub: {tmp}/a-file is a file, not a folder"),
+    "status of a file": (["status", "{tmp}/a-file"], "run directory {tmp}/a-file is a file"),
+    "report of a file": (["report", "{tmp}/a-file"], "run directory {tmp}/a-file is a file"),
+    "train --out is a file": ([*TRAIN, "--retain-epoch", "2", "--out", "{tmp}/a-file"],
+                              "--out {tmp}/a-file is a file; expected a folder"),
+    "train --out holds a checkpoint": ([*TRAIN, "--retain-epoch", "2", "--out", "{tmp}/trained"],
+                                       "{tmp}/trained/checkpoint.pt exists: pass --resume to continue that training, "
+                                       "or choose another --out"),
+    "train one epoch from scratch": ([*TRAIN_OUT[:-2], "--retain-epoch", "1", "--out", "{tmp}/out"],
+                                     "--retain-epoch is 1, expected a whole number >= 2: sanas train from scratch"),
+    # The error first and alone: no header or table before it.
+    "search header before a data error": (["search", "--run-dir", "{tmp}/run", *TINY, "--dataset", "cifar10",
+                                           "--data-root", "{tmp}/nowhere"], "cifar-10-batches-py"),
+    "info table before a bad token": (["info", "--layers", "3", "--filter-num", "4,8,16", "--init-channels", "4",
+                                       "--token", "1", "1", "1", "--token", "1", "1"],
+                                      "expected 3 tokens for DartsSpace, got 2"),
+    "train note before an error": (["train", "--uniform", "--run-dir", "{tmp}/existing", "--backend",
+                                    "nccl", "--device", "cpu", "--out", "{tmp}/out"], "backend 'nccl' needs CUDA"),
+}
+
+
+def fixtures(tmp: Path) -> Path:
+    """The files REFUSED's cases read; returns the models file (a new module name each time: Python imports a
+    name once)."""
+    from sanas.runs.config import RunConfig
+
+    models = tmp / f"models_{uuid.uuid4().hex[:12]}.py"
+    models.write_text(MODELS)
+    (tmp / "space-typo.toml").write_text("[space]\nlayerz = 3\n")
+    (tmp / "data-typo.toml").write_text("[data]\ntrain_subsett = 30\n")
+    (tmp / "example-64.toml").write_text('[space]\nname = "ModelSpace"\nmodel = "{models}:net"\n'
+                                         'example_input = [3, 64, 64]\n'.replace("{models}", str(models)))
+    (tmp / "a-file").write_text("not a folder\n")
+    (tmp / "trained").mkdir()
+    (tmp / "trained" / "checkpoint.pt").write_bytes(b"")
+    space = {"layers": 3, "filter_num": [4, 8, 16], "init_channels": 4}
+    RunConfig.from_sources(overrides={"space": space, "data": {"dataset": "synthetic", "train_subset": 40},
+                                      "recipe": {"retain_epoch": 2, "batch_size": 16}}).save(tmp / "existing")
+    return models
+
+
+def tree(root: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))
+            if "__pycache__" not in p.parts}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_a_malformed_input_is_one_line_first_and_alone_and_writes_nothing(tmp_path, capsys, monkeypatch,
+                                                                          case) -> None:
+    argv, message = REFUSED[case]
+    models = fixtures(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    before = tree(tmp_path)
+    assert main([a.replace("{tmp}", str(tmp_path)).replace("{models}", str(models)) for a in argv]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and message.replace("{tmp}", str(tmp_path)) in err, (out, err)
+    assert err.startswith("sanas"), err
+    assert tree(tmp_path) == before
+
+
+def test_a_parent_of_unknown_provenance_is_trusted_with_val_indices(tmp_path) -> None:
+    """The warning asked for --val-indices FILE even when it was given."""
+    from sanas.runs.config import RunConfig
+    from sanas.runs.parent import parent_provenance
+    from sanas.training.data import load_dataset, split_data
+
+    dataset = load_dataset("synthetic", train_size=100, test_size=20)
+    (tmp_path / "held-out.txt").write_text("1\n2\n3\n")
+    given = split_data(dataset, val_indices=tmp_path / "held-out.txt").split
+    config = RunConfig.from_sources(overrides={"data": {"dataset": "synthetic"}, "recipe": {"evaluation": "inherit"}})
+    assert parent_provenance(config, None, object(), given) is None  # a ModelSpace's own model: the user's word
+    assert "--val-indices FILE" in parent_provenance(config, None, object(), split_data(dataset).split)
+    folder = tmp_path / "parent"
+    folder.mkdir()
+    (folder / "model.json").write_text(json.dumps({"split": split_data(dataset).split}))
+    config.search["parent"] = str(folder)
+    warning = parent_provenance(config, None, object(), given)  # trained by sanas on another split: still said
+    assert warning is not None and "trained on another split" in warning
+    assert "give --val-indices" not in warning and "held-out.txt' lists only training-set positions it never saw" \
+        in warning
+
+
+def test_resuming_with_another_budget_names_the_setting(tmp_path) -> None:
+    from sanas import SANAS
+
+    space = [("DartsSpace", {"layers": 3, "filter_num": [4, 8, 16], "init_channels": 4})]
+    SANAS(space, save_checkpoint=tmp_path, max_params="1.0x", search_steps=1).close()
+    with pytest.raises(ValueError) as refused:
+        SANAS(space, save_checkpoint=tmp_path, max_params="0.9x", search_steps=1)
+    text = str(refused.value)
+    assert "settings.max_params: study has" in text and "seed" not in text, text
+
+
+def test_the_api_refuses_a_bad_server_port_before_it_makes_the_study(tmp_path) -> None:
+    from sanas import SANAS
+
+    for addr, is_server in ((("127.0.0.1", 70000), True), (("127.0.0.1", 70000), False), (("127.0.0.1", 0), True)):
+        with pytest.raises(ValueError, match="port must be an integer in"):
+            SANAS("DartsSpace", server_addr=addr, is_server=is_server, save_checkpoint=tmp_path / "study")
+        assert not (tmp_path / "study").exists()

@@ -124,6 +124,20 @@ def _data_defaults() -> dict[str, Any]:
 
 #: Settings of the [data] table and their defaults (``prepare_data``'s).
 DATA_DEFAULTS: dict[str, Any] = _data_defaults()
+
+
+def _data_settings() -> tuple[str, ...]:
+    from sanas.training.data import load_dataset
+
+    passed = ("name", "device", "root", "download")  # given by name and position, or not a setting
+    loader = [n for n, p in inspect.signature(load_dataset).parameters.items() if p.kind is p.KEYWORD_ONLY]
+    return (*DATA_DEFAULTS, "download", *(n for n in loader if n not in DATA_DEFAULTS and n not in passed))
+
+
+#: Every key the [data] table may hold: ``prepare_data``'s settings, and the synthetic dataset's (sizes, channels).
+DATA_SETTINGS: tuple[str, ...] = _data_settings()
+#: The images' height and width: every registered dataset is 32×32 (``sanas.training.data``).
+DATA_IMAGE_SIZE = (32, 32)
 SECTIONS = ("space", "data", "recipe", "search")
 # Settings that may differ between the processes of one search (where they run, not what they compute).
 LOCAL_RECIPE_KEYS = ("device", "compile")
@@ -248,16 +262,54 @@ class RunConfig:
         space = space or self.build_space()
         return parse_budget(self.search.get("max_params"), space.count_params(space.init_tokens()))
 
-    def validate(self) -> None:
-        """Check every section now, so a bad setting fails before any work starts (one clear error)."""
+    def check_keys(self) -> None:
+        """Refuse a setting that no section knows (a typo in the TOML), naming it and the known ones, before a
+        constructor meets it as a ``TypeError``."""
         unknown = sorted(set(self.search) - set(SEARCH_DEFAULTS))
         if unknown:
             raise ValueError(f"unknown search setting(s) {', '.join(unknown)}; expected some of "
                              f"{', '.join(SEARCH_DEFAULTS)}")
+        unknown = sorted(set(self.data) - set(DATA_SETTINGS))
+        if unknown:
+            raise ValueError(f"unknown data setting(s) {', '.join(unknown)}; expected some of "
+                             f"{', '.join(DATA_SETTINGS)}")
+        name = self.space.get("name", DEFAULT_SPACE)
+        space_class = SPACES.get(name) if isinstance(name, str) else None
+        if space_class is not None:  # else get_space names the registered spaces
+            params = inspect.signature(space_class).parameters
+            if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+                unknown = sorted(set(self.space) - {"name"} - set(params))
+                if unknown:
+                    raise ValueError(f"unknown space setting(s) {', '.join(unknown)} for {name}; expected some of "
+                                     f"{', '.join(sorted(params))}")
+
+    def check_input_shape(self) -> None:
+        """Refuse a space whose input does not match the data's images (``in_channels``, ``example_input``,
+        ``input_size``): it would be built, counted (parameters, MACs, the budget) or traced for images that
+        training never sees. Checked from the dataset's registry entry, before any space is built."""
+        channels, _ = self.dataset_shape()
+        images = f"dataset {self.data['dataset']!r} has {channels}×{DATA_IMAGE_SIZE[0]}×{DATA_IMAGE_SIZE[1]} images"
+        follow = "or leave it out: it follows the data"
+        given = self.space.get("in_channels")
+        if given is not None and given != channels:
+            raise ValueError(f"in_channels is {given!r}, but {images}; expected {channels} ({follow})")
+        example = self.space.get("example_input")
+        expected = [channels, *DATA_IMAGE_SIZE]
+        if isinstance(example, list | tuple) and list(example) != expected:
+            raise ValueError(f"example_input is {list(example)!r}, but {images}; expected {expected} ({follow})")
+        size = self.space.get("input_size")
+        if isinstance(size, list | tuple) and list(size) != list(DATA_IMAGE_SIZE):
+            raise ValueError(f"input_size is {list(size)!r}, but {images}; expected {list(DATA_IMAGE_SIZE)} "
+                             f"({follow})")
+
+    def validate(self) -> None:
+        """Check every section now, so a bad setting fails before any work starts (one clear error)."""
+        self.check_keys()
         for section in SECTIONS:  # NaN is never a setting, and would not even equal itself on resume
             for key, value in getattr(self, section).items():
                 if isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isfinite(value):
                     raise ValueError(f"{section}.{key} is {value!r}, expected a finite number")
+        self.check_input_shape()
         space = self.build_space()  # an unknown dataset fails here, naming the registered ones
         budget = self.budget(space)
         if budget is not None:

@@ -96,7 +96,9 @@ def parent_provenance(config: RunConfig, run_dir: Path | None, parent: Any, spli
     on (``split``, the search's data split), else ``None``.
 
     Silent for a parent trained by sanas on a split that holds out the same images (its ``model.json`` records
-    the split: dataset, seed, fraction or index file), for a scratch search and for a reward on the test set.
+    the split: dataset, seed, fraction or index file), for a parent whose training data is unknown when the search
+    holds out the images given by an index file (``--val-indices``: the user's word that the parent never saw
+    them), for a scratch search and for a reward on the test set.
     """
     if parent is None or config.recipe.get("evaluation", "scratch") != "inherit" or split.get("reward_on_test"):
         return None
@@ -107,10 +109,14 @@ def parent_provenance(config: RunConfig, run_dir: Path | None, parent: Any, spli
             known = json.loads((path / "model.json").read_text()).get("split")
         except (OSError, ValueError, AttributeError):
             known = None
-    advice = ("its children's rewards are then optimistic and ranked on images it memorised; give --val-indices "
-              "FILE (the training-set positions it never saw), or train the parent with sanas train on the same "
-              "[data] settings")
+    given = (split.get("val_indices") or {}).get("file")
+    fix = (f"check that {given!r} lists only training-set positions it never saw" if given else
+           "give --val-indices FILE (the training-set positions it never saw)")
+    advice = (f"its children's rewards are then optimistic and ranked on images it memorised; {fix}, or train "
+              f"the parent with sanas train on the same [data] settings")
     if not isinstance(known, dict):
+        if given:  # the held-out images are the user's own list of what the parent never saw
+            return None
         what = "a model given with the space" if path is None else f"{path} records no data split"
         return (f"sanas: warning: the parent's training data is unknown ({what}): if it was trained on the "
                 f"held-out images the rewards are computed on ({split.get('val_size')} of the training set), "

@@ -100,6 +100,9 @@ def load_study(run_dir: Path | None = None, storage: str | None = None, server_a
     elif storage is not None:
         store = open_storage(storage, connect_timeout=connect_timeout)
     elif run_dir is not None:
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ValueError(f"run directory {run_dir} is a file; expected the folder of a search (sanas search "
+                             f"--run-dir)")
         if not run_dir.is_dir():
             raise ValueError(f"run directory {run_dir} does not exist")
         if not existing_store(run_dir):

@@ -41,6 +41,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 from torch import nn
 
+from sanas.processes import refuse_in_bootstrap
 from sanas.search.budget import (
     DEFAULT_FILL,
     DEFAULT_MOVE,
@@ -73,6 +74,8 @@ from sanas.search.storage import (
     DEFAULT_CONNECT_TIMEOUT,
     GrpcServer,
     StorageUnavailable,
+    check_serve_address,
+    check_server_addr,
     existing_store,
     join_storage,
     server_answers,
@@ -175,6 +178,7 @@ class SANAS:
                  max_try_times: int = DEFAULT_MAX_TRY_TIMES, heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
                  grace_period: float = DEFAULT_GRACE_PERIOD, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
                  poll_interval: float = DEFAULT_POLL_INTERVAL) -> None:
+        refuse_in_bootstrap("a search (SANAS)")
         if isinstance(search_steps, bool) or not isinstance(search_steps, int) or search_steps < 1:
             raise ValueError(f"search_steps must be a positive integer, got {search_steps!r}")
         if not 0 < heartbeat_interval < grace_period:
@@ -201,6 +205,10 @@ class SANAS:
         self._last_trial: int | None = None
 
         run_dir = load_checkpoint if load_checkpoint is not None else save_checkpoint
+        if server_addr is not None and is_server:  # refused before the store is made in the run directory
+            check_serve_address(server_addr)
+        elif server_addr is not None:
+            check_server_addr(server_addr)
         if load_checkpoint is not None and not existing_store(load_checkpoint):
             raise FileNotFoundError(f"load_checkpoint {os.fspath(load_checkpoint)!r} holds no sanas store "
                                     f"(expected sanas.journal or sanas.db in it)")
@@ -488,6 +496,18 @@ class SANAS:
         self.close()
 
 
+def _differences(have: Any, want: Any, where: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted key, have, want)`` for each setting that differs, named down to the innermost key.
+
+    >>> _differences({"settings": {"max_params": 10, "seed": 0}}, {"settings": {"max_params": 9, "seed": 0}})
+    [('settings.max_params', 10, 9)]
+    """
+    if isinstance(have, dict) and isinstance(want, dict):
+        return [d for k in sorted(set(have) | set(want), key=str)
+                for d in _differences(have.get(k), want.get(k), f"{where}.{k}" if where else str(k))]
+    return [] if have == want else [(where, have, want)]
+
+
 def open_study(storage: BaseStorage, study_name: str, sampler: BaseSampler, identity: dict[str, Any],
                must_exist: bool = False) -> optuna.Study:
     """Create or load the study ``study_name``, refusing one made by another search (or not by sanas).
@@ -511,9 +531,9 @@ def open_study(storage: BaseStorage, study_name: str, sampler: BaseSampler, iden
     # the search's identity or none of it.
     have = study.user_attrs.get(SEARCH_KEY)
     if have is not None:
-        diff = [k for k in identity if have.get(k) != identity[k]]
+        diff = [d for k in identity for d in _differences(have.get(k), identity[k], k)]
         if diff:
-            detail = "; ".join(f"{k}: study has {have.get(k)!r}, this run has {identity[k]!r}" for k in diff)
+            detail = "; ".join(f"{k}: study has {mine!r}, this run has {theirs!r}" for k, mine, theirs in diff)
             raise ValueError(f"study {study_name!r} was created with a different search, refusing to "
                              f"resume it ({detail}); use another study_name or checkpoint")
     else:

@@ -42,6 +42,7 @@ __all__ = [
     "GrpcServer",
     "StorageUnavailable",
     "check_serve_address",
+    "check_server_addr",
     "connect_server",
     "existing_store",
     "is_loopback",
@@ -209,6 +210,9 @@ def _classify_connect_error(e: BaseException, url: str, connect_timeout: float) 
     line = _first_line(e, url)
     low = line.lower()
     shown = redact(url)
+    if "no password supplied" in low:  # the client's own message: the server asked, and the URL has none
+        return StorageUnavailable(f"storage {shown!r} asks for a password and the URL gives none: {line} (write "
+                                  f"it in the URL, e.g. postgresql://user:PASSWORD@host:5432/db)")
     if code in _AUTH_SQLSTATES or "authentication failed" in low or "no pg_hba.conf entry" in low or (
             "role" in low and "does not exist" in low):
         return StorageUnavailable(f"storage {shown!r} refused the login: {line} (check the user and password "
@@ -344,6 +348,15 @@ def _parse_addr(server_addr: Sequence[Any], default_host: str) -> tuple[str, int
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise ValueError(f"server_addr port must be an integer in [1, 65535], got {port!r}")
     return (host or default_host), port
+
+
+def check_server_addr(server_addr: Sequence[Any]) -> tuple[str, int]:
+    """``(host, port)`` of a server address, checked without connecting (host ``""``/``None`` → 127.0.0.1).
+
+    >>> check_server_addr(("", 8377))
+    ('127.0.0.1', 8377)
+    """
+    return _parse_addr(server_addr, "127.0.0.1")
 
 
 def check_serve_address(server_addr: Sequence[Any]) -> tuple[str, int]:
