@@ -105,6 +105,24 @@ class SearchSpace(ABC):
         not widths raise ``NotImplementedError``."""
         raise NotImplementedError(f"{self.name}'s tokens are not channel widths: it has no uniform-width child")
 
+    def uniform_child(self, max_params: int) -> tuple[SearchSpace, list[int]]:
+        """The uniform-width child at ``max_params`` parameters, and the space that holds its widths: every width
+        the init tokens' scaled by one ratio, the largest that fits — the trivial answer a width search has to beat
+        (``sanas train --uniform``). Build, train, save and inherit the child with the returned space: its
+        :meth:`config` is what the child's ``model.json`` records.
+
+        Here the ratio snaps to this space's own width choices (:func:`uniform_tokens`) and the space is this one;
+        :class:`~sanas.spaces.ModelSpace` bisects the ratio to the channel instead, in a finer-grid copy of itself,
+        as Torch-Pruning's uniform pruning does. Spaces whose tokens are not widths raise ``NotImplementedError``.
+
+        >>> from sanas import get_space
+        >>> space = get_space("DartsSpace", layers=5, filter_num=[4, 8, 12, 16, 24, 32, 48, 64], init_channels=8)
+        >>> child_space, tokens = space.uniform_child(30000)
+        >>> child_space is space, space.widths(tokens), space.count_params(tokens) <= 30000
+        (True, [4, 12, 12, 24, 24], True)
+        """
+        return self, uniform_tokens(self, max_params)
+
     def parts(self, tokens: Sequence[int], input_size: tuple[int, int] = (32, 32)) -> list[Part] | None:
         """The network of ``tokens`` part by part, in order, with exact counts (the counted parts sum to
         :meth:`count_params` and :meth:`count_macs`): what ``sanas info`` and ``sanas export`` tabulate. ``None``
@@ -204,7 +222,9 @@ class CellWidthSpace(SearchSpace):
 def uniform_tokens(space: SearchSpace, max_params: int) -> list[int]:
     """The uniform-width child: every token's width scaled by one ratio ``r`` of the init tokens' widths (each
     the widest choice not above ``r`` × its init width, the narrowest at least), ``r`` the largest whose network
-    has at most ``max_params`` parameters — the trivial answer a width search has to beat.
+    has at most ``max_params`` parameters, on the space's own width choices. :meth:`SearchSpace.uniform_child` is
+    the uniform-width child to compare a search with (for most spaces these tokens; a ModelSpace's ratio grid
+    would leave it short of the budget, and it bisects its ratio to the channel instead).
 
     >>> from sanas.spaces import get_space
     >>> space = get_space("DartsSpace", layers=5, filter_num=[4, 8, 12, 16, 24, 32, 48, 64], init_channels=8)

@@ -480,14 +480,16 @@ class ModelSpace(SearchSpace):
         important channels (``importance``: ``"bn"``, ``"l1"`` or ``"group_l2"``, see :mod:`sanas.spaces.inherit`;
         default :attr:`default_importance`), or replicates them function-preservingly where a ratio above 1 widens it.
 
-        ``parent`` is the space's model or a network built from this space (``token2arch``/``inherit``).
+        ``parent`` is the space's model or a network built from a ModelSpace of it on any ratio grid (this one, or
+        the one a search's parent or the :meth:`uniform_child` was trained in).
         """
         importance = self.resolve_importance(importance)
         theirs = getattr(parent, "sanas_space", None)
-        if theirs is not None and theirs is not self and theirs.fingerprint() != self.fingerprint():
+        if theirs is not None and theirs is not self and theirs.fingerprint() != self.fingerprint() \
+                and not self._same_model(theirs):
             raise ValueError(f"the parent was built by another space ({theirs!r}), not this ModelSpace")
         parent_tokens = getattr(parent, "sanas_tokens", None) if theirs is not None else None
-        parent_widths = self.group_widths(parent_tokens) if parent_tokens is not None else self.graph.widths
+        parent_widths = theirs.group_widths(parent_tokens) if parent_tokens is not None else self.graph.widths
         child_widths = self.group_widths(tokens)
         child = self.graph.shrink(self.model, child_widths)
         state = inherit_state(parent, child, self.graph.layout, dict(enumerate(parent_widths)),
@@ -513,3 +515,71 @@ class ModelSpace(SearchSpace):
 
     def __deepcopy__(self, memo: dict[int, Any]) -> ModelSpace:
         return self  # a space is an immutable description; networks that carry it must not copy the model with it
+
+    # --- the uniform-width child ----------------------------------------------------------------------------
+    def uniform_child(self, max_params: int) -> tuple[ModelSpace, list[int]]:
+        """The uniform-width child at ``max_params`` parameters: every searched group at ``round(r × trained width)``
+        (at least one channel) for one ratio ``r`` in ``[min_ratio, max_ratio]``, the largest whose network has at
+        most ``max_params`` parameters, bisected to the channel as Torch-Pruning's uniform pruning ratio is.
+
+        Snapped to this space's grid instead, the child would stop at the grid's last ratio below: 0.625 on the
+        default grid for half the parameters, so 0.39× of them (the parameters go as ``r²``). Its widths lie between
+        the grid's, so it comes with a space that holds them: this one with ``ratio_step`` halved until it moves no
+        group by more than a channel (the same model and traced graph, and every width of this grid; its
+        :meth:`config` rebuilds it, so the child saves, loads and inherits like any other), or this one itself
+        where its grid is already that fine.
+
+        >>> net = nn.Sequential(nn.Conv2d(1, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 32, 3),
+        ...                     nn.BatchNorm2d(32), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+        >>> space = ModelSpace(net, example_input=[1, 28, 28])
+        >>> budget = space.count_params(space.init_tokens()) // 2
+        >>> budget, space.widths(space.init_tokens()), space.token_widths()[0]
+        (2613, [16, 32], [4, 6, 8, 10, 12, 14, 16])
+        >>> child_space, tokens = space.uniform_child(budget)
+        >>> child_space.widths(tokens), child_space.count_params(tokens), child_space.config()["ratio_step"]
+        ([11, 22], 2606, 0.03125)
+
+        On the grid, the child would have had ratio 0.625: widths ``[10, 20]``, 2,190 parameters.
+        """
+        fine = self._finer_grid()
+        trained = [fine.graph.groups[groups[0]].width for groups, _ in fine._tokens]
+
+        def at(i: int) -> list[int]:  # the tokens of the i-th ratio, each width exactly as _choices rounds it
+            r = fine.ratios[i]
+            return [choices.index(max(1, math.floor(r * w + 0.5)))
+                    for w, (_, choices) in zip(trained, fine._tokens, strict=True)]
+
+        if fine.count_params(at(0)) > max_params:
+            raise ValueError(f"max_params is {max_params:,}, below the narrowest uniform child of {self.name} "
+                             f"({fine.count_params(at(0)):,} parameters at ratio {fine.ratios[0]})")
+        lo, hi = 0, len(fine.ratios) - 1  # the count never falls as the ratio grows: bisect the last that fits
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fine.count_params(at(mid)) <= max_params else (lo, mid - 1)
+        return fine, at(lo)
+
+    def _finer_grid(self) -> ModelSpace:
+        """This space with ``ratio_step`` halved until one step moves no searched group by more than a channel
+        (halving keeps every ratio of this grid, 1.0 included); the traced graph is shared, nothing is traced or
+        run again."""
+        min_ratio, max_ratio, step = self.ratio_settings
+        widest = max(self.graph.groups[k].width for groups, _ in self._tokens for k in groups)
+        while step * widest * max(max_ratio, 1) > 1:
+            step /= 2
+        if step == self.ratio_settings[2]:
+            return self
+        fine = object.__new__(type(self))
+        fine.__dict__.update(self.__dict__)  # model, graph, digests, example: all a space of this model shares
+        fine.ratio_settings = (min_ratio, max_ratio, step)
+        fine.ratios = _ratios(min_ratio, max_ratio, step)
+        fine._tokens = fine._make_tokens()
+        fine._init = [choices.index(fine.graph.groups[groups[0]].width) for groups, choices in fine._tokens]
+        return fine
+
+    def _same_model(self, other: object) -> bool:
+        """Whether ``other`` is a ModelSpace of the same model, example and classes, on any ratio grid or
+        granularity: its children's widths are widths of this space's groups too."""
+        grid = ("min_ratio", "max_ratio", "ratio_step", "granularity")
+        return isinstance(other, ModelSpace) and other.graph.widths == self.graph.widths and \
+            {k: v for k, v in other.config().items() if k not in grid} == \
+            {k: v for k, v in self.config().items() if k not in grid}
