@@ -75,7 +75,7 @@ def conv(walk: Walk, node: Node) -> Label | None:
             walk.assign(bf, 0, out, False, node)
         walk.macs.append((factor, [lx if lx is not None else c_in, out]))
         return out
-    if groups == c_in == c_out and lx is not None and all(r.repeat == 1 for r in lx.runs):
+    if groups == c_in == c_out and lx is not None:  # per position: a channel repeated by a shuffle is too
         walk.assign(wf, 0, lx, False, node)  # type: ignore[arg-type]
         if bf is not None:
             walk.assign(bf, 0, lx, False, node)
@@ -156,14 +156,17 @@ def fix_attributes(module: nn.Module) -> None:
 
 
 # --- elementwise ------------------------------------------------------------------------------------------------
-@rule("relu", "relu_", "relu6", "hardtanh", "hardtanh_", "sigmoid", "sigmoid_", "tanh", "tanh_", "silu", "silu_",
+@rule("relu", "relu_", "relu6", "relu6_", "hardtanh", "hardtanh_", "sigmoid", "sigmoid_", "tanh", "tanh_", "silu", "silu_",
       "hardswish", "hardswish_", "hardsigmoid", "hardsigmoid_", "gelu", "gelu_", "leaky_relu", "leaky_relu_", "elu",
-      "elu_", "selu", "selu_", "celu", "mish", "softplus", "dropout", "dropout_", "native_dropout", "feature_dropout",
-      "alpha_dropout", "clone", "contiguous", "alias", "detach", "detach_", "lift_fresh_copy", "_to_copy", "to",
-      "type_as", "neg", "abs", "exp", "log", "sqrt", "rsqrt", "square", "clamp", "clamp_", "clamp_min", "clamp_max",
-      "zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "pow")
+      "elu_", "selu", "selu_", "celu", "celu_", "mish", "mish_", "softplus", "dropout", "dropout_", "native_dropout",
+      "feature_dropout", "feature_dropout_", "alpha_dropout", "alpha_dropout_", "clone", "contiguous", "alias",
+      "detach", "detach_", "lift_fresh_copy", "_to_copy", "to", "type_as", "neg", "neg_", "abs", "abs_", "exp",
+      "exp_", "log", "log_", "sqrt", "sqrt_", "rsqrt", "rsqrt_", "square", "square_", "clamp", "clamp_", "clamp_min",
+      "clamp_min_", "clamp_max", "clamp_max_", "zeros_like", "ones_like", "empty_like", "full_like", "rand_like",
+      "randn_like", "pow", "pow_")
 def unary(walk: Walk, node: Node) -> Any:
-    """Elementwise or shape-preserving: the channel label passes through."""
+    """Elementwise or shape-preserving: the channel label passes through. An in-place variant (``relu6_``: what
+    ``F.relu6(x, inplace=True)`` runs) returns its input, so it passes the label on in the same way."""
     x = node.args[0]
     lx = walk.label(x)
     out_shape = shape_of(node) if isinstance(node.meta.get("val"), torch.Tensor) else \
@@ -273,7 +276,12 @@ def along_dim(walk: Walk, node: Node) -> Label | None:
 @rule("view", "reshape", "_unsafe_view", "flatten", "unflatten", "squeeze", "squeeze_", "unsqueeze", "unsqueeze_")
 def reshape(walk: Walk, node: Node) -> Label | None:
     """A reshape that merges the channels with the dimensions after them (a flatten before a linear layer)
-    repeats each channel; one that splits them is frozen."""
+    repeats each channel. One that splits them into ``g`` blocks, ``(C,) -> (g, C / g)`` (a channel shuffle's
+    first view: ``x.view(b, g, c // g, h, w)``), couples the blocks (:meth:`Walk.cut`) and labels the second of the
+    two dimensions: the transpose and the view that merge them back then interleave the blocks, each coupled
+    channel filling ``g`` consecutive positions. The number of blocks ``g`` is taken to be the fixed one (the
+    shuffle's groups) and ``C / g`` to follow the channels; when both are equal that cannot be told from the
+    shapes, and the channels are frozen. Any other split is frozen."""
     x = node.args[0]
     lx = walk.label(x)
     in_shape, out_shape = shape_of(x), shape_of(node)
@@ -289,6 +297,16 @@ def reshape(walk: Walk, node: Node) -> Label | None:
         merged = [math.prod(in_shape[d + 1:k]) for k in range(d + 1, len(in_shape) + 1)]
         if repeat in merged:
             return Label(e, tuple(Run(r.group, r.channels, r.repeat * repeat) for r in lx.runs))
+    for e in range(len(out_shape) - 1):
+        g, b = out_shape[e], out_shape[e + 1]
+        if math.prod(out_shape[:e]) == before and g * b == size and g > 1 and b > 1 and \
+                tuple(out_shape[e + 2:]) == tuple(in_shape[d + 1:]):
+            if g == b:
+                walk.freeze(lx, f"is split into {g} blocks of {b} channels at {location(node)}, and which of the two "
+                                f"is fixed cannot be told from the shapes")
+                return None
+            block = walk.cut(lx, g, f"is split into {g} blocks that cannot be lined up at {location(node)}")
+            return block.at(e + 1) if block is not None else None
     walk.freeze(lx, f"is reshaped across channels at {location(node)}")
     return None
 
@@ -331,7 +349,8 @@ def expand(walk: Walk, node: Node) -> Label | None:
 
 @rule("slice", "narrow", "select", "index_select", "split", "split_with_sizes", "chunk", "unbind", "tensor_split")
 def split(walk: Walk, node: Node) -> Any:
-    """Slicing or splitting along another dimension keeps the channels; along the channels it freezes them."""
+    """Slicing or splitting along another dimension keeps the channels; ``chunk`` along the channels couples its
+    equal pieces (:meth:`Walk.cut`); any other split along the channels freezes them."""
     name = op_name(node)
     a = bind(node)
     x = a.get("self", a.get("input"))
@@ -345,6 +364,11 @@ def split(walk: Walk, node: Node) -> Any:
         out_shape = shape_of(node) if isinstance(val, torch.Tensor) else None
         if name == "slice" and out_shape == in_shape:
             return lx  # x[:, :] — the whole dimension
+        if name == "chunk" and isinstance(val, list | tuple) and len(val) == int(a["chunks"]):
+            # Equal pieces in the child too: couple them (what split_with_sizes or split by a size does to a child
+            # depends on whether the sizes follow the channels, which the graph cannot tell: those stay frozen).
+            block = walk.cut(lx, len(val), f"is chunked into pieces that cannot be lined up at {location(node)}")
+            return [block] * len(val) if block is not None else [None] * len(val)
         walk.freeze(lx, f"is split or sliced along channels at {location(node)}")
         return [None] * len(val) if isinstance(val, list | tuple) else None
     out = lx.at(lx.dim - 1) if name in ("select", "unbind") and dim < lx.dim else lx

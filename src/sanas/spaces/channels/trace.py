@@ -212,17 +212,17 @@ def trace_channels(model: nn.Module, example_input: torch.Tensor) -> ChannelGrap
             for label, _ in walk.dims[name].values():
                 walk.freeze(label, f"{name} is shared with {seen[id(p)]}")
         seen.setdefault(id(p), name)
-    for g in range(len(groups.parent)):
-        if groups.find(g) == g and groups.width[g] < 2:
+    roots = [g for g in range(len(groups.parent)) if groups.is_leaf(g)]
+    for g in roots:
+        if groups.width[g] < 2:
             groups.freeze(g, "has a single channel")
-    roots = sorted({groups.find(g) for g in range(len(groups.parent))})
     searchable = [r for r in roots if groups.frozen[r] is None]
     index = {r: k for k, r in enumerate(searchable)}
 
     def spec(label: Label, reads: bool) -> DimSpec:
         segments: list[Segment] = []
-        for run in label.runs:
-            root = groups.find(run.group) if run.group is not None else None
+        for run in groups.resolve(label.runs):
+            root = run.group
             if root in index:
                 segments.append(Segment(group=index[root], repeat=run.repeat))
             elif segments and segments[-1].group is None:

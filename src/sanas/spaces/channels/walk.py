@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.fx import Node
 
-from sanas.spaces.channels.groups import Groups, Label
+from sanas.spaces.channels.groups import Groups, Label, Run
 
 #: Follows the channels through one ATen op: reads its inputs' labels, records what it learns in the walk, and
 #: returns the output's label (``None``: channels no search changes; a list for an op returning several tensors).
@@ -116,7 +116,7 @@ class Walk:
     def label(self, value: Any) -> Label | None:
         """The label of a node's channel dimension, ``None`` when no searchable channel flows through it."""
         out = self.env.get(value) if isinstance(value, Node) else None
-        return out if isinstance(out, Label) else None
+        return Label(out.dim, self.groups.resolve(out.runs)) if isinstance(out, Label) else None
 
     def freeze(self, value: Any, reason: str) -> None:
         """Freeze every group in ``value``: a label, a node, or a list of them."""
@@ -134,19 +134,56 @@ class Walk:
             self.freeze(arg, reason)
 
     def unify(self, a: Label, b: Label, reason: str) -> bool:
-        """Couple two labels position by position; ``False`` (and both frozen) when their runs do not line up."""
-        if len(a.runs) != len(b.runs) or any((x.channels, x.repeat) != (y.channels, y.repeat)
-                                             for x, y in zip(a.runs, b.runs, strict=True)):
+        """Couple two labels position by position, refining groups whose runs do not line up
+        (:meth:`~sanas.spaces.channels.groups.Groups.align`); ``False`` (and both frozen) when they cannot be."""
+        why = self.groups.align(a.runs, b.runs)
+        if why:
+            if why == "fixed":
+                reason = f"{reason} (combined with channels no search changes)"
             self.freeze(a, reason)
             self.freeze(b, reason)
             return False
-        for x, y in zip(a.runs, b.runs, strict=True):
-            if x.group is not None and y.group is not None:
-                self.groups.union(x.group, y.group)
-            elif x.group is not None or y.group is not None:
-                self.freeze(a, f"{reason} (combined with channels no search changes)")
-                self.freeze(b, f"{reason} (combined with channels no search changes)")
         return True
+
+    def cut(self, label: Label, pieces: int, reason: str) -> Label | None:
+        """Split ``label`` into ``pieces`` equal blocks of positions and couple the blocks (channel ``j`` of every
+        block is one channel): the label of one block, or ``None`` (and ``label`` frozen) when they cannot be.
+
+        Why couple them: an op that splits a dimension into equal blocks (``chunk``, a channel shuffle's view)
+        splits the child's dimension into equal blocks too, so each block must keep as many channels, and a
+        block's channel ``j`` must stay in line with the others'."""
+        size = sum(r.channels * r.repeat for r in label.runs)
+        if pieces < 1 or size % pieces:
+            self.freeze(label, reason)
+            return None
+        step, blocks = size // pieces, []
+        runs = list(label.runs)
+        for _ in range(pieces):
+            block: list[Run] = []
+            need = step
+            while need:
+                run = runs.pop(0)
+                length = run.channels * run.repeat
+                if length > need:  # this run straddles two blocks: cut its group where the block ends
+                    if need % run.repeat:
+                        self.freeze(label, reason)
+                        return None
+                    k = need // run.repeat
+                    if run.group is None:
+                        runs.insert(0, Run(None, run.channels - k, run.repeat))
+                        run = Run(None, k, run.repeat)
+                    else:
+                        self.groups.refine(run.group, [(k, 1, f"[:{k}]"), (run.channels - k, 1, f"[{k}:]")])
+                        runs = list(self.groups.resolve([run, *runs]))
+                        continue
+                block.append(run)
+                need -= run.channels * run.repeat
+            blocks.append(block)
+        for other in blocks[1:]:
+            if not self.unify(Label(label.dim, tuple(blocks[0])), Label(label.dim, tuple(other)), reason):
+                self.freeze(label, reason)
+                return None
+        return Label(label.dim, self.groups.resolve(blocks[0]))
 
     def fqn(self, value: Any) -> str | None:
         """The name of the parameter or buffer a node is, ``None`` when it is none."""
@@ -172,8 +209,9 @@ class Walk:
                 self.env[node] = out = self.call(node)
                 shape = shape_of(node)
                 if isinstance(out, Label) and out.dim == 1 and shape is not None and len(shape) > 2:
-                    for g in out.groups():
-                        self.groups.resolutions[self.groups.find(g)].add(shape[2:])
+                    for run in self.groups.resolve(out.runs):
+                        if run.group is not None:
+                            self.groups.resolutions[run.group].add(shape[2:])
             elif node.op == "output":
                 self.freeze(list(node.args), "reaches the model's output")
         for name, fqn in self.tensor_of.items():
