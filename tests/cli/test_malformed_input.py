@@ -7,8 +7,14 @@ the storage URL and the server address, so the corrected command was refused as 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -291,3 +297,72 @@ def test_the_api_refuses_a_bad_server_port_before_it_makes_the_study(tmp_path) -
         with pytest.raises(ValueError, match="port must be an integer in"):
             SANAS("DartsSpace", server_addr=addr, is_server=is_server, save_checkpoint=tmp_path / "study")
         assert not (tmp_path / "study").exists()
+
+
+# Permissions, as a user who cannot write the folder (root writes anywhere: the test drops to nobody).
+NOBODY = ["--reuid=65534", "--regid=65534", "--clear-groups"]
+UNWRITABLE = {
+    "new run directory": (["search", "--run-dir", "ro/new", *TINY, *SYNTHETIC],
+                          "run directory ro/new: folder ro is not writable by this user"),
+    "existing run directory": (["search", "--run-dir", "ro/run", *TINY, *SYNTHETIC],
+                               "run directory ro/run: it is not writable by this user"),
+    "worker": (["worker", "ro/run", "--device", "cpu", "--progress", "none"],
+               "run directory ro/run: it is not writable by this user"),
+    "report": (["report", "ro/run"], "report folder ro/run/report: folder ro/run is not writable by this user"),
+    "train --out": ([*TRAIN, "--retain-epoch", "2", "--out", "ro/final"],
+                    "--out ro/final: folder ro is not writable by this user"),
+    "train --run-dir": (["train", "--run-dir", "ro/run", "--token", "1", "1", "1", "--device", "cpu", "--no-onnx",
+                         "--progress", "none"], "--out ro/run/final: folder ro/run is not writable by this user"),
+}
+
+
+@pytest.fixture(scope="module")
+def unwritable() -> Iterator[tuple[Path, list[str]]]:
+    """A folder holding ``ro/`` (read-only: a run directory with its study inside) and the command prefix that runs
+    Python as a user who cannot write it."""
+    from sanas.runs.config import RunConfig
+    from sanas.runs.study import open_search
+
+    prefix = [sys.executable]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: no user to drop to")
+        prefix = [setpriv, *NOBODY, sys.executable]
+        probe = subprocess.run([*prefix, "-c", "import sanas.cli"], capture_output=True, text=True)
+        assert probe.returncode == 0, f"user nobody cannot import sanas from this checkout (make it and its venv " \
+                                      f"world-readable): {probe.stderr[-500:]}"
+    base = Path(tempfile.mkdtemp(prefix="sanas-unwritable-"))
+    try:
+        base.chmod(0o755)
+        (base / "home").mkdir(mode=0o777)
+        (base / "home").chmod(0o777)
+        config = RunConfig.from_sources(overrides={
+            "space": {"layers": 3, "filter_num": [4, 8, 16], "init_channels": 4},
+            "data": {"dataset": "synthetic", "train_subset": 40, "val_subset": 20},
+            "recipe": {"retain_epoch": 2, "batch_size": 16, "cutout": 0, "device": "cpu"},
+            "search": {"search_steps": 1}})
+        open_search(config, base / "ro" / "run")[0].close()
+        for folder in (base / "ro" / "run", base / "ro"):
+            for p in folder.rglob("*"):
+                p.chmod(0o444 if p.is_file() else 0o555)
+            folder.chmod(0o555)
+        yield base, prefix
+    finally:
+        for p in [base, *base.rglob("*")]:
+            if p.is_dir():
+                p.chmod(0o755)
+        shutil.rmtree(base)
+
+
+@pytest.mark.parametrize("case", list(UNWRITABLE))
+def test_a_folder_the_user_cannot_write_is_refused_in_one_line_before_any_work(unwritable, case) -> None:
+    base, prefix = unwritable
+    argv, message = UNWRITABLE[case]
+    before = tree(base / "ro")
+    env = {**os.environ, "HOME": str(base / "home"), "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run([*prefix, "-m", "sanas.cli", *argv], cwd=base, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2 and done.stdout == "", (done.stdout, done.stderr[-2000:])
+    assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr[-2000:]
+    assert tree(base / "ro") == before
