@@ -366,3 +366,17 @@ def test_a_folder_the_user_cannot_write_is_refused_in_one_line_before_any_work(u
     assert done.returncode == 2 and done.stdout == "", (done.stdout, done.stderr[-2000:])
     assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr[-2000:]
     assert tree(base / "ro") == before
+
+
+def test_a_storage_url_without_its_password_says_so(capsys) -> None:
+    """It was reported as 'cannot reach storage', on a server that answered. Needs the test PostgreSQL server
+    (scripts/ensure_postgres.sh), which asks for a password; the URL's is left out."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(os.environ.get("SANAS_TEST_POSTGRES_URL",
+                                  "postgresql+psycopg2://sanas:sanas@127.0.0.1:5432/sanas_test"))
+    no_password = f"{url.drivername}://{url.username}@{url.host}:{url.port or 5432}/{url.database}"
+    assert main(["status", "--storage", no_password]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1, err
+    assert "asks for a password and the URL gives none" in err and "cannot reach" not in err, err
