@@ -31,8 +31,9 @@ from sanas.spaces.model import ModelSpace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "spaces"))
-from _architectures import ARCHITECTURES  # noqa: E402
-from _weights import randomise  # noqa: E402
+from _architectures import ARCHITECTURES
+
+from _weights import randomise
 
 
 def measure(name: str, size: int) -> dict[str, Any]:
@@ -53,9 +54,9 @@ def table(rows: list[dict[str, Any]], before: dict[str, dict[str, Any]]) -> str:
     lines = [head, "|---|---|---|---|---|"]
     for r in rows:
         b = before.get(r["architecture"])
-        cell = (lambda k, f="{}": f"{f.format(b[k])} → {f.format(r[k])}" if b else f.format(r[k]))  # noqa: E731
-        lines.append(f"| {r['architecture']} | {cell('searchable')} | {cell('frozen')} | {cell('narrowest', '{:.2f}')} "
-                     f"| {r['reason'] or '—'} |")
+        cells = [f"{f.format(b[k])} → {f.format(r[k])}" if b else f.format(r[k])
+                 for k, f in (("searchable", "{}"), ("frozen", "{}"), ("narrowest", "{:.2f}"))]
+        lines.append(f"| {r['architecture']} | {' | '.join(cells)} | {r['reason'] or '—'} |")
     return "\n".join(lines)
 
 

@@ -4,8 +4,11 @@
 :data:`TRACE_BATCH`: what it finds does not depend on the example's batch) and follows every channel through the
 ATen graph. A convolution or linear layer *creates* a group (its output channels); BatchNorms, depthwise convs,
 activations, pooling and the like carry it on; a residual ``add`` (or ``mul``) *couples* the groups it combines
-(channel ``j`` of one with channel ``j`` of the other, so they become one group); ``cat`` lays groups side by side;
-a flatten before a linear layer repeats each channel H·W times. The result is a :data:`~sanas.spaces.inherit.Layout`:
+(channel ``j`` of one with channel ``j`` of the other, so they become one group), cutting a group in parts where the
+two sides' groups do not line up (a conv's 16 channels added to a ghost module's 8 and their 8 cheap copies);
+``cat`` lays groups side by side; a flatten before a linear layer repeats each channel H·W times; ``chunk`` and a
+channel shuffle (``view(b, g, c // g, h, w)``, transpose, view back) couple their equal blocks, which then shrink in
+lockstep. The result is a :data:`~sanas.spaces.inherit.Layout`:
 for every parameter and buffer, which group each position of each dimension belongs to — the same description
 :func:`~sanas.spaces.inherit.inherit_state` uses to build a narrower (or wider) child from trained weights.
 

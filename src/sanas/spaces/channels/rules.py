@@ -156,14 +156,14 @@ def fix_attributes(module: nn.Module) -> None:
 
 
 # --- elementwise ------------------------------------------------------------------------------------------------
-@rule("relu", "relu_", "relu6", "relu6_", "hardtanh", "hardtanh_", "sigmoid", "sigmoid_", "tanh", "tanh_", "silu", "silu_",
-      "hardswish", "hardswish_", "hardsigmoid", "hardsigmoid_", "gelu", "gelu_", "leaky_relu", "leaky_relu_", "elu",
-      "elu_", "selu", "selu_", "celu", "celu_", "mish", "mish_", "softplus", "dropout", "dropout_", "native_dropout",
-      "feature_dropout", "feature_dropout_", "alpha_dropout", "alpha_dropout_", "clone", "contiguous", "alias",
-      "detach", "detach_", "lift_fresh_copy", "_to_copy", "to", "type_as", "neg", "neg_", "abs", "abs_", "exp",
-      "exp_", "log", "log_", "sqrt", "sqrt_", "rsqrt", "rsqrt_", "square", "square_", "clamp", "clamp_", "clamp_min",
-      "clamp_min_", "clamp_max", "clamp_max_", "zeros_like", "ones_like", "empty_like", "full_like", "rand_like",
-      "randn_like", "pow", "pow_")
+@rule("relu", "relu_", "relu6", "relu6_", "hardtanh", "hardtanh_", "sigmoid", "sigmoid_", "tanh", "tanh_", "silu",
+      "silu_", "hardswish", "hardswish_", "hardsigmoid", "hardsigmoid_", "gelu", "gelu_", "leaky_relu", "leaky_relu_",
+      "elu", "elu_", "selu", "selu_", "celu", "celu_", "mish", "mish_", "softplus", "dropout", "dropout_",
+      "native_dropout", "feature_dropout", "feature_dropout_", "alpha_dropout", "alpha_dropout_", "clone",
+      "contiguous", "alias", "detach", "detach_", "lift_fresh_copy", "_to_copy", "to", "type_as", "neg", "neg_", "abs",
+      "abs_", "exp", "exp_", "log", "log_", "sqrt", "sqrt_", "rsqrt", "rsqrt_", "square", "square_", "clamp", "clamp_",
+      "clamp_min", "clamp_min_", "clamp_max", "clamp_max_", "zeros_like", "ones_like", "empty_like", "full_like",
+      "rand_like", "randn_like", "pow", "pow_")
 def unary(walk: Walk, node: Node) -> Any:
     """Elementwise or shape-preserving: the channel label passes through. An in-place variant (``relu6_``: what
     ``F.relu6(x, inplace=True)`` runs) returns its input, so it passes the label on in the same way."""
