@@ -134,3 +134,84 @@ def test_spawn_works_too(monkeypatch) -> None:
     data = torch.zeros(10, dtype=torch.uint8)
     assert run_isolated(fns.fill_and_report, data, 3).value[2] and int(data.sum()) == 30
     assert run_isolated(fns.segfault).signal == signal.SIGSEGV
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _children() -> int:
+    me = str(os.getpid())
+    count = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1] == me:
+                count += 1
+        except (OSError, IndexError):
+            pass
+    return count
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors through /proc")
+def test_failing_calls_leak_no_descriptor_and_no_process(tmp_path, monkeypatch) -> None:
+    """200 failed calls that carry a tensor in shared memory — half whose child dies, half whose child cannot
+    unpickle the call — leave the caller's open descriptors and child processes where 2 left them. Before, every
+    call whose child never took the tensor left its shared-memory descriptor open, and every dead child its
+    sentinel until a garbage collection (a search of crashing candidates ran out of descriptors)."""
+    (tmp_path / "ghost_module.py").write_text("class Ghost:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import ghost_module
+
+    ghost = ghost_module.Ghost()
+    data = torch.zeros(64, 3, 32, 32)
+    counts = []
+    with IsolatedRunner() as runner:
+        for i in range(200):
+            if i % 2:
+                assert runner.run(fns.exit_quietly_with, 3, data).exitcode == 3
+            else:
+                # The child cannot import the module (a path the caller added after the child started, then removed).
+                sys.path.remove(str(tmp_path))
+                try:
+                    with pytest.raises(RuntimeError, match="No module named 'ghost_module'"):
+                        runner.run(fns.echo, ghost, data)
+                finally:
+                    sys.path.insert(0, str(tmp_path))
+            if i in (1, 199):
+                counts.append((_open_descriptors(), _children()))
+    assert counts[1] == counts[0]
+
+
+def test_the_child_imports_what_the_caller_can(tmp_path, monkeypatch) -> None:
+    """A module the caller found on a folder it put on sys.path (a model module in the working directory, say)
+    imports in the child too, whatever folder the child's interpreter started in."""
+    (tmp_path / "user_module_xyz.py").write_text("class Thing:\n    value = 7\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import user_module_xyz
+
+    with IsolatedRunner() as runner:
+        (args, _), = [runner.run(fns.echo, user_module_xyz.Thing()).value]
+    assert args[0].value == 7
+
+
+def test_a_child_that_re_runs_an_unguarded_script_stops_in_one_line(tmp_path) -> None:
+    """A script that starts sanas work at its top level, without `if __name__ == "__main__":`, is run again by
+    every forkserver/spawn child: the child stops at the first sanas call with one line, and the caller raises."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import _isolated_fns as fns
+        from sanas.runs.isolate import run_isolated
+        print("top", flush=True)
+        print(run_isolated(fns.echo, 1).value)
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 1
+    assert "sanas: error: a child process re-ran unguarded.py, which starts an isolated process at its top level; " \
+           "put it under `if __name__ == \"__main__\":`" in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "sanas.processes.MainReimported: the isolated process re-ran unguarded.py from its top, which starts sanas "
+        "work again; put that work under `if __name__ == \"__main__\":`")
+    assert "bootstrapping phase" not in done.stderr

@@ -44,22 +44,20 @@ from dataclasses import dataclass
 from multiprocessing import resource_sharer
 from typing import Any
 
-__all__ = ["ISOLATION_ENV", "MAIN_REIMPORTED", "Isolated", "IsolatedRunner", "MainReimported", "refuse_in_bootstrap",
-           "run_isolated", "start_method"]
+from sanas.processes import MAIN_REIMPORTED, MainReimported, main_file, refuse_in_bootstrap
+
+__all__ = ["ISOLATION_ENV", "CannotReceive", "Isolated", "IsolatedRunner", "run_isolated", "start_method"]
 
 #: Environment variable choosing the start method: ``forkserver``, ``spawn`` or ``none``.
 ISOLATION_ENV = "SANAS_ISOLATION"
 _METHODS = ("forkserver", "spawn", "none")
 _PARENT_GONE = 70  # the child's exit status when its caller died
-#: The exit status of a child that re-ran its caller's main script and found sanas work there (refuse_in_bootstrap).
-MAIN_REIMPORTED = 71
 #: One call's arguments are pickled at a time, so the shared-memory offers made by that pickling are its own.
 _SENDING = threading.Lock()
 
 
-class MainReimported(RuntimeError):
-    """A child process re-ran the caller's main script, which starts sanas work outside
-    ``if __name__ == "__main__":`` (see :func:`refuse_in_bootstrap`)."""
+class CannotReceive(RuntimeError):
+    """The child could not unpickle a call (a class whose module it cannot import): every call would fail alike."""
 
 
 @dataclass
@@ -108,26 +106,6 @@ def _release(keys: set[int]) -> None:
             offer[1]()  # its close()
 
 
-def _main_file() -> str:
-    main = sys.modules.get("__main__")
-    return os.path.basename(getattr(main, "__file__", None) or "the main script")
-
-
-def refuse_in_bootstrap(what: str) -> None:
-    """Stop a process that sanas (or multiprocessing) started when it is still importing its caller's main script
-    and that script starts ``what`` at its top level, unguarded.
-
-    ``spawn`` and ``forkserver`` children run the main script again (as ``__mp_main__``) to find its functions;
-    a script that starts a search, or clears its run directory, outside ``if __name__ == "__main__":`` would do it
-    again in every child. The child says so in one line and exits with :data:`MAIN_REIMPORTED`; its caller
-    (:meth:`IsolatedRunner.run`) raises :class:`MainReimported`. Outside such a child this does nothing.
-    """
-    if getattr(multiprocessing.current_process(), "_inheriting", False):
-        print(f"sanas: error: a child process re-ran {_main_file()}, which starts {what} at its top level; put it "
-              f"under `if __name__ == \"__main__\":`", file=sys.stderr, flush=True)
-        os._exit(MAIN_REIMPORTED)
-
-
 def _describe(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
         try:
@@ -160,8 +138,7 @@ def _serve(calls: Any, alive: Any, path: list[str]) -> None:
         except EOFError:
             return
         except Exception as e:  # the call's arguments cannot be rebuilt here (a class whose module is missing)
-            calls.send(("raise", RuntimeError(f"the isolated process cannot receive the call: {type(e).__name__}: "
-                                              f"{e}"), traceback.format_exc()))
+            calls.send(("raise", CannotReceive(f"{type(e).__name__}: {e}"), traceback.format_exc()))
             continue
         if message is None:
             return
@@ -229,6 +206,7 @@ class IsolatedRunner:
         if proc.is_alive():
             proc.kill()
         proc.join()
+        proc.close()  # its sentinel now, not whenever a traceback that holds this frame is collected
         for conn in (self._calls, self._alive):
             conn.close()
 
@@ -267,7 +245,7 @@ class IsolatedRunner:
             exitcode = proc.exitcode
             self._stop(kill=True)
             if exitcode == MAIN_REIMPORTED:
-                raise MainReimported(f"the isolated process re-ran {_main_file()} from its top, which starts sanas "
+                raise MainReimported(f"the isolated process re-ran {main_file()} from its top, which starts sanas "
                                      f"work again; put that work under `if __name__ == \"__main__\":`")
             return Isolated(reason=_describe(exitcode), exitcode=exitcode)
         kind, value, text = message

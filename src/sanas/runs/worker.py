@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from sanas.atomic import atomic_write_text, clean_stale_temporaries
+from sanas.processes import refuse_in_bootstrap
 from sanas.runs.config import RunConfig
 from sanas.runs.console import USER_ERRORS, say, user_error_text
 from sanas.runs.parent import cutout_note, ensure_parent, parent_provenance
@@ -40,13 +41,33 @@ from sanas.runs.study import open_search, preflight, resolve_config
 from sanas.search.early_stop import stop_rule
 from sanas.search.storage import DEFAULT_CONNECT_TIMEOUT
 
-__all__ = ["CANDIDATES_DIR", "Interrupted", "WorkerSummary", "run_worker", "worker_main"]
+__all__ = ["CANDIDATES_DIR", "FAILURE_STREAK", "Interrupted", "SearchFailed", "WorkerSummary", "run_worker",
+           "worker_main"]
 
 CANDIDATES_DIR = "candidates"
 
 
+#: A search stops when this many candidates in a row fail with the same reason before any has finished: the cause
+#: is then systematic (a model module that does not import, a setting no candidate survives), not one candidate.
+FAILURE_STREAK = 3
+
+
 class Interrupted(Exception):
     """The worker was stopped by SIGINT/SIGTERM; its pending candidate was recorded as failed."""
+
+
+class SearchFailed(ValueError):
+    """The search cannot make progress: its first candidates failed alike, or it ended with none finished. The
+    message quotes the error and says what to do; a user error, so the CLI prints one line and exits with 2."""
+
+
+def _check_progress(reasons: list[str], finished: int, where: str) -> None:
+    """Raise :class:`SearchFailed` when the last :data:`FAILURE_STREAK` failures share one reason and no evaluation
+    of the search has finished."""
+    if finished == 0 and len(reasons) >= FAILURE_STREAK and len(set(reasons[-FAILURE_STREAK:])) == 1:
+        raise SearchFailed(f"stopped: the first {len(reasons)} candidates all failed the same way and none finished "
+                           f"({reasons[-1]}); fix that (its traceback, if any, is above) and rerun the same command "
+                           f"to resume {where}")
 
 
 @dataclass
@@ -94,7 +115,8 @@ def run_worker(config: RunConfig | None = None, run_dir: str | os.PathLike[str] 
     Raises :class:`Interrupted` after a SIGINT/SIGTERM, with the pending candidate recorded as interrupted (it is
     proposed again). Settings, data, storage URL and server address are checked before anything is written.
     """
-    from sanas.runs.isolate import IsolatedRunner
+    refuse_in_bootstrap("a search worker")
+    from sanas.runs.isolate import CannotReceive, IsolatedRunner
     from sanas.training import evaluate_candidate, prepare_data
 
     run_path = Path(run_dir) if run_dir is not None else None
@@ -114,6 +136,8 @@ def run_worker(config: RunConfig | None = None, run_dir: str | os.PathLike[str] 
     space = sa.space
     recipe = config.build_recipe(device=device)
     evaluated = failed = 0
+    reasons: list[str] = []  # this worker's failures since its last finished candidate
+    where = str(run_path) if run_path is not None else "the search"
     interrupted = False
     runner = IsolatedRunner()
     try:
@@ -145,6 +169,11 @@ def run_worker(config: RunConfig | None = None, run_dir: str | os.PathLike[str] 
                             retry=True)
                     interrupted = True
                     break
+                except CannotReceive as e:  # every candidate would fail alike: stop now, in one line
+                    sa.fail(f"crashed: the candidate's process cannot receive it: {e}", retry=True)
+                    raise SearchFailed(f"stopped: the candidate's process cannot receive it ({e}); every module the "
+                                       f"search uses must be importable in a fresh process (run from its folder, or "
+                                       f"set PYTHONPATH), then rerun the same command to resume {where}") from None
                 except Exception as e:  # a bug or bad setting: record it on the trial, then stop loudly
                     sa.fail(f"crashed: {type(e).__name__}: {e}", retry=True)
                     raise
@@ -155,6 +184,8 @@ def run_worker(config: RunConfig | None = None, run_dir: str | os.PathLike[str] 
                     say(progress, f"[worker {worker_id}] trial {number}: {reason}")
                     sa.fail(reason, retry=True)
                     failed += 1
+                    reasons.append(reason)
+                    _check_progress(reasons, evaluated or sa.current_info()["finished"], where)
                     continue
                 result = outcome.value
                 record = {**result.to_dict(), "trial": number, "worker": worker_id, "pid": os.getpid(),
@@ -165,6 +196,7 @@ def run_worker(config: RunConfig | None = None, run_dir: str | os.PathLike[str] 
                 if result.ok:
                     accepted = sa.reward(result.reward, curve=result.curve or None, stopped=result.stopped)
                     evaluated += 1
+                    reasons.clear()
                     verdict = ("stopped early: cannot reach the acceptance threshold "
                                f"{result.threshold:.4f}" if result.stopped else "accepted" if accepted else "rejected")
                     say(progress, f"[worker {worker_id}] trial {number}: reward {result.reward:.4f} "
@@ -172,6 +204,8 @@ def run_worker(config: RunConfig | None = None, run_dir: str | os.PathLike[str] 
                 else:
                     sa.fail(result.reason)
                     failed += 1
+                    reasons.append(result.reason)
+                    _check_progress(reasons, evaluated or sa.current_info()["finished"], where)
             interrupted = interrupted or state["stop"]
         info = sa.current_info()
     finally:
@@ -179,6 +213,10 @@ def run_worker(config: RunConfig | None = None, run_dir: str | os.PathLike[str] 
         sa.close()
     if interrupted:
         raise Interrupted(f"worker {worker_id} stopped; rerun the same command to resume")
+    if failed and not info.get("finished"):
+        common = max(set(reasons), key=reasons.count) if reasons else "see the report"
+        raise SearchFailed(f"the search ended with no finished evaluation: {failed} candidate(s) failed (most often: "
+                           f"{common}); fix that and rerun the same command to resume {where}")
     return WorkerSummary(evaluated, failed, interrupted, info)
 
 

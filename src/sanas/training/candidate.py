@@ -21,6 +21,7 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import nn
 
+from sanas.processes import refuse_in_bootstrap
 from sanas.spaces import SearchSpace
 from sanas.training.data import TrainingData
 from sanas.training.recipe import Recipe
@@ -148,6 +149,7 @@ def evaluate_candidate(tokens: Sequence[int], space: SearchSpace, data: Training
     >>> result.status, 0.0 <= result.reward <= 1.0
     ('ok', True)
     """
+    refuse_in_bootstrap("training a candidate")
     recipe = recipe or Recipe()
     tokens = space.validate(tokens)
     if recipe.evaluation == "inherit":

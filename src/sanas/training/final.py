@@ -5,7 +5,13 @@
     checkpoint.pt       model, optimizer, scheduler, RNG states, epoch, metrics (written atomically each epoch)
     model.safetensors   the trained weights
     model.json          space config, tokens, recipe, data split, per-epoch metrics, test accuracy
+    model.pt2           the trained network as a ``torch.export`` program: ``torch.export.load(path).module()``
+                        runs it with PyTorch alone (no sanas, no model code), at the data's image size, any batch
     model.onnx          with the ``onnx`` extra (``pip install 'sanas[onnx]'``), unless ``onnx=False``
+
+:func:`~sanas.training.saved.load_model` gets the network back in one call: rebuilt from ``model.json`` and the
+weights where its space can be rebuilt (a built-in space, a model given as an entry point, or ``model=`` the
+trained model itself), else the program.
 
 A run killed at any moment (even ``kill -9``) loses at most the epoch in progress: ``resume=True`` reloads
 the checkpoint and continues with the same RNG states, so the resumed run equals an uninterrupted one. A kill in
@@ -31,15 +37,17 @@ import torch
 from safetensors.torch import save
 
 from sanas.atomic import atomic_write_bytes, clean_stale_temporaries
+from sanas.processes import refuse_in_bootstrap
 from sanas.spaces import SearchSpace
+from sanas.spaces.channels import export_program
 from sanas.training.data import TrainingData
 from sanas.training.distributed import STREAMS, Launch, barrier, rank_seed
 from sanas.training.recipe import Recipe
-from sanas.training.saved import MODEL_JSON, WEIGHTS, load_model, weights_digest
+from sanas.training.saved import MODEL_JSON, PROGRAM, WEIGHTS, load_model, weights_digest
 from sanas.training.trainer import EpochMetrics, Progress, Trainer, _Reporter
 
 __all__ = ["FinalResult", "OnnxOutcome", "export_onnx", "load_model", "missing_onnx_packages", "train_final",
-           "weights_digest", "write_onnx"]
+           "weights_digest", "write_onnx", "write_program"]
 
 CHECKPOINT = "checkpoint.pt"
 ONNX = "model.onnx"
@@ -81,15 +89,17 @@ def missing_onnx_packages() -> list[str]:
 
 @dataclass(frozen=True)
 class OnnxOutcome:
-    """What :func:`write_onnx` did: ``written`` (the file is complete at its path) and the line to print."""
+    """What an export (:func:`write_onnx`, :func:`write_program`) did: ``written`` (the file is complete at its
+    path) and the line to print."""
 
     written: bool
     message: str
 
 
-def write_onnx(net: torch.nn.Module, in_channels: int, path: str | Path) -> OnnxOutcome:
-    """Export ``net`` to ONNX at ``path`` (dynamic batch, 32×32 input); returns whether the file was written and
-    a one-line message of the outcome.
+def write_onnx(net: torch.nn.Module, in_channels: int, path: str | Path,
+               input_size: Sequence[int] = (32, 32)) -> OnnxOutcome:
+    """Export ``net`` to ONNX at ``path`` (dynamic batch, ``in_channels`` × ``input_size`` images); returns whether
+    the file was written and a one-line message of the outcome.
 
     One self-contained file (weights inside), written atomically by PyTorch's ``torch.export``-based exporter;
     input ``images``, output ``logits``. Optional: without the ``onnx`` extra, or when the exporter fails, nothing
@@ -111,7 +121,7 @@ def write_onnx(net: torch.nn.Module, in_channels: int, path: str | Path) -> Onnx
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", FutureWarning)
             # Batch 2, not 1: torch.export specialises a dimension traced at size 1.
-            program = torch.onnx.export(net, (torch.zeros(2, in_channels, 32, 32),), dynamo=True, verbose=False,
+            program = torch.onnx.export(net, (torch.zeros(2, in_channels, *input_size),), dynamo=True, verbose=False,
                                         input_names=["images"], output_names=["logits"],
                                         dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
             blob = program.model_proto.SerializeToString()
@@ -121,6 +131,29 @@ def write_onnx(net: torch.nn.Module, in_channels: int, path: str | Path) -> Onnx
                                   f"complete")
     finally:
         registration.setLevel(level)
+    return OnnxOutcome(True, f"wrote {path}")
+
+
+def write_program(net: torch.nn.Module, example: torch.Tensor, path: str | Path) -> OnnxOutcome:
+    """Save ``net`` as a ``torch.export`` program at ``path`` (atomically), for inputs shaped like ``example`` at any
+    batch size; as with ONNX, a failure writes nothing and says why in the message, the weights stay complete.
+
+    >>> import tempfile
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(144, 2))
+    >>> path = Path(tempfile.mkdtemp()) / "model.pt2"
+    >>> write_program(net, torch.zeros(1, 1, 8, 8), path).written
+    True
+    >>> torch.export.load(path).module()(torch.zeros(3, 1, 8, 8)).shape
+    torch.Size([3, 2])
+    """
+    net = net.eval().float().to("cpu", memory_format=torch.contiguous_format)
+    buffer = io.BytesIO()
+    try:
+        export_program(net, example.float().to("cpu"), buffer)  # type: ignore[arg-type]  # torch.export.save takes files
+    except Exception as e:  # as for ONNX: a failure must not lose a finished training
+        return OnnxOutcome(False, f"program export failed ({str(e).splitlines()[0]}); the safetensors weights are "
+                                  f"complete")
+    atomic_write_bytes(Path(path), buffer.getvalue())
     return OnnxOutcome(True, f"wrote {path}")
 
 
@@ -162,6 +195,7 @@ def train_final(tokens: Sequence[int], space: SearchSpace, data: TrainingData, r
     >>> len(r.metrics), load_model(out).training
     (2, False)
     """
+    refuse_in_bootstrap("a final training")
     tokens = space.validate(tokens)
     out = Path(out_dir)
     checkpoint = out / CHECKPOINT
@@ -234,8 +268,14 @@ def train_final(tokens: Sequence[int], space: SearchSpace, data: TrainingData, r
             "seeds_epoch0": {stream: [rank_seed(recipe.seed, r, 0, stream) for r in range(launch.world_size)]
                              for stream in STREAMS}}
     _atomic_json(out / MODEL_JSON, record)
+    # The trained network as it was saved, rebuilt by this space (which holds the model even when no config can).
+    net = space.token2arch(tokens)
+    net.load_state_dict(weights)
+    example = torch.zeros(2, *trainer.data.test()[0].shape[1:])
+    exports = [write_program(net, example, out / PROGRAM)]
     if onnx:
-        outcome = write_onnx(load_model(out), trainer.data.in_channels, out / ONNX)
+        exports.append(write_onnx(net, trainer.data.in_channels, out / ONNX, input_size=tuple(example.shape[2:])))
+    for outcome in exports:
         if progress != "none":
             print(outcome.message, file=sys.stderr)
     if progress != "none":

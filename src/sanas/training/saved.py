@@ -1,5 +1,7 @@
 """A model folder as :func:`~sanas.training.final.train_final` leaves it: the names of its files, and
-:func:`load_model`, which rebuilds the trained network from ``model.json`` and ``model.safetensors``.
+:func:`load_model`, which rebuilds the trained network from ``model.json`` and ``model.safetensors`` — or, where
+its space cannot be rebuilt from the folder alone (a ``ModelSpace`` made from a model object), loads the
+``torch.export`` program ``model.pt2``.
 
 It sits below the trainer and the final training (both read a parent's folder), so that imports flow one way:
 data → saved → trainer → final.
@@ -17,10 +19,11 @@ from safetensors.torch import load_file
 
 from sanas.spaces import space_from_config
 
-__all__ = ["MODEL_JSON", "WEIGHTS", "load_model", "weights_digest"]
+__all__ = ["MODEL_JSON", "PROGRAM", "WEIGHTS", "load_model", "weights_digest"]
 
 WEIGHTS = "model.safetensors"
 MODEL_JSON = "model.json"
+PROGRAM = "model.pt2"
 
 
 def weights_digest(net: torch.nn.Module) -> str:
@@ -51,27 +54,37 @@ def _truncated_tensor(path: Path) -> str | None:
     return next((name for end, name in ends if end > available), None)
 
 
-def load_model(out_dir: str | Path) -> torch.nn.Module:
+def load_model(out_dir: str | Path, model: torch.nn.Module | str | None = None) -> torch.nn.Module:
     """Rebuild the network saved by :func:`train_final` in ``out_dir``, weights loaded, in eval mode.
 
-    The space config and tokens come from ``model.json``; the weights from ``model.safetensors``. A missing,
-    corrupt or truncated file, or weights that do not fit the network (a tensor too many, missing, or of
-    another shape), raise ``ValueError`` (``FileNotFoundError`` for a missing file) naming the file and the
-    tensor.
+    The space config and tokens come from ``model.json``; the weights from ``model.safetensors``. A child of a
+    ``ModelSpace`` made from a model object (its config names no entry point) is rebuilt as the user's own class
+    when ``model`` is the trained model it was compressed from (or an entry point returning it); without it, the
+    folder's ``torch.export`` program is loaded instead (``model.pt2``: no model code needed; it runs in eval mode
+    and cannot be switched to training). A missing, corrupt or truncated file, or weights that do not fit the
+    network (a tensor too many, missing, or of another shape), raise ``ValueError`` (``FileNotFoundError`` for a
+    missing file) naming the file and the tensor.
     """
     out = Path(out_dir)
-    for name in (MODEL_JSON, WEIGHTS):
-        if not (out / name).is_file():
-            raise FileNotFoundError(f"{out / name} is missing: expected a folder written by train_final")
     meta, weights_path = out / MODEL_JSON, out / WEIGHTS
+    if not meta.is_file():
+        raise FileNotFoundError(f"{meta} is missing: expected a folder written by train_final")
     try:
         info = json.loads(meta.read_text())
-        net = space_from_config(info["space"]).token2arch(info["tokens"])
+        config = dict(info["space"])
+        tokens = info["tokens"]
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{meta} is corrupt ({e}); expected the JSON written by train_final") from None
     except (KeyError, TypeError) as e:
         raise ValueError(f"{meta} does not describe a model (no {e}); expected the JSON written by "
                          f"train_final") from None
+    if model is not None:
+        config["model"] = model
+    elif "model" in config and config["model"] is None:  # a ModelSpace made from a model object
+        return _load_program(out, info)
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"{weights_path} is missing: expected a folder written by train_final")
+    net = space_from_config(config).token2arch(tokens)
     try:
         weights = load_file(weights_path)
     except Exception as e:  # safetensors' own error type is not public API
@@ -95,3 +108,17 @@ def load_model(out_dir: str | Path) -> torch.nn.Module:
     net.load_state_dict(weights)
     net.sanas_info = info  # model.json: metrics, test accuracy, params (what a fine-tuned child is compared with)
     return net.eval()
+
+
+def _load_program(out: Path, info: dict) -> torch.nn.Module:
+    path = out / PROGRAM
+    if not path.is_file():
+        raise ValueError(f"{out / MODEL_JSON} is a child of a model given as an object, and {path} is missing: pass "
+                         f"the trained model, load_model({str(out)!r}, model=trained_model)")
+    try:
+        net = torch.export.load(path).module()
+    except Exception as e:
+        raise ValueError(f"{path} cannot be read ({str(e).splitlines()[0]}); expected the program written by "
+                         f"train_final") from None
+    net.sanas_info = info
+    return net
