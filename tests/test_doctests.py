@@ -17,7 +17,7 @@ import sanas
 WITH_EXAMPLES = {
     "sanas", "sanas.atomic", "sanas.cli",
     "sanas.network.genotypes", "sanas.network.model", "sanas.network.operations",
-    "sanas.report.summary",
+    "sanas.report.search", "sanas.report.summary",
     "sanas.runs.config", "sanas.runs.isolate",
     "sanas.search.api", "sanas.search.budget", "sanas.search.chain", "sanas.search.early_stop", "sanas.search.lease",
     "sanas.search.samplers", "sanas.search.storage",

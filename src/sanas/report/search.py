@@ -35,7 +35,7 @@ from sanas.search.samplers import SAMPLERS, SimulatedAnnealingSampler
 from sanas.spaces import SearchSpace
 from sanas.training.recipe import DEFAULT_EPOCHS
 
-__all__ = ["Candidate", "SearchReport", "build_report", "render_report", "write_report"]
+__all__ = ["Candidate", "SearchReport", "build_report", "failure_line", "render_report", "write_report"]
 
 
 @dataclass
@@ -204,12 +204,27 @@ def headline(report: SearchReport) -> list[str]:
                      f"they rank candidates, they are not final accuracies, and short proxies are noisy. "
                      f"Retrain the best with `sanas train` to know its accuracy.")
     if report.failed:
-        reasons: dict[str, int] = {}
-        for c in report.failed:
-            key = c.reason.split(":")[0] or "unknown"
-            reasons[key] = reasons.get(key, 0) + 1
-        lines.append("Failed: " + ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())) + ".")
+        lines.append(failure_line(report))
     return lines
+
+
+def failure_line(report: SearchReport) -> str:
+    """How many candidates failed and why: the reasons (up to the first ``;``), most frequent first.
+
+    >>> failed = [Candidate(i, [0], "failed", None, 1, 0, None, r) for i, r in enumerate([
+    ...     "crashed: killed by SIGSEGV; proposed again", "non-finite loss at epoch 1", "crashed: killed by SIGSEGV"])]
+    >>> failure_line(SearchReport({}, None, [0], 1, failed, [], 3))
+    '3 candidates failed: 2 × crashed: killed by SIGSEGV, 1 × non-finite loss at epoch 1.'
+    """
+    reasons: dict[str, int] = {}
+    for c in report.failed:
+        key = (c.reason or "no reason recorded").split(";")[0].strip()
+        reasons[key] = reasons.get(key, 0) + 1
+    ranked = sorted(reasons.items(), key=lambda item: (-item[1], item[0]))
+    shown = ", ".join(f"{n} × {r}" for r, n in ranked[:3]) + (f", {len(ranked) - 3} other reasons" if len(ranked) > 3
+                                                               else "")
+    n = len(report.failed)
+    return f"{n} candidate{'s' if n != 1 else ''} failed: {shown}."
 
 
 def _finalist_lines(report: SearchReport) -> list[str]:
