@@ -359,6 +359,20 @@ def test_bad_entry_points(monkeypatch, spec, message):
         load_entry_point(spec)
 
 
+def test_an_entry_point_that_raises_or_needs_an_argument_is_one_line_quoting_it(tmp_path, monkeypatch):
+    (tmp_path / "broken_models_xyz.py").write_text("def raises():\n    raise RuntimeError('weights file gone')\n\n"
+                                                   "def needs(path):\n    return path\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError) as raised:
+        load_entry_point("broken_models_xyz:raises")
+    assert str(raised.value) == ("model entry point 'broken_models_xyz:raises' raised RuntimeError: weights file gone "
+                                 "(at broken_models_xyz.py:2); expected a function without arguments that returns "
+                                 "the trained model")
+    with pytest.raises(ValueError, match=r"'broken_models_xyz:needs' raised TypeError: needs\(\) missing 1 required "
+                                         r"positional argument: 'path'; expected a function without arguments"):
+        load_entry_point("broken_models_xyz:needs")
+
+
 def test_bad_models_say_what_to_do():
     with pytest.raises(ValueError, match=r"OnlyLinear has no channel group sanas can search \(fc \(10 ch\) reaches "
                                          r"the model's output\)"):

@@ -32,7 +32,7 @@ import site
 import sys
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -43,7 +43,8 @@ from sanas.spaces.base import SearchSpace, positive_int, register_space, tag_net
 from sanas.spaces.channels import ChannelGraph, export_program, trace_channels
 from sanas.spaces.inherit import inherit_state
 
-__all__ = ["GRANULARITIES", "ModelSpace", "entry_point_root", "forward_digest", "load_entry_point", "weights_digest"]
+__all__ = ["GRANULARITIES", "ModelSpace", "entry_point_root", "forward_digest", "import_entry_point",
+           "load_entry_point", "user_error", "weights_digest"]
 
 #: Token granularities: one token per channel group, or one per stage of repeating groups.
 GRANULARITIES = ("group", "stage")
@@ -120,6 +121,39 @@ def entry_point_root(spec: str, root: str | None = None) -> str | None:
     return found if found is not None and found not in _SITE_FOLDERS else None
 
 
+def import_entry_point(spec: str, root: str | None = None, what: str = "entry point") -> Callable[..., Any]:
+    """The function named by ``"module:function"`` (or ``"path/to/file.py:function"``), imported as
+    :func:`load_entry_point` imports a model's: from ``root``, else the working directory, else ``sys.path``.
+
+    ``what`` names it in errors (``"model entry point"``, ``"--evaluate"``, ...).
+
+    >>> import_entry_point("math:sqrt")(16.0)
+    4.0
+    """
+    if not isinstance(spec, str):
+        raise ValueError(f"{what} is {spec!r}, expected a string 'module:function'")
+    module_name, sep, func_name = spec.rpartition(":")
+    if not sep or not module_name or not func_name.isidentifier():
+        raise ValueError(f"{what} {spec!r} is not 'module:function' (e.g. 'mymodels:trained_resnet')")
+    try:
+        module = _import_entry_module(module_name, root)
+    except Exception as e:
+        raise ValueError(f"cannot load {module_name!r} for {what} {spec!r}: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    function = getattr(module, func_name, None)
+    if not callable(function):
+        raise ValueError(f"{what} {spec!r}: {module_name} has no function {func_name!r}")
+    return function
+
+
+def user_error(spec: str, e: BaseException, what: str = "entry point") -> str:
+    """One line for an error raised by the user's own function ``spec``: its type, message and where it was
+    raised (file and line)."""
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename != __file__]  # the user's, not ours
+    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    return f"{what} {spec!r} raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}{where}"
+
+
 def load_entry_point(spec: str, root: str | None = None) -> nn.Module:
     """Call the entry point ``"module:function"`` (or ``"path/to/file.py:function"``) and return its model.
 
@@ -127,26 +161,12 @@ def load_entry_point(spec: str, root: str | None = None) -> nn.Module:
     the working directory (as ``python -m`` would), else ``sys.path``; a file by its name from its folder. That
     folder then stays on ``sys.path``, so the processes a search starts import the module the same way.
     """
-    if not isinstance(spec, str):
-        raise ValueError(f"model entry point is {spec!r}, expected a string 'module:function'")
-    module_name, sep, func_name = spec.rpartition(":")
-    if not sep or not module_name or not func_name.isidentifier():
-        raise ValueError(f"model entry point {spec!r} is not 'module:function' (e.g. 'mymodels:trained_resnet')")
-    try:
-        module = _import_entry_module(module_name, root)
-    except Exception as e:
-        raise ValueError(f"cannot load {module_name!r} for model entry point {spec!r}: {type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''}") from None
-    function = getattr(module, func_name, None)
-    if not callable(function):
-        raise ValueError(f"model entry point {spec!r}: {module_name} has no function {func_name!r}")
+    function = import_entry_point(spec, root, "model entry point")
     try:
         model = function()
     except Exception as e:  # the user's own code: quote its error in one line, with where it was raised
-        where = traceback.extract_tb(e.__traceback__)[-1]
-        raise ValueError(f"model entry point {spec!r} raised {type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''} (at {Path(where.filename).name}:{where.lineno}); "
-                         f"expected a function without arguments that returns the trained model") from None
+        raise ValueError(f"{user_error(spec, e, 'model entry point')}; expected a function without arguments that "
+                         f"returns the trained model") from None
     if not isinstance(model, nn.Module):
         raise ValueError(f"model entry point {spec!r} returned {type(model).__name__}, expected a torch.nn.Module")
     return model
