@@ -27,6 +27,7 @@ from sanas.training.data import TrainingData
 from sanas.training.recipe import Recipe
 from sanas.training.saved import load_model
 from sanas.training.trainer import EpochMetrics, Progress, Trainer, TrainingFailed, _Reporter
+from sanas.training.user import UserFunctions, note_user_functions, user_functions
 
 __all__ = ["CandidateResult", "StopCheck", "check_points", "evaluate_candidate"]
 
@@ -97,7 +98,8 @@ def _load_parent(parent: nn.Module | str | os.PathLike[str]) -> nn.Module:
     return load_model(parent)
 
 
-def _finetune(trainer: Trainer, result: CandidateResult, reporter: _Reporter, stop: StopCheck | None) -> None:
+def _finetune(trainer: Trainer, result: CandidateResult, reporter: _Reporter, stop: StopCheck | None,
+              user: UserFunctions) -> None:
     """The inherit evaluation: BatchNorm re-estimation, then fine-tuning with checks; fills ``result``."""
     r = trainer.recipe
     trainer.reestimate_bn(r.bn_batches)
@@ -105,15 +107,30 @@ def _finetune(trainer: Trainer, result: CandidateResult, reporter: _Reporter, st
     images, labels = trainer.data.val()
 
     def score(trained: EpochMetrics | None) -> float:
-        """Held-out top-1 now: that of the pass just trained (it ends with this evaluation), else measured."""
-        top1 = trainer.evaluate(images, labels)[1] if trained is None else trained.val_top1
-        result.curve.append([trainer.steps_done / trainer.steps_per_epoch, top1])
+        """The reward now: the user's evaluate, else the held-out top-1 (that of the pass just trained, which ends
+        with this evaluation, else measured)."""
+        if user.evaluate is not None:
+            top1 = user.reward(trainer.net)
+        else:
+            top1 = trainer.evaluate(images, labels)[1] if trained is None else trained.val_top1
+        result.curve.append([result.epochs, top1])
         return top1
+
+    if user.finetune is not None:  # one call trains it all: only the check before it can stop the candidate
+        if stop is not None and r.retain_epoch > 0 and stop.should_stop(0, score(None)):
+            result.status, result.reward, result.stopped = "ok", result.curve[-1][1], True
+            return
+        if r.retain_epoch > 0:
+            user.train(trainer.net, r.retain_epoch)
+            result.epochs = float(r.retain_epoch)
+        result.status, result.reward = "ok", score(None)
+        return
 
     last: EpochMetrics | None = None
     for i, at in enumerate(check_points(trainer.total_steps, r.stop_checks)):
         if at > trainer.steps_done:
             last = trainer.run_epoch(reporter, steps=at - trainer.steps_done)
+        result.epochs = trainer.steps_done / trainer.steps_per_epoch
         top1 = score(last)
         last = None
         if stop is not None and stop.should_stop(i, top1, [c[1] for c in result.curve[:-1]]):
@@ -121,6 +138,7 @@ def _finetune(trainer: Trainer, result: CandidateResult, reporter: _Reporter, st
             return
     while trainer.steps_done < trainer.total_steps:
         last = trainer.run_epoch(reporter)
+    result.epochs = trainer.steps_done / trainer.steps_per_epoch
     result.status, result.reward = "ok", score(last)
 
 
@@ -163,15 +181,28 @@ def evaluate_candidate(tokens: Sequence[int], space: SearchSpace, data: Training
     trainer: Trainer | None = None
     reporter = _Reporter(progress, f"candidate {tokens}" if len(tokens) <= 8 else "candidate",
                          math.ceil(recipe.retain_epoch))
+    user = user_functions(recipe)
+    if progress != "none":
+        note_user_functions(user, recipe, stop_rule is not None)
     try:
         trainer = Trainer(space, tokens, data, recipe, parent=parent)  # type: ignore[arg-type]
         with reporter:
             if trainer.inherited:
-                _finetune(trainer, result, reporter, stop_rule)
+                _finetune(trainer, result, reporter, stop_rule, user)
             else:
-                for _ in range(recipe.retain_epoch):
-                    trainer.run_epoch(reporter)
-                result.status, result.reward = "ok", trainer.reward()
+                if user.finetune is not None:
+                    user.train(trainer.net, recipe.retain_epoch)
+                    result.epochs = float(recipe.retain_epoch)
+                else:
+                    for _ in range(recipe.retain_epoch):
+                        trainer.run_epoch(reporter)
+                if user.evaluate is not None:
+                    reward = user.reward(trainer.net)
+                elif user.finetune is not None:  # no epochs of sanas' own to average: the held-out top-1 now
+                    reward = trainer.evaluate(*trainer.data.val())[1]
+                else:
+                    reward = trainer.reward()
+                result.status, result.reward = "ok", reward
     except TrainingFailed as e:
         result.reason = e.reason
     except (RuntimeError, MemoryError) as e:
@@ -181,7 +212,8 @@ def evaluate_candidate(tokens: Sequence[int], space: SearchSpace, data: Training
     finally:
         if trainer is not None:
             result.metrics = list(trainer.metrics)
-            result.epochs = trainer.steps_done / trainer.steps_per_epoch
+            if user.finetune is None:
+                result.epochs = trainer.steps_done / trainer.steps_per_epoch
         # Drop the network and optimizer before the next candidate, so a failed one leaves no memory behind.
         trainer = None
         gc.collect()

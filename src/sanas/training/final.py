@@ -45,6 +45,7 @@ from sanas.training.distributed import STREAMS, Launch, barrier, rank_seed
 from sanas.training.recipe import Recipe
 from sanas.training.saved import MODEL_JSON, PROGRAM, WEIGHTS, load_model, weights_digest
 from sanas.training.trainer import EpochMetrics, Progress, Trainer, _Reporter
+from sanas.training.user import note_user_functions, user_functions
 
 __all__ = ["FinalResult", "OnnxOutcome", "export_onnx", "load_model", "missing_onnx_packages", "train_final",
            "weights_digest", "write_onnx", "write_program"]
@@ -241,8 +242,13 @@ def train_final(tokens: Sequence[int], space: SearchSpace, data: TrainingData, r
         print(f"final: resuming {checkpoint}: {resumed_from} of {math.ceil(recipe.retain_epoch)} epochs done",
               file=sys.stderr, flush=True)
     reporter = _Reporter(progress, "final", math.ceil(recipe.retain_epoch))
+    user = user_functions(recipe)
+    if user.finetune is not None:  # the user's loop trains it, in one call: no per-epoch checkpoint to resume
+        if main and progress != "none":
+            note_user_functions(user, recipe, early_stop=False)
+        user.train(trainer.net, recipe.retain_epoch)
     with reporter:
-        while trainer.steps_done < trainer.total_steps:
+        while user.finetune is None and trainer.steps_done < trainer.total_steps:
             m = trainer.run_epoch(reporter)
             if main:
                 state = trainer.state_dict()
@@ -261,6 +267,8 @@ def train_final(tokens: Sequence[int], space: SearchSpace, data: TrainingData, r
     atomic_write_bytes(out / WEIGHTS, save(weights, metadata={"format": "sanas"}))
     record: dict[str, Any] = {**identity, "params": params, "metrics": [m.to_dict() for m in trainer.metrics],
                               "test": {"loss": test_loss, "top1": test_top1, "top5": test_top5}}
+    if user.evaluate is not None:
+        record["evaluate"] = user.reward(trainer.net)  # the user's own score of the trained model
     if launch is not None:  # how the last run was launched; each rank's seeds of its random streams, epoch 0
         record["distributed"] = {
             "world_size": launch.world_size, "backend": launch.backend, "sync_bn": sync_bn,

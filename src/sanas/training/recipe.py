@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +77,13 @@ class Recipe:
     the same augmented batch; the auxiliary head keeps its plain cross-entropy. Default: :data:`DEFAULT_DISTILL`
     with ``evaluation="inherit"`` (measured in ``benchmarks/final_curve.py``), 0 from scratch (no parent).
 
+    ``evaluate`` and ``finetune`` put the user's own code in place of sanas' (a function, or an entry point
+    ``"module:function"`` imported as a model's is; :mod:`sanas.training.user`): ``evaluate(model) -> float``
+    (higher is better) scores every candidate instead of the held-out top-1; ``finetune(model, epochs)`` trains
+    it in place of the built-in loop wherever sanas would train (candidates, finalists, the final model). BatchNorm
+    re-estimation still runs before it; distillation, per-epoch checkpoints and the early stop's intermediate
+    checks do not (the user's loop owns the training), and sanas says so once.
+
     >>> Recipe(retain_epoch=2, batch_size=32).total_steps(100)
     8
     """
@@ -104,6 +112,8 @@ class Recipe:
     augment: bool = True
     distill: float | None = None
     distill_temperature: float = 4.0
+    evaluate: str | Callable[..., Any] | None = None
+    finetune: str | Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
         if self.evaluation not in EVALUATIONS:
@@ -157,6 +167,10 @@ class Recipe:
             raise ValueError(no_teacher(self.distill, f"the {self.evaluation} evaluation has no parent"))
         if self.device != "auto":
             torch.device(self.device)  # raises on nonsense like "gpu"
+        for name in ("evaluate", "finetune"):
+            value = getattr(self, name)
+            if value is not None and not callable(value) and not (isinstance(value, str) and ":" in value):
+                raise ValueError(f"{name} is {value!r}, expected a function or an entry point 'module:function'")
 
     def resolve_device(self) -> torch.device:
         if self.device == "auto":
@@ -178,4 +192,9 @@ class Recipe:
         return full + (1 if rest >= 2 else 0)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The settings as JSON values: a user function given as an object is named ``module:qualname``."""
+        out = dataclasses.asdict(self)
+        for name in ("evaluate", "finetune"):
+            if callable(out[name]):
+                out[name] = f"{out[name].__module__}:{out[name].__qualname__}"
+        return out
