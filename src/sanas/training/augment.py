@@ -4,6 +4,13 @@ Per sample: zero-pad 4 and take a random 32×32 crop, flip horizontally with p =
 normalise with the dataset's mean/std, then Cutout: a 16×16 square of zeros centred uniformly in the image,
 clipped at the borders (applied after normalisation, as in PaddleSlim's reader). Crop and flip are one
 ``gather`` with per-sample indices; Cutout is one broadcast mask. No per-sample Python.
+
+Other sizes (:meth:`Augment.for_size`): the padding and the Cutout side are scaled from their values at 32 by the
+image's shorter side ``s``, rounded half up: ``pad = round(4·s/32)``, ``cutout = round(c·s/32)`` for a recipe's
+cutout ``c`` (DARTS' 16). At 32×32 that is exactly the augmentation above; at 64×64 pad 8 and a 32×32 hole; at
+28×28 pad 4 and 14. The same pad-crop, flip and Cutout at every size, rather than a random-resized crop for large
+images: a user's images are decoded once and held at the input size, so a resized crop could only enlarge pixels
+already shrunk, and this is the augmentation the recipe's defaults were measured with. Square, because Cutout is.
 """
 
 from __future__ import annotations
@@ -12,7 +19,10 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["Augment", "normalize"]
+__all__ = ["Augment", "normalize", "scaled"]
+
+#: The size the augmentation's pixel settings (pad 4, a recipe's cutout) are stated at.
+REFERENCE_SIDE = 32
 
 
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -24,6 +34,15 @@ def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
     scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=images.device).view(1, -1, 1, 1)
     shift = torch.tensor([m / s for m, s in zip(mean, std, strict=True)], device=images.device).view(1, -1, 1, 1)
     return images.float() * scale - shift
+
+
+def scaled(pixels: int, side: int) -> int:
+    """``pixels`` at a 32-pixel side, scaled to ``side`` and rounded half up (integers only: exact).
+
+    >>> scaled(4, 32), scaled(16, 32), scaled(4, 28), scaled(16, 224), scaled(4, 12)
+    (4, 16, 4, 112, 2)
+    """
+    return (pixels * side + REFERENCE_SIDE // 2) // REFERENCE_SIDE
 
 
 class Augment:
@@ -48,6 +67,21 @@ class Augment:
             raise ValueError(f"pad ({pad}) and cutout ({cutout}) must be non-negative")
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         self.pad, self.flip, self.cutout = pad, flip, cutout
+
+    @classmethod
+    def for_size(cls, mean: Sequence[float], std: Sequence[float], size: Sequence[int], cutout: int = 16,
+                 flip: bool = True) -> Augment:
+        """The augmentation for ``size = (H, W)`` images: pad 4 and ``cutout`` (both stated at 32×32) scaled by the
+        shorter side (:func:`scaled`); exactly ``Augment(mean, std, cutout=cutout)`` at 32×32.
+
+        >>> aug = Augment.for_size([0.5], [0.25], (64, 96), cutout=16)
+        >>> aug.pad, aug.cutout
+        (8, 32)
+        """
+        if len(size) != 2 or min(size) < 1:
+            raise ValueError(f"size is {tuple(size)}, expected two positive integers H W")
+        side = int(min(size))
+        return cls(mean, std, pad=scaled(4, side), flip=flip, cutout=scaled(cutout, side))
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator,
                  channels_last: bool = False) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Datasets held in memory as uint8 tensors, and the train / held-out / test splits the trainer uses.
 
-Three datasets, all 32×32 (what the DARTS CIFAR network and its auxiliary head expect):
+Built-in datasets are 32×32 (what the DARTS CIFAR network and its auxiliary head were made for); a user's data
+keeps its own size, or takes ``input_size``:
 
 * ``cifar10``: the ``cifar-10-batches-py`` pickle files (``data_batch_1..5``, ``test_batch``), read with a
   restricted unpickler that only admits what that format needs. ``download=True`` fetches the official
@@ -9,6 +10,18 @@ Three datasets, all 32×32 (what the DARTS CIFAR network and its auxiliary head 
   The 28×28 grey images are zero-padded to 32×32 and kept grey: the network is built with
   ``in_channels=1`` (replicating to three channels would only triple the stem's input work).
 * ``synthetic``: deterministic, class-dependent images for fast tests; needs no files.
+* ``folder``: an image folder in torchvision's ImageFolder layout, ``root/train/<class>/…`` and
+  ``root/test/<class>/…``, or ``root/<class>/…`` with the test part held out (:data:`HELD_OUT_TEST_FRACTION` of
+  each class, seeded). PNG, JPEG, BMP and WebP, decoded once with Pillow (:func:`fit_image` says how an image is
+  brought to the input size and channels). Class names are the sorted folder names.
+* ``npz``: a NumPy ``.npz`` file with ``x_train, y_train, x_test, y_test`` (uint8 images N×H×W×C, N×C×H×W or
+  N×H×W for grey; integer labels) and optionally ``classes`` (their names).
+
+:func:`dataset_from_torch` takes any map-style ``torch.utils.data.Dataset`` of ``(image, label)`` (or a
+``DataLoader``) into the same in-memory :class:`Dataset`, for the Python API.
+
+The input size, when not given, is the data's: every image must then have the same size. Images are only ever
+shrunk, never enlarged (:func:`fit_image`). Mean and std are computed from the training images of a user's data.
 
 The reward is computed on a held-out, class-balanced part of the *training* set (:func:`split_data`), never
 on the test set, unless PaddleSlim's protocol is asked for explicitly.
@@ -19,7 +32,6 @@ from __future__ import annotations
 import codecs
 import gzip
 import hashlib
-import inspect
 import os
 import pickle
 import shutil
@@ -28,13 +40,16 @@ import sys
 import tarfile
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 try:  # numpy >= 2 moved it; the official CIFAR files name the old location, both map here.
     from numpy._core.multiarray import _reconstruct as _np_reconstruct
@@ -47,12 +62,17 @@ __all__ = [
     "DATASETS",
     "DEFAULT_DATASET",
     "DEFAULT_VAL_FRACTION",
+    "HELD_OUT_TEST_FRACTION",
+    "IMAGE_SUFFIXES",
     "Dataset",
     "DatasetError",
     "DatasetSpec",
     "TrainingData",
+    "check_input_size",
+    "dataset_from_torch",
     "dataset_shape",
     "default_root",
+    "fit_image",
     "load_dataset",
     "prepare_data",
     "read_index_file",
@@ -67,6 +87,11 @@ CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
 FASHION_MNIST_MEAN = (0.21899983,)
 FASHION_MNIST_STD = (0.33181137,)
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot")
+#: The channels of ``synthetic`` when ``channels`` is not given.
+SYNTHETIC_CHANNELS = 3
 
 
 class DatasetError(RuntimeError):
@@ -75,11 +100,14 @@ class DatasetError(RuntimeError):
 
 @dataclass(frozen=True)
 class Dataset:
-    """A labelled image dataset in memory: uint8 ``N×C×32×32`` images and int64 labels.
+    """A labelled image dataset in memory: uint8 ``N×C×H×W`` images and int64 labels in ``[0, num_classes)``.
+
+    ``classes`` names the labels in order (a folder's sorted class folders; empty when unknown); ``source``
+    says where the images came from.
 
     >>> data = load_dataset("synthetic", train_size=100, test_size=20)
-    >>> data.train_images.shape, data.train_images.dtype, data.in_channels
-    (torch.Size([100, 3, 32, 32]), torch.uint8, 3)
+    >>> data.train_images.shape, data.train_images.dtype, data.in_channels, data.image_size
+    (torch.Size([100, 3, 32, 32]), torch.uint8, 3, (32, 32))
     """
 
     name: str
@@ -91,10 +119,16 @@ class Dataset:
     std: tuple[float, ...]
     num_classes: int = 10
     source: str = ""
+    classes: tuple[str, ...] = ()
 
     @property
     def in_channels(self) -> int:
         return int(self.train_images.shape[1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(H, W)`` of every image."""
+        return int(self.train_images.shape[2]), int(self.train_images.shape[3])
 
     def to(self, device: torch.device | str) -> Dataset:
         """The same dataset with every tensor on ``device`` (one copy; uint8 stays uint8)."""
@@ -190,7 +224,7 @@ def _load_cifar10(root: Path, download: bool) -> Dataset:
     parts = [_read_cifar_batch(folder / f"data_batch_{i}") for i in range(1, 6)]
     test_images, test_labels = _read_cifar_batch(folder / "test_batch")
     return Dataset("cifar10", torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
-                   test_images, test_labels, CIFAR10_MEAN, CIFAR10_STD, source=str(folder))
+                   test_images, test_labels, CIFAR10_MEAN, CIFAR10_STD, source=str(folder), classes=CIFAR10_CLASSES)
 
 
 # ---------------------------------------------------------------------------------------- Fashion-MNIST
@@ -225,21 +259,23 @@ def _load_fashion_mnist(root: Path) -> Dataset:
         return padded, torch.from_numpy(labels.astype(np.int64))
 
     train, test = part("train"), part("t10k")
-    return Dataset("fashion-mnist", *train, *test, FASHION_MNIST_MEAN, FASHION_MNIST_STD, source=str(root))
+    return Dataset("fashion-mnist", *train, *test, FASHION_MNIST_MEAN, FASHION_MNIST_STD, source=str(root),
+                   classes=FASHION_MNIST_CLASSES)
 
 
 # -------------------------------------------------------------------------------------------- synthetic
 
-def _synthetic(train_size: int, test_size: int, channels: int, seed: int, num_classes: int = 10) -> Dataset:
+def _synthetic(train_size: int, test_size: int, channels: int, seed: int, num_classes: int = 10,
+               size: tuple[int, int] = (32, 32)) -> Dataset:
     """Each class is a smooth random prototype; images are a prototype plus noise, shifted by a few pixels."""
     g = torch.Generator().manual_seed(seed)
     prototypes = torch.nn.functional.interpolate(torch.rand(num_classes, channels, 4, 4, generator=g),
-                                                 size=(32, 32), mode="bilinear", align_corners=False)
+                                                 size=size, mode="bilinear", align_corners=False)
 
     def make(n: int) -> tuple[torch.Tensor, torch.Tensor]:
         labels = torch.arange(n) % num_classes
         labels = labels[torch.randperm(n, generator=g)]
-        x = 0.7 * prototypes[labels] + 0.3 * torch.rand(n, channels, 32, 32, generator=g)
+        x = 0.7 * prototypes[labels] + 0.3 * torch.rand(n, channels, *size, generator=g)
         shifts = torch.randint(-2, 3, (2,), generator=g).tolist()  # one shift per split: cheap, still varied
         x = torch.roll(x, shifts=shifts, dims=(2, 3))
         return (x * 255).round().clamp(0, 255).to(torch.uint8), labels
@@ -248,15 +284,489 @@ def _synthetic(train_size: int, test_size: int, channels: int, seed: int, num_cl
     scaled = train[0].float() / 255
     mean = tuple(scaled.mean(dim=(0, 2, 3)).tolist())
     std = tuple(scaled.std(dim=(0, 2, 3)).tolist())
-    return Dataset("synthetic", *train, *test, mean, std, num_classes, source=f"synthetic(seed={seed})")
+    return Dataset("synthetic", *train, *test, mean, std, num_classes, source=f"synthetic(seed={seed})",
+                   classes=tuple(str(c) for c in range(num_classes)))
+
+
+# ------------------------------------------------------------------------------------------ a user's images
+
+#: The files an image folder is read from (by suffix, any case); any other file is skipped, and counted.
+IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".webp")
+# The only decoders Pillow may use: a file that is none of these formats is refused, whatever its suffix.
+_PILLOW_FORMATS = ("BMP", "JPEG", "PNG", "WEBP")
+_FORMATS_SAID = "PNG, JPEG, BMP or WebP"
+#: Of each class of a folder without ``train/`` and ``test/`` (or of a torch dataset given no test part), this
+#: fraction is the test set: seeded with 0, so the same files always make the same test set (at least one image
+#: of each class with two or more).
+HELD_OUT_TEST_FRACTION = 0.2
+_HELD_OUT_SEED = 0
+_GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+# Decoding threads: Pillow releases the GIL while it decodes and resizes, so threads decode in parallel.
+_DECODE_THREADS = min(8, os.cpu_count() or 1)
+
+
+def check_input_size(input_size: Sequence[int] | None) -> tuple[int, int] | None:
+    """``(H, W)`` of an ``input_size`` setting (``None`` stays ``None``: the data's own size).
+
+    >>> check_input_size([64, 48]), check_input_size(None)
+    ((64, 48), None)
+    >>> check_input_size((0, 0))
+    Traceback (most recent call last):
+    ValueError: input_size is (0, 0), expected two positive integers H W (e.g. 32 32)
+    """
+    if input_size is None:
+        return None
+    values = tuple(input_size) if isinstance(input_size, Sequence) and not isinstance(input_size, str) else ()
+    if len(values) != 2 or any(isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1 for v in values):
+        raise ValueError(f"input_size is {input_size!r}, expected two positive integers H W (e.g. 32 32)")
+    return int(values[0]), int(values[1])
+
+
+def _check_channels(channels: int | None) -> None:
+    if channels is not None and (isinstance(channels, bool) or channels not in (1, 3)):
+        raise ValueError(f"channels is {channels!r}, expected 1 (grey) or 3 (RGB)")
+
+
+def fit_image(image: Image.Image, size: tuple[int, int], channels: int) -> np.ndarray:
+    """``image`` as a uint8 ``C×H×W`` array of ``size = (H, W)``: the one rule every user's image goes through.
+
+    Channels: Pillow's ``convert`` to ``"L"`` (grey; colour by ITU-R 601-2 luma) or ``"RGB"`` (grey repeated);
+    alpha is dropped; 16-bit grey is scaled to 8 bits. Size: scaled with its aspect ratio kept to the smallest size
+    that covers ``H×W`` (bilinear, antialiased), then centre-cropped to ``H×W`` (Pillow's ``ImageOps.fit``); an
+    image of ``H×W`` already is kept pixel for pixel. The loaders refuse an image smaller than ``H×W`` on either
+    side before they get here: images are shrunk, never enlarged (enlarging invents detail the network would learn).
+
+    >>> fit_image(Image.new("RGB", (40, 20), (255, 0, 0)), (10, 10), 1).shape  # Pillow sizes are W×H
+    (1, 10, 10)
+    """
+    if image.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):  # convert("L") would clip 16-bit values at 255
+        wide = np.asarray(image).astype(np.int64).clip(0, 65535)
+        image = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8))
+    image = image.convert("L" if channels == 1 else "RGB")
+    h, w = size
+    if image.size != (w, h):
+        image = ImageOps.fit(image, (w, h), method=Image.Resampling.BILINEAR)
+    array = np.asarray(image)
+    return array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
+def _open(path: Path) -> Image.Image:
+    """Open (the header only) an image file with one of the admitted decoders."""
+    try:
+        return Image.open(path, formats=_PILLOW_FORMATS)
+    except UnidentifiedImageError:
+        raise DatasetError(f"not an image: {path} cannot be read as {_FORMATS_SAID}; expected an image file (a "
+                           f"file whose name does not end in {', '.join(IMAGE_SUFFIXES)} is skipped)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+        raise DatasetError(f"corrupt or truncated image {path}: {e}; expected a complete {_FORMATS_SAID} "
+                           f"file") from e
+
+
+def _peek(path: Path) -> tuple[tuple[int, int], str]:
+    """``((H, W), mode)`` of an image file, from its header."""
+    with _open(path) as image:
+        return (image.height, image.width), image.mode
+
+
+def _decode(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
+    with _open(path) as image:
+        try:
+            image.load()
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError) as e:
+            raise DatasetError(f"corrupt or truncated image {path}: {e}; expected a complete {_FORMATS_SAID} "
+                               f"file") from e
+        return fit_image(image, size, channels)
+
+
+def _parallel(count: int, work: Callable[[int], Any]) -> list[Any]:
+    """``[work(i) for i in range(count)]`` on the decoding threads; the first error (in order) is raised and
+    what has not started yet is cancelled."""
+    if count < 64 or _DECODE_THREADS == 1:
+        return [work(i) for i in range(count)]
+    pool = ThreadPoolExecutor(_DECODE_THREADS)
+    try:
+        return list(pool.map(work, range(count), chunksize=16))
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def _input_size(sizes: Sequence[tuple[int, int]], size: tuple[int, int] | None, where: str,
+                name_of: Callable[[int], str]) -> tuple[int, int]:
+    """The input size: ``size`` if given (every image at least that big), else the one size all images share."""
+    if size is None:
+        distinct = sorted(set(sizes))
+        if len(distinct) > 1:
+            raise DatasetError(f"the images of {where} have {len(distinct)} different sizes (e.g. "
+                               f"{_hw(distinct[0])} and {_hw(distinct[-1])}, H×W); expected one size, or an "
+                               f"input_size (--input-size H W) to bring them all to")
+        return distinct[0]
+    small = [i for i, (h, w) in enumerate(sizes) if h < size[0] or w < size[1]]
+    if small:
+        raise DatasetError(f"{len(small)} image(s) of {where} are smaller than the input size {_hw(size)}, e.g. "
+                           f"{name_of(small[0])} ({_hw(sizes[small[0]])}); expected at least {_hw(size)}: images "
+                           f"are shrunk to the input size, never enlarged (pass a smaller input_size, or remove them)")
+    return size
+
+
+def _hw(size: tuple[int, int]) -> str:
+    return f"{size[0]}×{size[1]}"
+
+
+def _hold_out_test(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, test) positions: :data:`HELD_OUT_TEST_FRACTION` of each class, seeded, is the test part."""
+    counts = torch.bincount(labels).tolist()
+    held = [min(max(round(HELD_OUT_TEST_FRACTION * n), 1), n - 1) if n > 1 else 0 for n in counts]
+    test = _balanced_take(labels, held, torch.Generator().manual_seed(_HELD_OUT_SEED)).sort().values
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[test] = False
+    return torch.nonzero(keep).flatten(), test
+
+
+def _mean_std(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images scaled to [0, 1] (exact integer sums, chunked to bound memory);
+    the std is at least 1/255, as a constant channel would otherwise be divided by 0."""
+    n, c, h, w = images.shape
+    total = torch.zeros(c, dtype=torch.int64)
+    squares = torch.zeros(c, dtype=torch.int64)
+    for chunk in images.split(max(1, 2**22 // (c * h * w))):
+        wide = chunk.to(torch.int64)
+        total += wide.sum(dim=(0, 2, 3))
+        squares += (wide * wide).sum(dim=(0, 2, 3))
+    count = n * h * w
+    mean = total.double() / count / 255
+    var = (squares.double() / count / 255**2 - mean**2).clamp_min(0)
+    return tuple(mean.tolist()), tuple(var.sqrt().clamp_min(1 / 255).tolist())
+
+
+def _user_dataset(name: str, source: str, classes: Sequence[str] | None, train: tuple[torch.Tensor, torch.Tensor],
+                  test: tuple[torch.Tensor, torch.Tensor], where: str) -> Dataset:
+    """A :class:`Dataset` of a user's images; checks the labels against ``classes`` (or numbers them)."""
+    labels = torch.cat([train[1], test[1]])
+    if len(labels) and int(labels.min()) < 0:
+        raise DatasetError(f"{where}: label {int(labels.min())} is negative; expected class indices 0, 1, …")
+    top = int(labels.max()) + 1 if len(labels) else 0
+    if classes is None:
+        classes = [str(c) for c in range(top)]
+    classes = tuple(str(c) for c in classes)
+    if top > len(classes):
+        raise DatasetError(f"{where}: label {top - 1} has no class name; expected labels 0 to {len(classes) - 1}, "
+                           f"one per name in classes {classes}")
+    if len(classes) < 2:
+        raise DatasetError(f"{where}: {len(classes)} class(es); expected at least two")
+    if len(train[1]) == 0:
+        raise DatasetError(f"{where}: no training images; expected at least one per class")
+    mean, std = _mean_std(train[0])
+    return Dataset(name, train[0], train[1], test[0], test[1], mean, std, len(classes), source, classes)
+
+
+def _conform(images: torch.Tensor, size: tuple[int, int] | None, channels: int | None, where: str) -> torch.Tensor:
+    """uint8 ``N×C×H×W`` images brought to ``size`` and ``channels`` by :func:`fit_image` (kept when they are)."""
+    n, c, h, w = images.shape
+    size = size or (h, w)
+    if h < size[0] or w < size[1]:
+        raise DatasetError(f"the images of {where} are {_hw((h, w))}, smaller than the input size {_hw(size)}; "
+                           f"expected at least {_hw(size)}: images are shrunk to the input size, never enlarged "
+                           f"(pass a smaller input_size)")
+    channels = c if channels is None else channels
+    if (h, w) == size and c == channels:
+        return images
+    array = images.numpy()
+    out = np.empty((n, channels, *size), dtype=np.uint8)
+
+    def work(i: int) -> None:
+        out[i] = fit_image(Image.fromarray(array[i, 0] if c == 1 else array[i].transpose(1, 2, 0)), size, channels)
+
+    _parallel(n, work)
+    return torch.from_numpy(out)
+
+
+# --- image folder
+
+def _class_folders(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _folder_files(root: Path) -> tuple[tuple[str, ...], list[Path], torch.Tensor, torch.Tensor | None, list[Path]]:
+    """Classes, image files, their labels, which of them are the test part (``None``: ``train/`` and ``test/``
+    say) and the skipped non-image files of an image folder; decodes nothing."""
+    if not root.is_dir():
+        raise DatasetError(f"image folder {root} does not exist: expected {root}/train/<class>/… and "
+                           f"{root}/test/<class>/…, or {root}/<class>/…")
+    parts = [root / "train", root / "test"]
+    if any(p.is_dir() for p in parts):
+        missing = [p for p in parts if not p.is_dir()]
+        if missing:
+            raise DatasetError(f"image folder {root} has no {missing[0].name}/ beside "
+                               f"{({'train', 'test'} - {missing[0].name}).pop()}/: expected both "
+                               f"train/<class>/… and test/<class>/…, or the class folders directly in {root}")
+        classes, test_classes = _class_folders(parts[0]), _class_folders(parts[1])
+        if classes != test_classes:
+            only = [f"{where} alone has {', '.join(sorted(set(a) - set(b)))}"
+                    for where, a, b in ((parts[0], classes, test_classes), (parts[1], test_classes, classes))
+                    if set(a) - set(b)]
+            raise DatasetError(f"class folders differ between {parts[0]} and {parts[1]}: {'; '.join(only)}; "
+                               f"expected the same class folders in both")
+    else:
+        parts, classes = [root], _class_folders(root)
+    if len(classes) < 2:
+        raise DatasetError(f"image folder {parts[0]} has {len(classes)} class folder(s) "
+                           f"({', '.join(classes) or 'none'}); expected at least two: <class>/<image>")
+    files: list[Path] = []
+    labels: list[int] = []
+    skipped: list[Path] = []
+    for part in parts:
+        for label, name in enumerate(classes):
+            found = 0
+            for path in sorted((part / name).rglob("*")):
+                if not path.is_file():
+                    continue
+                if path.suffix.lower() not in IMAGE_SUFFIXES:
+                    skipped.append(path)
+                    continue
+                files.append(path)
+                labels.append(label)
+                found += 1
+            if not found:
+                raise DatasetError(f"empty class folder {part / name}: no {', '.join(IMAGE_SUFFIXES)} file in it; "
+                                   f"expected at least one image per class")
+    label_tensor = torch.tensor(labels, dtype=torch.int64)
+    test = None
+    if len(parts) == 2:
+        test = torch.zeros(len(files), dtype=torch.bool)
+        test[sum(1 for f in files if f.is_relative_to(parts[0])):] = True
+    return tuple(classes), files, label_tensor, test, skipped
+
+
+def _load_folder(root: Path, size: tuple[int, int] | None, channels: int | None) -> Dataset:
+    classes, files, labels, test, skipped = _folder_files(root)
+    heads = _parallel(len(files), lambda i: _peek(files[i]))
+    size = _input_size([hw for hw, _ in heads], size, str(root), lambda i: str(files[i]))
+    if channels is None:
+        channels = 1 if {mode for _, mode in heads} <= _GREY_MODES else 3
+    images = np.empty((len(files), channels, *size), dtype=np.uint8)
+
+    def work(i: int) -> None:
+        images[i] = _decode(files[i], size, channels)
+
+    _parallel(len(files), work)
+    if test is None:
+        train_idx, test_idx = _hold_out_test(labels)
+        how = f"test: {HELD_OUT_TEST_FRACTION:.0%} of each class held out, seed {_HELD_OUT_SEED}"
+    else:
+        train_idx, test_idx = torch.nonzero(~test).flatten(), torch.nonzero(test).flatten()
+        how = "train/ and test/"
+    source = f"{root} ({how})"
+    if skipped:
+        note = (f"skipped {len(skipped)} file(s) that are not images (not {', '.join(IMAGE_SUFFIXES)}), e.g. "
+                f"{skipped[0]}")
+        print(f"note: {root}: {note}", file=sys.stderr)
+        source = f"{root} ({how}; {note})"
+    tensor = torch.from_numpy(images)
+    return _user_dataset("folder", source, classes, (tensor[train_idx], labels[train_idx]),
+                         (tensor[test_idx], labels[test_idx]), str(root))
+
+
+# --- arrays (.npz)
+
+_NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _npz_images(x: np.ndarray, key: str, path: Path) -> torch.Tensor:
+    """uint8 N×H×W×C, N×C×H×W (C = 1 or 3: channels-last when only the last axis can be C) or N×H×W → N×C×H×W."""
+    expected = "expected uint8 images N×H×W×C or N×C×H×W with C = 1 or 3, or N×H×W for grey"
+    if x.dtype != np.uint8:
+        raise DatasetError(f"{path}: {key} is {x.dtype}, {expected} (from floats in [0, 1]: "
+                           f"(x * 255).round().astype(np.uint8))")
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[3] in (1, 3) and x.shape[1] not in (1, 3):
+        x = x.transpose(0, 3, 1, 2)
+    elif x.ndim != 4 or x.shape[1] not in (1, 3) or x.shape[3] in (1, 3):
+        tail = " (axes 1 and 3 could both be the channels)" if x.ndim == 4 and x.shape[1] in (1, 3) else ""
+        raise DatasetError(f"{path}: {key} has shape {tuple(x.shape)}{tail}; {expected}")
+    if len(x) == 0:
+        raise DatasetError(f"{path}: {key} holds no image; {expected}")
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def _npz_labels(y: np.ndarray, count: int, key: str, images_key: str, path: Path) -> torch.Tensor:
+    if y.ndim == 2 and y.shape[1] == 1:  # Keras' N×1 labels
+        y = y[:, 0]
+    if y.ndim != 1 or y.dtype.kind not in "iu":
+        raise DatasetError(f"{path}: {key} is {y.dtype} of shape {tuple(y.shape)}; expected {count} integer class "
+                           f"labels")
+    if len(y) != count:
+        raise DatasetError(f"{path}: {images_key} holds {count} images but {key} {len(y)} labels; expected one "
+                           f"label per image")
+    return torch.from_numpy(y.astype(np.int64))
+
+
+def _read_npz(path: Path) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor],
+                                   tuple[str, ...] | None]:
+    """((train images, labels), (test images, labels), class names or None) of an .npz file, as stored."""
+    expected = f"expected a NumPy .npz file (np.savez) with {', '.join(_NPZ_KEYS)} (and optionally classes)"
+    if not path.is_file():
+        raise DatasetError(f"missing .npz file {path}: {expected}")
+    try:
+        npz = np.load(path, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise DatasetError(f"{path} holds a single array; {expected}")
+        with npz:
+            missing = [k for k in _NPZ_KEYS if k not in npz.files]
+            if missing:
+                raise DatasetError(f"{path} lacks {', '.join(missing)} (it holds {', '.join(npz.files) or 'nothing'}"
+                                   f"); {expected}")
+            arrays = {k: npz[k] for k in (*_NPZ_KEYS, "classes") if k in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DatasetError(f"corrupt .npz file {path}: {e}; {expected}") from e
+    parts = []
+    for split in ("train", "test"):
+        images = _npz_images(arrays[f"x_{split}"], f"x_{split}", path)
+        parts.append((images, _npz_labels(arrays[f"y_{split}"], len(images), f"y_{split}", f"x_{split}", path)))
+    names = arrays.get("classes")
+    if names is not None and (names.ndim != 1 or names.dtype.kind not in "US"):
+        raise DatasetError(f"{path}: classes is {names.dtype} of shape {tuple(names.shape)}; expected one name "
+                           f"(a string) per class")
+    classes = None if names is None else tuple(str(n.decode() if isinstance(n, bytes) else n) for n in names)
+    return parts[0], parts[1], classes
+
+
+def _load_npz(path: Path, size: tuple[int, int] | None, channels: int | None) -> Dataset:
+    train, test, classes = _read_npz(path)
+    if train[0].shape[1:] != test[0].shape[1:]:
+        raise DatasetError(f"{path}: x_train images are {'×'.join(map(str, train[0].shape[1:]))} (C×H×W) but "
+                           f"x_test's {'×'.join(map(str, test[0].shape[1:]))}; expected one shape")
+    size = size or (int(train[0].shape[2]), int(train[0].shape[3]))
+    train = (_conform(train[0], size, channels, f"{path} x_train"), train[1])
+    test = (_conform(test[0], size, channels, f"{path} x_test"), test[1])
+    return _user_dataset("npz", str(path), classes, train, test, str(path))
+
+
+# --- a torch dataset (the Python API)
+
+def _torch_image(image: Any, where: str) -> Image.Image | np.ndarray:
+    """A PIL image as it is, or a tensor / array as a uint8 ``C×H×W`` array."""
+    if isinstance(image, Image.Image):
+        return image
+    expected = "expected a C×H×W tensor (C = 1 or 3; float in [0, 1] or uint8) or a PIL image"
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    if not isinstance(image, np.ndarray):
+        raise DatasetError(f"{where}: the image is {type(image).__name__}; {expected}")
+    if image.ndim == 2:
+        image = image[None]
+    if image.ndim != 3 or image.shape[0] not in (1, 3):
+        raise DatasetError(f"{where}: the image has shape {tuple(image.shape)}; {expected}")
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype.kind != "f":
+        raise DatasetError(f"{where}: the image is {image.dtype}; {expected}")
+    lo, hi = float(image.min()), float(image.max())
+    if not (lo >= 0.0 and hi <= 1.0):  # also refuses NaN
+        raise DatasetError(f"{where}: a float image with values in [{lo:.3g}, {hi:.3g}]; {expected} (normalise "
+                           f"afterwards: sanas applies the mean and std itself)")
+    return (image * 255).round().astype(np.uint8)
+
+
+def _torch_label(label: Any, where: str) -> int:
+    if isinstance(label, torch.Tensor | np.ndarray) and label.ndim == 0:
+        label = label.item()
+    if isinstance(label, bool) or not isinstance(label, int | np.integer):
+        raise DatasetError(f"{where}: the label is {label!r}; expected an integer class index")
+    return int(label)
+
+
+def _torch_items(data: Any, what: str) -> tuple[list[Image.Image | np.ndarray], list[int]]:
+    """The ``(image, label)`` pairs of a map-style dataset (by index) or a DataLoader (batch by batch)."""
+    if isinstance(data, torch.utils.data.DataLoader):
+        pairs: Iterable[Any] = (pair for batch in data for pair in zip(*batch, strict=True))
+    else:
+        try:
+            count = len(data)
+        except TypeError:
+            raise DatasetError(f"the {what} data is {type(data).__name__}, without len(); expected a map-style "
+                               f"torch.utils.data.Dataset of (image, label), or a DataLoader") from None
+        pairs = (data[i] for i in range(count))
+    images, labels = [], []
+    for k, pair in enumerate(pairs):
+        where = f"{what} item {k}"
+        if not isinstance(pair, tuple | list) or len(pair) != 2:
+            raise DatasetError(f"{where} is {type(pair).__name__}; expected an (image, label) pair")
+        images.append(_torch_image(pair[0], where))
+        labels.append(_torch_label(pair[1], where))
+    if not images:
+        raise DatasetError(f"the {what} data holds no item; expected (image, label) pairs")
+    return images, labels
+
+
+def _fit_items(items: Sequence[Image.Image | np.ndarray], size: tuple[int, int], channels: int) -> torch.Tensor:
+    out = np.empty((len(items), channels, *size), dtype=np.uint8)
+
+    def work(i: int) -> None:
+        item = items[i]
+        if isinstance(item, np.ndarray):
+            if item.shape == out.shape[1:]:
+                out[i] = item
+                return
+            item = Image.fromarray(item[0] if len(item) == 1 else item.transpose(1, 2, 0))
+        out[i] = fit_image(item, size, channels)
+
+    _parallel(len(items), work)
+    return torch.from_numpy(out)
+
+
+def dataset_from_torch(train: Any, test: Any = None, *, classes: Sequence[str] | None = None,
+                       input_size: Sequence[int] | None = None, channels: int | None = None,
+                       name: str = "torch") -> Dataset:
+    """A map-style ``torch.utils.data.Dataset`` of ``(image, label)`` (or a ``DataLoader`` of such batches) read
+    once into an in-memory :class:`Dataset`, with the checks of the ``folder`` and ``npz`` datasets.
+
+    An image is a ``C×H×W`` tensor (C = 1 or 3; float in [0, 1] or uint8) or a PIL image; a label an integer.
+    ``test=None`` holds out :data:`HELD_OUT_TEST_FRACTION` of each class of ``train``. ``classes`` defaults to
+    ``train.classes`` (torchvision's datasets have it) or the label numbers. ``input_size`` ``(H, W)`` defaults to
+    the images' one size; ``channels`` to 1 when every image is grey, else 3. Images reach that size and those
+    channels by :func:`fit_image`. Normalise nothing yourself: the mean and std come from the training images.
+
+    >>> pairs = [(torch.full((1, 8, 6), c / 2), c) for c in (0, 1, 2)] * 4
+    >>> data = dataset_from_torch(pairs, pairs[:3], classes=["a", "b", "c"])
+    >>> data.train_images.shape, data.classes, data.train_images[1, 0, 0, 0].item()
+    (torch.Size([12, 1, 8, 6]), ('a', 'b', 'c'), 128)
+    """
+    size = check_input_size(input_size)
+    _check_channels(channels)
+    items, labels = _torch_items(train, "train")
+    test_items, test_labels = ([], []) if test is None else _torch_items(test, "test")
+    every = items + test_items
+    sizes = [(i.height, i.width) if isinstance(i, Image.Image) else (i.shape[1], i.shape[2]) for i in every]
+    where = f"the {type(train).__name__}"
+    size = _input_size(sizes, size, where, lambda i: f"train item {i}" if i < len(items) else
+                       f"test item {i - len(items)}")
+    if test is None:
+        train_idx, test_idx = _hold_out_test(torch.tensor(labels, dtype=torch.int64))
+        test_items, test_labels = [items[i] for i in test_idx], [labels[i] for i in test_idx]
+        items, labels = [items[i] for i in train_idx], [labels[i] for i in train_idx]
+        how = f"test: {HELD_OUT_TEST_FRACTION:.0%} of each class held out, seed {_HELD_OUT_SEED}"
+    else:
+        how = "train and test given"
+    if channels is None:
+        grey = all(i.mode in _GREY_MODES if isinstance(i, Image.Image) else len(i) == 1 for i in every)
+        channels = 1 if grey else 3
+    if classes is None:
+        named = getattr(train.dataset if isinstance(train, torch.utils.data.DataLoader) else train, "classes", None)
+        if isinstance(named, Sequence) and not isinstance(named, str) and all(isinstance(n, str) for n in named):
+            classes = named
+    return _user_dataset(name, f"{type(train).__name__} ({how})", classes,
+                         (_fit_items(items, size, channels), torch.tensor(labels, dtype=torch.int64)),
+                         (_fit_items(test_items, size, channels), torch.tensor(test_labels, dtype=torch.int64)),
+                         where)
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
     """What is known of a registered dataset before it is loaded (the CLI's choices, the config's space shape)."""
 
-    in_channels: int | None  # None: the ``channels`` setting (synthetic)
-    num_classes: int
+    in_channels: int | None  # None: the ``channels`` setting, else the data's (synthetic: 3)
+    num_classes: int | None  # None: the data's (read from ``root`` by dataset_shape)
     description: str
 
 
@@ -266,6 +776,9 @@ DATASETS: dict[str, DatasetSpec] = {
     "cifar10": DatasetSpec(3, 10, "CIFAR-10, the cifar-10-batches-py pickles (--download fetches them)"),
     "fashion-mnist": DatasetSpec(1, 10, "Fashion-MNIST from Debian's dataset-fashion-mnist, padded to 32×32"),
     "synthetic": DatasetSpec(None, 10, "random class prototypes plus noise, for tests and smoke runs"),
+    "folder": DatasetSpec(None, None, "your images: --data-root DIR with train/<class>/… and test/<class>/…, "
+                                      "or <class>/… (PNG, JPEG, BMP, WebP)"),
+    "npz": DatasetSpec(None, None, "your arrays: --data-root FILE.npz with x_train, y_train, x_test, y_test (uint8)"),
 }
 #: The dataset of a search that names none.
 DEFAULT_DATASET = "fashion-mnist"
@@ -273,19 +786,40 @@ DEFAULT_DATASET = "fashion-mnist"
 DEFAULT_VAL_FRACTION = 0.1
 
 
-def dataset_shape(name: str, channels: int | None = None) -> tuple[int, int]:
-    """``(in_channels, num_classes)`` of registered dataset ``name``, without loading it.
+def dataset_shape(name: str, channels: int | None = None, root: str | Path | None = None) -> tuple[int, int]:
+    """``(in_channels, num_classes)`` of registered dataset ``name``, without decoding its images.
+
+    ``folder`` and ``npz`` read them from ``root``: the class folders and the image headers (the channels, unless
+    ``channels`` is given), or the .npz's labels and array shapes.
 
     >>> dataset_shape("fashion-mnist"), dataset_shape("synthetic", channels=1)
     ((1, 10), (1, 10))
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}, expected one of {', '.join(DATASETS)}")
+    _check_channels(channels)
     spec = DATASETS[name]
+    if name == "folder":
+        classes, files, _, _, _ = _folder_files(_user_root(name, root))
+        if channels is None:
+            grey = {mode for _, mode in _parallel(len(files), lambda i: _peek(files[i]))} <= _GREY_MODES
+            channels = 1 if grey else 3
+        return channels, len(classes)
+    if name == "npz":
+        train, test, classes = _read_npz(_user_root(name, root))
+        labels = torch.cat([train[1], test[1]])
+        return channels or train[0].shape[1], len(classes) if classes is not None else int(labels.max()) + 1
+    assert spec.num_classes is not None
     if spec.in_channels is None:
-        default = inspect.signature(load_dataset).parameters["channels"].default
-        return int(default if channels is None else channels), spec.num_classes
+        return SYNTHETIC_CHANNELS if channels is None else channels, spec.num_classes
     return spec.in_channels, spec.num_classes
+
+
+def _user_root(name: str, root: str | Path | None) -> Path:
+    if root is None:
+        what = "a folder of class folders" if name == "folder" else "an .npz file"
+        raise ValueError(f"the {name} dataset needs root: {what} (--data-root)")
+    return Path(root).expanduser()
 
 
 def default_root(name: str) -> Path:
@@ -296,23 +830,38 @@ def default_root(name: str) -> Path:
 
 
 def load_dataset(name: str, root: str | Path | None = None, download: bool = False, *,
-                 train_size: int = 2000, test_size: int = 500, channels: int = 3, seed: int = 0) -> Dataset:
-    """Load ``cifar10``, ``fashion-mnist`` or ``synthetic`` into memory (CPU, uint8).
+                 train_size: int = 2000, test_size: int = 500, channels: int | None = None, seed: int = 0,
+                 input_size: Sequence[int] | None = None) -> Dataset:
+    """Load a registered dataset (:data:`DATASETS`) into memory (CPU, uint8).
 
-    ``root`` defaults to :func:`default_root`. ``download`` only applies to CIFAR-10. ``train_size``,
-    ``test_size``, ``channels`` and ``seed`` only apply to ``synthetic``.
+    ``root`` defaults to :func:`default_root`; ``folder`` (an image folder) and ``npz`` (a file) need one.
+    ``download`` only applies to CIFAR-10. ``train_size``, ``test_size`` and ``seed`` only apply to ``synthetic``.
+    ``channels`` (1 or 3) applies to ``synthetic`` (default 3), ``folder`` and ``npz`` (default: the data's; a
+    folder is grey when every image is). ``input_size`` ``(H, W)`` defaults to the data's size (32×32 for the
+    built-in datasets); images are brought to it by :func:`fit_image`, never enlarged (``synthetic`` is drawn at it).
 
     >>> load_dataset("synthetic", train_size=50, test_size=10, channels=1).test_images.shape
     torch.Size([10, 1, 32, 32])
+    >>> load_dataset("synthetic", train_size=50, test_size=10, input_size=(48, 64)).test_images.shape
+    torch.Size([10, 3, 48, 64])
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}, expected one of {', '.join(DATASETS)}")
+    size = check_input_size(input_size)
+    _check_channels(channels)
     if name == "synthetic":
-        return _synthetic(train_size, test_size, channels, seed)
+        return _synthetic(train_size, test_size, SYNTHETIC_CHANNELS if channels is None else channels, seed,
+                          size=size or (32, 32))
+    if name == "folder":
+        return _load_folder(_user_root(name, root), size, channels)
+    if name == "npz":
+        return _load_npz(_user_root(name, root), size, channels)
     path = Path(root).expanduser() if root is not None else default_root(name)
-    if name == "cifar10":
-        return _load_cifar10(path, download)
-    return _load_fashion_mnist(path)
+    dataset = _load_cifar10(path, download) if name == "cifar10" else _load_fashion_mnist(path)
+    if size is None or size == dataset.image_size:
+        return dataset
+    return replace(dataset, train_images=_conform(dataset.train_images, size, None, f"{name} (training)"),
+                   test_images=_conform(dataset.test_images, size, None, f"{name} (test)"))
 
 
 # ----------------------------------------------------------------------------------------------- splits
@@ -499,13 +1048,15 @@ def prepare_data(name: str, root: str | Path | None = None, *, download: bool = 
                  val_fraction: float = DEFAULT_VAL_FRACTION,
                  seed: int = 0, train_subset: int | None = None, val_subset: int | None = None,
                  reward_on_test: bool = False, val_indices: str | os.PathLike[str] | None = None,
-                 device: torch.device | str = "cpu", **synthetic: Any) -> TrainingData:
-    """Load a dataset, split it and move it to ``device`` in one call.
+                 device: torch.device | str = "cpu", input_size: Sequence[int] | None = None,
+                 **loader: Any) -> TrainingData:
+    """Load a dataset (:func:`load_dataset`; ``loader`` holds its other settings), split it and move it to
+    ``device`` in one call.
 
     >>> data = prepare_data("synthetic", train_size=100, test_size=20, train_subset=50)
     >>> data.split["train_size"], data.split["val_size"]
     (50, 10)
     """
-    dataset = load_dataset(name, root, download, **synthetic)
+    dataset = load_dataset(name, root, download, input_size=input_size, **loader)
     return split_data(dataset, val_fraction, seed, train_subset, val_subset, reward_on_test,
                       val_indices).to(device)

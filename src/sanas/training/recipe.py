@@ -66,7 +66,8 @@ class Recipe:
     network in ``torch.compile`` (slow to start; on CPU it did not pay off). The learning rate follows a
     cosine from ``learning_rate`` to 0 stepped after every batch; drop path is
     ``drop_path_prob · epoch / retain_epoch``. ``augment=False`` trains on the normalised images alone (no crop,
-    flip or cutout). ``cutout`` (the side of the square erased from each training image) defaults to
+    flip or cutout). ``cutout`` (the side of the square erased from each training image, in pixels at 32×32:
+    the trainer scales it, and the crop's padding, to the images' shorter side, see ``Augment.for_size``) defaults to
     :data:`DEFAULT_CUTOUT`: 16 from scratch (DARTS), 0 with ``evaluation="inherit"`` — every fine-tune from the
     parent (candidates, finalists, the final model) then trains on images like those the parent learnt from.
 

@@ -259,7 +259,7 @@ class Trainer:
         # augmentation draws from a generator of this rank's own, reseeded every epoch (see _augment_generator).
         self._aug_generator = None if launch is None else torch.Generator(self.device)
         ds = self.data.dataset
-        self.augment = Augment(ds.mean, ds.std, cutout=recipe.cutout)
+        self.augment = Augment.for_size(ds.mean, ds.std, ds.image_size, cutout=recipe.cutout)
         self.epoch = 0
         self.metrics: list[EpochMetrics] = []
 
