@@ -116,16 +116,17 @@ class SqueezeExcite(nn.Module):
 
 
 class SplitChannels(nn.Module):
-    """A conv whose output is split along channels: sanas cannot follow that, so the group stays frozen."""
+    """A conv whose output is split along channels by fixed sizes: whether the sizes follow the width cannot be told
+    from the graph, so the group stays frozen (equal ``chunk`` pieces are followed, coupled)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(1, 8, 3, padding=1)
-        self.conv2 = nn.Conv2d(4, 6, 3, padding=1)
+        self.conv2 = nn.Conv2d(3, 6, 3, padding=1)
         self.fc = nn.Linear(6, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, _ = torch.chunk(self.conv(x), 2, dim=1)
+        a, _ = torch.split(self.conv(x), [3, 5], dim=1)
         return self.fc(self.conv2(a).mean((2, 3)))
 
 
