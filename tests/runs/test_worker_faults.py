@@ -102,7 +102,7 @@ def test_a_search_that_ends_with_nothing_finished_fails(tmp_path) -> None:
     import sanas.runs.worker as worker
 
     reasons = iter(f"failed: reason {i}" for i in range(100))
-    original = worker._check_progress
+    original = worker.check_progress
 
     def spy(seen, finished, where):  # the real rule, on reasons made distinct
         seen[-1] = next(reasons)
@@ -110,7 +110,7 @@ def test_a_search_that_ends_with_nothing_finished_fails(tmp_path) -> None:
 
     run_dir = tmp_path / "run"
     mp = pytest.MonkeyPatch()
-    mp.setattr(worker, "_check_progress", spy)
+    mp.setattr(worker, "check_progress", spy)
     try:
         with pytest.raises(SearchFailed, match=r"ended with no finished evaluation: \d+ candidate\(s\) failed"):
             run_worker(config(tmp_path / "crashes.log", 1000, every_network=True, search_steps=3), run_dir,

@@ -41,8 +41,8 @@ from sanas.runs.study import open_search, preflight, resolve_config
 from sanas.search.early_stop import stop_rule
 from sanas.search.storage import DEFAULT_CONNECT_TIMEOUT
 
-__all__ = ["CANDIDATES_DIR", "FAILURE_STREAK", "Interrupted", "SearchFailed", "WorkerSummary", "run_worker",
-           "worker_main"]
+__all__ = ["CANDIDATES_DIR", "FAILURE_STREAK", "Interrupted", "SearchFailed", "WorkerSummary", "check_progress",
+           "run_worker", "worker_main"]
 
 CANDIDATES_DIR = "candidates"
 
@@ -61,7 +61,7 @@ class SearchFailed(ValueError):
     message quotes the error and says what to do; a user error, so the CLI prints one line and exits with 2."""
 
 
-def _check_progress(reasons: list[str], finished: int, where: str) -> None:
+def check_progress(reasons: list[str], finished: int, where: str) -> None:
     """Raise :class:`SearchFailed` when the last :data:`FAILURE_STREAK` failures share one reason and no evaluation
     of the search has finished."""
     if finished == 0 and len(reasons) >= FAILURE_STREAK and len(set(reasons[-FAILURE_STREAK:])) == 1:
@@ -185,7 +185,7 @@ def run_worker(config: RunConfig | None = None, run_dir: str | os.PathLike[str] 
                     sa.fail(reason, retry=True)
                     failed += 1
                     reasons.append(reason)
-                    _check_progress(reasons, evaluated or sa.current_info()["finished"], where)
+                    check_progress(reasons, evaluated or sa.current_info()["finished"], where)
                     continue
                 result = outcome.value
                 record = {**result.to_dict(), "trial": number, "worker": worker_id, "pid": os.getpid(),
@@ -205,7 +205,7 @@ def run_worker(config: RunConfig | None = None, run_dir: str | os.PathLike[str] 
                     sa.fail(result.reason)
                     failed += 1
                     reasons.append(result.reason)
-                    _check_progress(reasons, evaluated or sa.current_info()["finished"], where)
+                    check_progress(reasons, evaluated or sa.current_info()["finished"], where)
             interrupted = interrupted or state["stop"]
         info = sa.current_info()
     finally:
