@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from sanas.training import Augment, normalize
+from sanas.training.augment import scaled
 
 N = 4000
 # mean 0, std 1/255: normalisation is the identity on raw pixel values, so outputs can be read back exactly.
@@ -103,6 +104,27 @@ def test_same_seed_same_batch_different_seed_different_batch() -> None:
     assert not torch.equal(aug(images, _gen(11)), aug(images, _gen(12)))
     g = _gen(11)
     assert not torch.equal(aug(images, g), aug(images, g)), "the generator advances"
+
+
+def test_for_size_is_today_s_augmentation_at_32() -> None:
+    mean, std = (0.49139968, 0.48215827, 0.44653124), (0.24703233, 0.24348505, 0.26158768)
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=_gen(7))
+    for cutout in (16, 8, 0):
+        assert torch.equal(Augment.for_size(mean, std, (32, 32), cutout=cutout)(images, _gen(8)),
+                           Augment(mean, std, cutout=cutout)(images, _gen(8)))
+
+
+def test_for_size_scales_pad_and_cutout_by_the_shorter_side_rounded_half_up() -> None:
+    sides = (8, 12, 16, 20, 28, 32, 40, 64, 224)
+    assert [(scaled(4, s), scaled(16, s)) for s in sides] == [
+        (1, 4), (2, 6), (2, 8), (3, 10), (4, 14), (4, 16), (5, 20), (8, 32), (28, 112)]
+    aug = Augment.for_size(IDENTITY["mean"], IDENTITY["std"], (24, 48), cutout=16)  # non-square: the shorter side
+    assert (aug.pad, aug.cutout, aug.flip) == (3, 12, True)
+    images = torch.full((N // 4, 2, 24, 48), 200, dtype=torch.uint8)
+    out = Augment(pad=0, flip=False, cutout=aug.cutout, **IDENTITY)(images, _gen(9))
+    assert out.shape == images.shape and (out[:, 0] == 0).sum((1, 2)).max() == 12 * 12
+    with pytest.raises(ValueError, match=r"^size is \(0, 32\), expected two positive integers H W$"):
+        Augment.for_size([0.5], [0.2], (0, 32))
 
 
 def test_rejects_bad_input() -> None:

@@ -168,7 +168,7 @@ def test_a_truncated_image_is_named(tmp_path: Path, suffix: str) -> None:
         load_dataset("folder", tmp_path)
 
 
-def test_many_images_decode_on_threads_and_errors_still_name_the_file(tmp_path: Path) -> None:
+def test_many_images_decode_in_order_and_an_error_names_the_file(tmp_path: Path) -> None:
     written = _folder(tmp_path, {"a": 60, "b": 60}, split=False, size=(8, 8))
     ds = load_dataset("folder", tmp_path)
     assert len(ds.train_labels) + len(ds.test_labels) == 120

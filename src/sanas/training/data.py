@@ -42,7 +42,6 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -301,8 +300,6 @@ _FORMATS_SAID = "PNG, JPEG, BMP or WebP"
 HELD_OUT_TEST_FRACTION = 0.2
 _HELD_OUT_SEED = 0
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
-# Decoding threads: Pillow releases the GIL while it decodes and resizes, so threads decode in parallel.
-_DECODE_THREADS = min(8, os.cpu_count() or 1)
 
 
 def check_input_size(input_size: Sequence[int] | None) -> tuple[int, int] | None:
@@ -376,18 +373,6 @@ def _decode(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
             raise DatasetError(f"corrupt or truncated image {path}: {e}; expected a complete {_FORMATS_SAID} "
                                f"file") from e
         return fit_image(image, size, channels)
-
-
-def _parallel(count: int, work: Callable[[int], Any]) -> list[Any]:
-    """``[work(i) for i in range(count)]`` on the decoding threads; the first error (in order) is raised and
-    what has not started yet is cancelled."""
-    if count < 64 or _DECODE_THREADS == 1:
-        return [work(i) for i in range(count)]
-    pool = ThreadPoolExecutor(_DECODE_THREADS)
-    try:
-        return list(pool.map(work, range(count), chunksize=16))
-    finally:
-        pool.shutdown(cancel_futures=True)
 
 
 def _input_size(sizes: Sequence[tuple[int, int]], size: tuple[int, int] | None, where: str,
@@ -472,11 +457,8 @@ def _conform(images: torch.Tensor, size: tuple[int, int] | None, channels: int |
         return images
     array = images.numpy()
     out = np.empty((n, channels, *size), dtype=np.uint8)
-
-    def work(i: int) -> None:
+    for i in range(n):
         out[i] = fit_image(Image.fromarray(array[i, 0] if c == 1 else array[i].transpose(1, 2, 0)), size, channels)
-
-    _parallel(n, work)
     return torch.from_numpy(out)
 
 
@@ -539,16 +521,15 @@ def _folder_files(root: Path) -> tuple[tuple[str, ...], list[Path], torch.Tensor
 
 def _load_folder(root: Path, size: tuple[int, int] | None, channels: int | None) -> Dataset:
     classes, files, labels, test, skipped = _folder_files(root)
-    heads = _parallel(len(files), lambda i: _peek(files[i]))
+    heads = [_peek(path) for path in files]
     size = _input_size([hw for hw, _ in heads], size, str(root), lambda i: str(files[i]))
     if channels is None:
         channels = 1 if {mode for _, mode in heads} <= _GREY_MODES else 3
+    # Decoded one by one: threads (Pillow releases the GIL) measured no faster on the 2 busy cores this was written
+    # on; worth measuring again where many cores are idle.
     images = np.empty((len(files), channels, *size), dtype=np.uint8)
-
-    def work(i: int) -> None:
-        images[i] = _decode(files[i], size, channels)
-
-    _parallel(len(files), work)
+    for i, path in enumerate(files):
+        images[i] = _decode(path, size, channels)
     if test is None:
         train_idx, test_idx = _hold_out_test(labels)
         how = f"test: {HELD_OUT_TEST_FRACTION:.0%} of each class held out, seed {_HELD_OUT_SEED}"
@@ -701,17 +682,13 @@ def _torch_items(data: Any, what: str) -> tuple[list[Image.Image | np.ndarray], 
 
 def _fit_items(items: Sequence[Image.Image | np.ndarray], size: tuple[int, int], channels: int) -> torch.Tensor:
     out = np.empty((len(items), channels, *size), dtype=np.uint8)
-
-    def work(i: int) -> None:
-        item = items[i]
+    for i, item in enumerate(items):
+        if isinstance(item, np.ndarray) and item.shape == out.shape[1:]:
+            out[i] = item
+            continue
         if isinstance(item, np.ndarray):
-            if item.shape == out.shape[1:]:
-                out[i] = item
-                return
             item = Image.fromarray(item[0] if len(item) == 1 else item.transpose(1, 2, 0))
         out[i] = fit_image(item, size, channels)
-
-    _parallel(len(items), work)
     return torch.from_numpy(out)
 
 
@@ -802,7 +779,7 @@ def dataset_shape(name: str, channels: int | None = None, root: str | Path | Non
     if name == "folder":
         classes, files, _, _, _ = _folder_files(_user_root(name, root))
         if channels is None:
-            grey = {mode for _, mode in _parallel(len(files), lambda i: _peek(files[i]))} <= _GREY_MODES
+            grey = {mode for _, mode in (_peek(path) for path in files)} <= _GREY_MODES
             channels = 1 if grey else 3
         return channels, len(classes)
     if name == "npz":
