@@ -774,8 +774,9 @@ def dataset_shape(name: str, channels: int | None = None, root: str | Path | Non
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}, expected one of {', '.join(DATASETS)}")
-    _check_channels(channels)
     spec = DATASETS[name]
+    if name in ("folder", "npz"):
+        _check_channels(channels)
     if name == "folder":
         classes, files, _, _, _ = _folder_files(_user_root(name, root))
         if channels is None:
@@ -813,8 +814,8 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Fal
 
     ``root`` defaults to :func:`default_root`; ``folder`` (an image folder) and ``npz`` (a file) need one.
     ``download`` only applies to CIFAR-10. ``train_size``, ``test_size`` and ``seed`` only apply to ``synthetic``.
-    ``channels`` (1 or 3) applies to ``synthetic`` (default 3), ``folder`` and ``npz`` (default: the data's; a
-    folder is grey when every image is). ``input_size`` ``(H, W)`` defaults to the data's size (32×32 for the
+    ``channels`` applies to ``synthetic`` (default 3), ``folder`` and ``npz`` (1 or 3; default: the data's, a
+    folder being grey when every image is). ``input_size`` ``(H, W)`` defaults to the data's size (32×32 for the
     built-in datasets); images are brought to it by :func:`fit_image`, never enlarged (``synthetic`` is drawn at it).
 
     >>> load_dataset("synthetic", train_size=50, test_size=10, channels=1).test_images.shape
@@ -825,10 +826,10 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Fal
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}, expected one of {', '.join(DATASETS)}")
     size = check_input_size(input_size)
-    _check_channels(channels)
     if name == "synthetic":
         return _synthetic(train_size, test_size, SYNTHETIC_CHANNELS if channels is None else channels, seed,
                           size=size or (32, 32))
+    _check_channels(channels)
     if name == "folder":
         return _load_folder(_user_root(name, root), size, channels)
     if name == "npz":
