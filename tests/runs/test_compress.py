@@ -49,3 +49,57 @@ def test_compress_refuses_a_missing_epochs_and_foreign_data(tmp_path):
     with pytest.raises(ValueError, match=r"data is a list, expected the TrainingData of sanas.prepare_data"):
         sanas.compress(SmallNet(), [], epochs=2, run_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+class Block(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out)
+        self.c2, self.b2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out)
+        self.down = None if stride == 1 and c_in == c_out else nn.Sequential(
+            nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.b2(self.c2(torch.relu(self.b1(self.c1(x)))))
+        return torch.relu(y + (x if self.down is None else self.down(x)))
+
+
+class ResNet18(nn.Module):
+    """ImageNet's ResNet-18 shape (7×7 stem with stride 2, max pool, four stages of two blocks), narrow."""
+
+    def __init__(self, widths: tuple[int, ...] = (8, 16, 24, 32), classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 7, 2, 3, bias=False), nn.BatchNorm2d(widths[0]),
+                                  nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+        blocks, c = [], widths[0]
+        for i, w in enumerate(widths):
+            blocks += [Block(c, w, 1 if i == 0 else 2), Block(w, w, 1)]
+            c = w
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(c, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1), 1))
+
+
+@pytest.mark.slow
+def test_an_imagenet_shaped_model_is_counted_exactly_and_compressed_at_224(tmp_path):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    net = ResNet18()
+    data = sanas.prepare_data("synthetic", train_size=48, test_size=16, input_size=(224, 224))
+    space = sanas.get_space("ModelSpace", model=net, example_input=[3, 224, 224])
+    for tokens in ([0] * len(space.range_table()), space.init_tokens()):
+        child = space.inherit(net, tokens).eval()
+        assert space.count_params(tokens) == sum(p.numel() for p in child.parameters())
+        with FlopCounterMode(display=False) as flops, torch.no_grad():
+            child(torch.zeros(1, 3, 224, 224))
+        assert space.count_macs(tokens) == flops.get_total_flops() // 2
+    out = sanas.compress(net, data, budget="0.5x", epochs=1, run_dir=tmp_path / "run", search_steps=3, batch_size=8,
+                         device="cpu", bn_batches=2, progress="none")
+    assert type(out.model) is ResNet18 and out.ratio <= 0.5
+    program = load_model(out.run_dir / "final")
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(program(x), out.model(x), atol=1e-4)
