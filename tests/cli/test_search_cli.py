@@ -109,7 +109,7 @@ def test_search_report_train_resume_export_load(tmp_path, capsys):
     assert "test top-1" in capsys.readouterr().out
     assert main(["train", "--run-dir", str(run), "--out", str(final), "--retain-epoch", "2", "--no-onnx",
                  "--progress", "none"]) == 2  # refuses to overwrite without --resume
-    assert "exists: pass resume=True" in capsys.readouterr().err
+    assert "exists: pass --resume to continue" in capsys.readouterr().err
     assert main(["train", "--run-dir", str(run), "--out", str(final), "--retain-epoch", "2", "--no-onnx",
                  "--progress", "none", "--resume"]) == 0
     assert main(["export", str(final)]) == 0
