@@ -18,7 +18,7 @@ WITH_EXAMPLES = {
     "sanas", "sanas.atomic", "sanas.cli",
     "sanas.network.genotypes", "sanas.network.model", "sanas.network.operations",
     "sanas.report.search", "sanas.report.summary",
-    "sanas.runs.config", "sanas.runs.isolate",
+    "sanas.runs.config", "sanas.runs.console", "sanas.runs.isolate",
     "sanas.search.api", "sanas.search.budget", "sanas.search.chain", "sanas.search.early_stop", "sanas.search.lease",
     "sanas.search.samplers", "sanas.search.storage",
     "sanas.spaces.base", "sanas.spaces.channels.trace", "sanas.spaces.cnn", "sanas.spaces.darts",

@@ -373,6 +373,21 @@ def test_an_entry_point_that_raises_or_needs_an_argument_is_one_line_quoting_it(
         load_entry_point("broken_models_xyz:needs")
 
 
+def test_a_grouping_that_runs_but_maps_channels_wrongly_is_refused(monkeypatch):
+    """Shapes cannot rule out every misreading (a channel shuffle written view(b, c // g, g, h, w)): the space checks
+    that a child computes the model on the channels it keeps. Here inheritance is made to keep the wrong channels."""
+    real = model_module.inherit_state
+
+    def reversed_channels(parent, child, layout, parent_widths, child_widths, importance):
+        state = real(parent, child, layout, parent_widths, child_widths, importance)
+        return {k: v.flip(0) if k.endswith("conv1.weight") else v for k, v in state.items()}
+
+    monkeypatch.setattr(model_module, "inherit_state", reversed_channels)
+    with pytest.raises(ValueError, match=r"ResNet: a child does not compute the model on the channels it keeps "
+                                         r"\(.*outputs differ by .*\); sanas has misread how its channels are coupled"):
+        ModelSpace(ResNet(), example_input=X)
+
+
 def test_bad_models_say_what_to_do():
     with pytest.raises(ValueError, match=r"OnlyLinear has no channel group sanas can search \(fc \(10 ch\) reaches "
                                          r"the model's output\)"):

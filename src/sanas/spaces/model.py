@@ -389,14 +389,47 @@ class ModelSpace(SearchSpace):
             self._explain_narrowest()
         rng = random.Random(0)
         alternating = [choices[0] if i % 2 == 0 else choices[-1] for i, (_, choices) in enumerate(self._tokens)]
-        for widths in (alternating, [rng.choice(choices) for _, choices in self._tokens]):
+        mixed = [rng.choice(choices) for _, choices in self._tokens]
+        for widths in (alternating, mixed):
             error = self._runs(self.widths_of(widths), report=True)
             if error:
-                shown = ", ".join(f"{self.graph.groups[groups[0]].name} at {w}"
-                                  for (groups, _), w in zip(self._tokens[:4], widths, strict=False))
                 raise ValueError(f"{type(self.model).__name__} breaks when its groups take different widths "
-                                 f"({shown}{', ...' if len(self._tokens) > 4 else ''}): {error}; its forward ties "
-                                 f"channels of groups sanas found apart")
+                                 f"({self._shown(widths)}): {error}; its forward ties channels of groups sanas found "
+                                 f"apart")
+        self._check_function(mixed, rng)
+
+    def _shown(self, widths: Sequence[int]) -> str:
+        shown = ", ".join(f"{self.graph.groups[groups[0]].name} at {w}"
+                          for (groups, _), w in zip(self._tokens[:4], widths, strict=False))
+        return shown + (", ..." if len(self._tokens) > 4 else "")
+
+    def _check_function(self, token_widths: list[int], rng: random.Random) -> None:
+        """A child must compute the model on the channels it keeps: with the other channels of every group made to
+        compute zero (:meth:`ChannelGraph.mask`, a random choice of them), the model and the child inherited from
+        it give the same outputs (in float64). A grouping that runs but maps channels wrongly — what shapes alone
+        cannot rule out, e.g. a channel shuffle written ``view(b, c // g, g, h, w)`` — is refused here instead of
+        making wrong children."""
+        widths = self.widths_of(token_widths)
+        dropped = {k: rng.sample(range(g.width), g.width - w)
+                   for k, (g, w) in enumerate(zip(self.graph.groups, widths, strict=True)) if w < g.width}
+        try:
+            masked = self.graph.mask(self.model, dropped).double().eval()
+            child = self.graph.shrink(masked, widths)
+            child.load_state_dict(inherit_state(masked, child, self.graph.layout, dict(enumerate(self.graph.widths)),
+                                                dict(enumerate(widths)), "group_l2"))
+            x = torch.randn(self.example_input.shape, generator=torch.Generator().manual_seed(0),
+                            dtype=torch.float64).to(self.example_input.device)
+            with torch.no_grad():
+                want, got = masked(x), child.eval()(x)
+        except Exception:  # a model that cannot run in float64: the runs above are all that can be checked
+            return
+        want = want[0] if isinstance(want, tuple | list) else want
+        got = got[0] if isinstance(got, tuple | list) else got
+        gap = float((want - got).abs().max())
+        if not gap <= 1e-6 * max(1.0, float(want.abs().max())):
+            raise ValueError(f"{type(self.model).__name__}: a child does not compute the model on the channels it "
+                             f"keeps ({self._shown(token_widths)}: outputs differ by {gap:.3g}); sanas has misread "
+                             f"how its channels are coupled, and refuses to search it rather than make wrong children")
 
     def _explain_narrowest(self) -> NoReturn:
         """Raise naming the first group whose narrowest width alone breaks the model."""

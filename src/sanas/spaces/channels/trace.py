@@ -110,6 +110,30 @@ class ChannelGraph:
         return child
 
 
+    def mask(self, model: nn.Module, dropped: dict[int, Sequence[int]]) -> nn.Module:
+        """A copy of ``model`` in which channels ``dropped[k]`` of group ``k`` compute zero: every weight that the
+        layout ties to them set to zero (running variances to one). A child that keeps the other channels must
+        compute what this copy computes: what :class:`~sanas.spaces.model.ModelSpace` checks its groups with."""
+        out = copy.deepcopy(model)
+        state = out.state_dict(keep_vars=True)
+        with torch.no_grad():
+            for fqn, dims in self.layout.items():
+                tensor = state[fqn]
+                for dim, spec in dims.items():
+                    offset, index = 0, []
+                    for seg in spec.segments:
+                        if seg.group is None:
+                            offset += seg.size
+                            continue
+                        index += [offset + c * seg.repeat + i for c in dropped.get(seg.group, ())
+                                  for i in range(seg.repeat)]
+                        offset += self.groups[seg.group].width * seg.repeat
+                    if index:
+                        tensor.index_fill_(dim, torch.tensor(index, dtype=torch.long, device=tensor.device),
+                                           1.0 if fqn.endswith("running_var") else 0.0)
+        return out
+
+
 def _spec_form(spec: DimSpec) -> _Form:
     const, coef = 0, {}
     for seg in spec.segments:
