@@ -69,6 +69,7 @@ __all__ = [
     "TrainingData",
     "check_input_size",
     "dataset_from_torch",
+    "dataset_image_size",
     "dataset_shape",
     "default_root",
     "fit_image",
@@ -791,6 +792,29 @@ def dataset_shape(name: str, channels: int | None = None, root: str | Path | Non
     if spec.in_channels is None:
         return SYNTHETIC_CHANNELS if channels is None else channels, spec.num_classes
     return spec.in_channels, spec.num_classes
+
+
+def dataset_image_size(name: str, root: str | Path | None = None,
+                       input_size: Sequence[int] | None = None) -> tuple[int, int]:
+    """``(H, W)`` of the images training sees, without decoding them: ``input_size`` when given, else the data's
+    own size (a folder's image headers, an .npz's array shapes; 32×32 for the built-in datasets).
+
+    >>> dataset_image_size("fashion-mnist"), dataset_image_size("synthetic", input_size=[64, 48])
+    ((32, 32), (64, 48))
+    """
+    size = check_input_size(input_size)
+    if size is not None:
+        return size
+    if name == "folder":
+        folder = _user_root(name, root)
+        _, files, _, _, _ = _folder_files(folder)
+        return _input_size([_peek(path)[0] for path in files], None, str(folder), lambda i: str(files[i]))
+    if name == "npz":
+        train, _, _ = _read_npz(_user_root(name, root))
+        return int(train[0].shape[2]), int(train[0].shape[3])
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}, expected one of {', '.join(DATASETS)}")
+    return 32, 32
 
 
 def _user_root(name: str, root: str | Path | None) -> Path:
