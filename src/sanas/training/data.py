@@ -25,13 +25,25 @@ shrunk, never enlarged (:func:`fit_image`). Mean and std are computed from the t
 
 The reward is computed on a held-out, class-balanced part of the *training* set (:func:`split_data`), never
 on the test set, unless PaddleSlim's protocol is asked for explicitly.
+
+Where the images live (``storage``, for ``folder`` and ``npz``): a dataset whose decoded images (uint8, at the input
+size: ``N·C·H·W`` bytes) fit is held in memory and moved to the training device whole (``"memory"``: batches are
+indexed there, no copy per step). A larger one is decoded once, in a process per core, into an image cache on disk
+and streamed from it batch by batch (``"stream"``, :mod:`sanas.training.stream`): never held whole in memory,
+never decoded again, while later runs and every process of a search reuse the cache. The rule (``"auto"``, the
+default): stream when the decoded images exceed :data:`~sanas.training.stream.STREAM_FRACTION` (a quarter) of the
+memory available when they are loaded; ``storage="memory"`` or ``"stream"`` forces a path. Both paths give the same
+images, splits and batches, so the same rewards for the same seeds. The built-in datasets are always in memory.
 """
 
 from __future__ import annotations
 
 import codecs
+import functools
 import gzip
 import hashlib
+import json
+import multiprocessing
 import os
 import pickle
 import shutil
@@ -41,7 +53,8 @@ import tarfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -49,6 +62,17 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from sanas.training.stream import (
+    STORAGES,
+    StreamedImages,
+    cache_key,
+    check_storage,
+    choose_storage,
+    default_cache_dir,
+    locked_build,
+    write_images,
+)
 
 try:  # numpy >= 2 moved it; the official CIFAR files name the old location, both map here.
     from numpy._core.multiarray import _reconstruct as _np_reconstruct
@@ -63,9 +87,11 @@ __all__ = [
     "DEFAULT_VAL_FRACTION",
     "HELD_OUT_TEST_FRACTION",
     "IMAGE_SUFFIXES",
+    "STORAGES",
     "Dataset",
     "DatasetError",
     "DatasetSpec",
+    "StreamedImages",
     "TrainingData",
     "check_input_size",
     "dataset_from_torch",
@@ -111,15 +137,20 @@ class Dataset:
     """
 
     name: str
-    train_images: torch.Tensor
+    train_images: torch.Tensor | StreamedImages
     train_labels: torch.Tensor
-    test_images: torch.Tensor
+    test_images: torch.Tensor | StreamedImages
     test_labels: torch.Tensor
     mean: tuple[float, ...]
     std: tuple[float, ...]
     num_classes: int = 10
     source: str = ""
     classes: tuple[str, ...] = ()
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the images are read from an image cache batch by batch (:mod:`sanas.training.stream`)."""
+        return isinstance(self.train_images, StreamedImages)
 
     @property
     def in_channels(self) -> int:
@@ -131,7 +162,8 @@ class Dataset:
         return int(self.train_images.shape[2]), int(self.train_images.shape[3])
 
     def to(self, device: torch.device | str) -> Dataset:
-        """The same dataset with every tensor on ``device`` (one copy; uint8 stays uint8)."""
+        """The same dataset with every tensor on ``device`` (one copy; uint8 stays uint8). Streamed images stay in
+        their cache; their labels move."""
         return replace(self, train_images=self.train_images.to(device), train_labels=self.train_labels.to(device),
                        test_images=self.test_images.to(device), test_labels=self.test_labels.to(device))
 
@@ -408,25 +440,45 @@ def _hold_out_test(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.nonzero(keep).flatten(), test
 
 
+class _ChannelSums:
+    """Per-channel sums of uint8 images, chunk by chunk (exact integers), for their mean and std."""
+
+    def __init__(self) -> None:
+        self.total: torch.Tensor | None = None
+        self.squares: torch.Tensor | None = None
+        self.count = 0
+
+    def add(self, images: torch.Tensor) -> None:
+        n, c, h, w = images.shape
+        if self.total is None or self.squares is None:
+            self.total, self.squares = torch.zeros(c, dtype=torch.int64), torch.zeros(c, dtype=torch.int64)
+        for chunk in images.split(max(1, 2**22 // (c * h * w))):
+            wide = chunk.to(torch.int64)
+            self.total += wide.sum(dim=(0, 2, 3))
+            self.squares += (wide * wide).sum(dim=(0, 2, 3))
+        self.count += n * h * w
+
+    def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Mean and std scaled to [0, 1]; the std is at least 1/255, as a constant channel would otherwise be
+        divided by 0."""
+        assert self.total is not None and self.squares is not None
+        mean = self.total.double() / self.count / 255
+        var = (self.squares.double() / self.count / 255**2 - mean**2).clamp_min(0)
+        return tuple(mean.tolist()), tuple(var.sqrt().clamp_min(1 / 255).tolist())
+
+
 def _mean_std(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 images scaled to [0, 1] (exact integer sums, chunked to bound memory);
-    the std is at least 1/255, as a constant channel would otherwise be divided by 0."""
-    n, c, h, w = images.shape
-    total = torch.zeros(c, dtype=torch.int64)
-    squares = torch.zeros(c, dtype=torch.int64)
-    for chunk in images.split(max(1, 2**22 // (c * h * w))):
-        wide = chunk.to(torch.int64)
-        total += wide.sum(dim=(0, 2, 3))
-        squares += (wide * wide).sum(dim=(0, 2, 3))
-    count = n * h * w
-    mean = total.double() / count / 255
-    var = (squares.double() / count / 255**2 - mean**2).clamp_min(0)
-    return tuple(mean.tolist()), tuple(var.sqrt().clamp_min(1 / 255).tolist())
+    """Per-channel mean and std of uint8 images scaled to [0, 1] (:class:`_ChannelSums`)."""
+    sums = _ChannelSums()
+    sums.add(images)
+    return sums.mean_std()
 
 
-def _user_dataset(name: str, source: str, classes: Sequence[str] | None, train: tuple[torch.Tensor, torch.Tensor],
-                  test: tuple[torch.Tensor, torch.Tensor], where: str) -> Dataset:
-    """A :class:`Dataset` of a user's images; checks the labels against ``classes`` (or numbers them)."""
+def _user_dataset(name: str, source: str, classes: Sequence[str] | None, train: tuple[Any, torch.Tensor],
+                  test: tuple[Any, torch.Tensor], where: str,
+                  mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> Dataset:
+    """A :class:`Dataset` of a user's images (tensors, or streamed with their ``mean_std`` given); checks the labels
+    against ``classes`` (or numbers them)."""
     labels = torch.cat([train[1], test[1]])
     if len(labels) and int(labels.min()) < 0:
         raise DatasetError(f"{where}: label {int(labels.min())} is negative; expected class indices 0, 1, …")
@@ -441,7 +493,7 @@ def _user_dataset(name: str, source: str, classes: Sequence[str] | None, train: 
         raise DatasetError(f"{where}: {len(classes)} class(es); expected at least two")
     if len(train[1]) == 0:
         raise DatasetError(f"{where}: no training images; expected at least one per class")
-    mean, std = _mean_std(train[0])
+    mean, std = mean_std or _mean_std(train[0])
     return Dataset(name, train[0], train[1], test[0], test[1], mean, std, len(classes), source, classes)
 
 
@@ -520,17 +572,9 @@ def _folder_files(root: Path) -> tuple[tuple[str, ...], list[Path], torch.Tensor
     return tuple(classes), files, label_tensor, test, skipped
 
 
-def _load_folder(root: Path, size: tuple[int, int] | None, channels: int | None) -> Dataset:
+def _load_folder(root: Path, size: tuple[int, int] | None, channels: int | None, storage: str = "memory",
+                 cache_dir: str | Path | None = None) -> Dataset:
     classes, files, labels, test, skipped = _folder_files(root)
-    heads = [_peek(path) for path in files]
-    size = _input_size([hw for hw, _ in heads], size, str(root), lambda i: str(files[i]))
-    if channels is None:
-        channels = 1 if {mode for _, mode in heads} <= _GREY_MODES else 3
-    # Decoded one by one: threads (Pillow releases the GIL) measured no faster on the 2 busy cores this was written
-    # on; worth measuring again where many cores are idle.
-    images = np.empty((len(files), channels, *size), dtype=np.uint8)
-    for i, path in enumerate(files):
-        images[i] = _decode(path, size, channels)
     if test is None:
         train_idx, test_idx = _hold_out_test(labels)
         how = f"test: {HELD_OUT_TEST_FRACTION:.0%} of each class held out, seed {_HELD_OUT_SEED}"
@@ -543,9 +587,120 @@ def _load_folder(root: Path, size: tuple[int, int] | None, channels: int | None)
                 f"{skipped[0]}")
         print(f"note: {root}: {note}", file=sys.stderr)
         source = f"{root} ({how}; {note})"
+    heads = None
+    if storage != "memory":
+        made_of = [[str(f.relative_to(root)), st.st_size, st.st_mtime_ns] for f, st in ((f, f.stat()) for f in files)]
+        cache = Path(cache_dir or default_cache_dir()).expanduser() / cache_key("folder", made_of, size, channels)
+        meta = _cache_meta(cache)
+        if meta is None:
+            heads = [head for part in _in_workers(_peek_chunk, _chunks(files)) for head in part]
+            shape = _folder_shape(root, files, heads, size, channels)
+        else:
+            shape = tuple(meta["shape"])
+        if choose_storage(storage, int(np.prod(shape))) == "stream":
+            order = torch.cat([train_idx, test_idx]).tolist()
+            decode = functools.partial(_decode_chunk, size=shape[2:], channels=shape[1])
+            chunks = _in_workers(decode, _chunks([files[i] for i in order]))
+            return _streamed_dataset("folder", source, classes, (labels[train_idx], labels[test_idx]), str(root),
+                                     cache, shape, chunks)
+    if heads is None:
+        heads = [_peek(path) for path in files]
+    _, channels, *size = _folder_shape(root, files, heads, size, channels)
+    # Decoded one by one: threads (Pillow releases the GIL) measured no faster on the 2 busy cores this was written
+    # on; worth measuring again where many cores are idle.
+    images = np.empty((len(files), channels, *size), dtype=np.uint8)
+    for i, path in enumerate(files):
+        images[i] = _decode(path, (size[0], size[1]), channels)
     tensor = torch.from_numpy(images)
     return _user_dataset("folder", source, classes, (tensor[train_idx], labels[train_idx]),
                          (tensor[test_idx], labels[test_idx]), str(root))
+
+
+def _folder_shape(root: Path, files: list[Path], heads: Sequence[tuple[tuple[int, int], str]],
+                  size: tuple[int, int] | None, channels: int | None) -> tuple[int, int, int, int]:
+    """``(N, C, H, W)`` of a folder's decoded images, from their headers and the settings."""
+    size = _input_size([hw for hw, _ in heads], size, str(root), lambda i: str(files[i]))
+    if channels is None:
+        channels = 1 if {mode for _, mode in heads} <= _GREY_MODES else 3
+    return len(files), channels, *size
+
+
+# --- an image cache (sanas.training.stream): decoded once, in worker processes
+
+#: Images per task of the worker processes that build an image cache.
+_CHUNK = 256
+
+
+def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
+    return [items[i:i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+
+
+def _in_workers(fn: Callable[[Any], Any], tasks: list[Any]) -> Iterator[Any]:
+    """``fn`` of each task, in order: in a process per core when there are several tasks and cores, else here.
+
+    ``fork``ed workers: they decode with Pillow only, and unlike ``spawn`` or ``forkserver`` they do not import
+    the caller's main script again (a script calling prepare_data at its top level would otherwise run again in
+    each). A daemonic process (an isolated candidate) cannot have children: it decodes here."""
+    workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+                  len(tasks))
+    if workers < 2 or multiprocessing.current_process().daemon or \
+            "fork" not in multiprocessing.get_all_start_methods():
+        yield from map(fn, tasks)
+        return
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        yield from pool.map(fn, tasks)
+
+
+def _peek_chunk(paths: Sequence[Path]) -> list[tuple[tuple[int, int], str]]:
+    return [_peek(path) for path in paths]
+
+
+def _decode_chunk(paths: Sequence[Path], size: tuple[int, int], channels: int) -> np.ndarray:
+    out = np.empty((len(paths), channels, *size), dtype=np.uint8)
+    for i, path in enumerate(paths):
+        out[i] = _decode(path, size, channels)
+    return out
+
+
+def _cache_meta(cache: Path) -> dict[str, Any] | None:
+    """The ``meta.json`` of a complete image cache, or ``None``."""
+    try:
+        return json.loads((cache / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _streamed_dataset(name: str, source: str, classes: Sequence[str] | None,
+                      labels: tuple[torch.Tensor, torch.Tensor], where: str, cache: Path,
+                      shape: Sequence[int], chunks: Iterable[np.ndarray]) -> Dataset:
+    """A :class:`Dataset` streamed from the image cache ``cache``, built from ``chunks`` (the training part's
+    images first, then the test part's) unless it exists; the mean and std are summed as the chunks are written."""
+    n_train = len(labels[0])
+    with locked_build(cache) as tmp:
+        if tmp is not None:
+            print(f"note: decoding {shape[0]} images of {where} once into the image cache {cache}", file=sys.stderr)
+            sums = _ChannelSums()
+
+            def counted() -> Iterator[np.ndarray]:
+                done = 0
+                for chunk in chunks:
+                    if done < n_train:
+                        sums.add(torch.from_numpy(chunk[:n_train - done]))
+                    done += len(chunk)
+                    yield chunk
+
+            write_images(tmp / "images.npy", shape, counted())
+            mean, std = sums.mean_std() if n_train else ((), ())
+            (tmp / "meta.json").write_text(json.dumps({"shape": list(shape), "train": n_train, "mean": mean,
+                                                       "std": std, "source": where}))
+    meta = _cache_meta(cache)
+    assert meta is not None
+    images = StreamedImages(cache / "images.npy")
+    if meta["train"] != n_train or tuple(images.shape) != tuple(shape):
+        raise DatasetError(f"image cache {cache} holds {tuple(images.shape)} images, {meta['train']} for training; "
+                           f"expected {tuple(shape)}, {n_train}: delete it to rebuild it")
+    return _user_dataset(name, source, classes, (images[:n_train], labels[0]), (images[n_train:], labels[1]), where,
+                         (tuple(meta["mean"]), tuple(meta["std"])))
 
 
 # --- arrays (.npz)
@@ -605,15 +760,36 @@ def _read_npz(path: Path) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torc
     for split in ("train", "test"):
         images = _npz_images(arrays[f"x_{split}"], f"x_{split}", path)
         parts.append((images, _npz_labels(arrays[f"y_{split}"], len(images), f"y_{split}", f"x_{split}", path)))
-    names = arrays.get("classes")
+    return parts[0], parts[1], _npz_classes(arrays.get("classes"), path)
+
+
+def _npz_classes(names: np.ndarray | None, path: Path) -> tuple[str, ...] | None:
     if names is not None and (names.ndim != 1 or names.dtype.kind not in "US"):
         raise DatasetError(f"{path}: classes is {names.dtype} of shape {tuple(names.shape)}; expected one name "
                            f"(a string) per class")
-    classes = None if names is None else tuple(str(n.decode() if isinstance(n, bytes) else n) for n in names)
-    return parts[0], parts[1], classes
+    return None if names is None else tuple(str(n.decode() if isinstance(n, bytes) else n) for n in names)
 
 
-def _load_npz(path: Path, size: tuple[int, int] | None, channels: int | None) -> Dataset:
+def _load_npz(path: Path, size: tuple[int, int] | None, channels: int | None, storage: str = "memory",
+              cache_dir: str | Path | None = None) -> Dataset:
+    cache = None
+    if storage != "memory" and path.is_file():
+        st = path.stat()
+        made_of = [str(path.resolve()), st.st_size, st.st_mtime_ns]
+        cache = Path(cache_dir or default_cache_dir()).expanduser() / cache_key("npz", made_of, size, channels)
+        meta = _cache_meta(cache)
+        if meta is not None and choose_storage(storage, int(np.prod(meta["shape"]))) == "stream":
+            # Only the labels are read: the images are in the cache.
+            try:
+                with np.load(path, allow_pickle=False) as npz:
+                    counts = meta["train"], meta["shape"][0] - meta["train"]
+                    labels = tuple(_npz_labels(npz[f"y_{split}"], n, f"y_{split}", f"x_{split}", path)
+                                   for split, n in zip(("train", "test"), counts, strict=True))
+                    classes = _npz_classes(npz["classes"] if "classes" in npz.files else None, path)
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+                raise DatasetError(f"corrupt .npz file {path}: {e}") from e
+            return _streamed_dataset("npz", str(path), classes, (labels[0], labels[1]), str(path), cache,
+                                     meta["shape"], [])
     train, test, classes = _read_npz(path)
     if train[0].shape[1:] != test[0].shape[1:]:
         raise DatasetError(f"{path}: x_train images are {'×'.join(map(str, train[0].shape[1:]))} (C×H×W) but "
@@ -621,6 +797,11 @@ def _load_npz(path: Path, size: tuple[int, int] | None, channels: int | None) ->
     size = size or (int(train[0].shape[2]), int(train[0].shape[3]))
     train = (_conform(train[0], size, channels, f"{path} x_train"), train[1])
     test = (_conform(test[0], size, channels, f"{path} x_test"), test[1])
+    shape = (len(train[0]) + len(test[0]), *train[0].shape[1:])
+    if cache is not None and choose_storage(storage, int(np.prod(shape))) == "stream":
+        # NumPy reads an .npz member whole: the file is held in memory once, while its cache is written.
+        chunks = [c.numpy() for part in (train[0], test[0]) for c in part.split(_CHUNK)]
+        return _streamed_dataset("npz", str(path), classes, (train[1], test[1]), str(path), cache, shape, chunks)
     return _user_dataset("npz", str(path), classes, train, test, str(path))
 
 
@@ -833,7 +1014,8 @@ def default_root(name: str) -> Path:
 
 def load_dataset(name: str, root: str | Path | None = None, download: bool = False, *,
                  train_size: int = 2000, test_size: int = 500, channels: int | None = None, seed: int = 0,
-                 input_size: Sequence[int] | None = None) -> Dataset:
+                 input_size: Sequence[int] | None = None, storage: str = "auto",
+                 cache_dir: str | Path | None = None) -> Dataset:
     """Load a registered dataset (:data:`DATASETS`) into memory (CPU, uint8).
 
     ``root`` defaults to :func:`default_root`; ``folder`` (an image folder) and ``npz`` (a file) need one.
@@ -841,6 +1023,8 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Fal
     ``channels`` applies to ``synthetic`` (default 3), ``folder`` and ``npz`` (1 or 3; default: the data's, a
     folder being grey when every image is). ``input_size`` ``(H, W)`` defaults to the data's size (32×32 for the
     built-in datasets); images are brought to it by :func:`fit_image`, never enlarged (``synthetic`` is drawn at it).
+    ``storage`` (``folder`` and ``npz``): ``"memory"``, ``"stream"`` (an image cache in ``cache_dir``, default
+    :func:`~sanas.training.stream.default_cache_dir`) or ``"auto"``, the rule of the module docstring.
 
     >>> load_dataset("synthetic", train_size=50, test_size=10, channels=1).test_images.shape
     torch.Size([10, 1, 32, 32])
@@ -850,14 +1034,16 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Fal
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}, expected one of {', '.join(DATASETS)}")
     size = check_input_size(input_size)
+    if check_storage(storage) == "stream" and name not in ("folder", "npz"):
+        raise ValueError(f"storage 'stream' applies to the folder and npz datasets, not {name} (held in memory)")
     if name == "synthetic":
         return _synthetic(train_size, test_size, SYNTHETIC_CHANNELS if channels is None else channels, seed,
                           size=size or (32, 32))
     _check_channels(channels)
     if name == "folder":
-        return _load_folder(_user_root(name, root), size, channels)
+        return _load_folder(_user_root(name, root), size, channels, storage, cache_dir)
     if name == "npz":
-        return _load_npz(_user_root(name, root), size, channels)
+        return _load_npz(_user_root(name, root), size, channels, storage, cache_dir)
     path = Path(root).expanduser() if root is not None else default_root(name)
     dataset = _load_cifar10(path, download) if name == "cifar10" else _load_fashion_mnist(path)
     if size is None or size == dataset.image_size:
@@ -885,7 +1071,7 @@ class TrainingData:
 
     @property
     def device(self) -> torch.device:
-        return self.dataset.train_images.device
+        return self.dataset.train_labels.device
 
     @property
     def num_classes(self) -> int:

@@ -2,6 +2,9 @@
 sanas runs: candidates, finalists, final models, the parent).
 
 Everything lives on the training device: the uint8 images, a seeded ``randperm`` shuffle, the augmentation.
+Streamed images (:mod:`sanas.training.stream`) are the one exception: the shuffle is drawn the same way, and the
+epoch's batches of it are read from their image cache a few steps ahead and copied to the device, so both paths
+train on the same batches.
 The learning rate follows a cosine from ``learning_rate`` to 0 over the whole run, stepped after every
 batch (so it reaches 0 exactly at the last step; PaddleSlim steps it per epoch — or, after its Paddle 2
 port, never). Drop path is ``drop_path_prob · epoch / retain_epoch`` with epochs counted from 0, as in DARTS.
@@ -14,7 +17,7 @@ import dataclasses
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -34,6 +37,7 @@ from sanas.training.distributed import (
     unused_parameters,
 )
 from sanas.training.recipe import Recipe, no_teacher
+from sanas.training.stream import StreamedImages
 
 __all__ = ["EpochMetrics", "Progress", "Trainer", "TrainingFailed"]
 
@@ -221,6 +225,7 @@ class Trainer:
             # A parameter no step reaches (an auxiliary head after the last cell, or one the loss ignores at
             # aux_weight 0) would stall DDP's reduction: found once, with one probing step that changes nothing.
             x, y = (t[:2] for t in self.data.train())
+            x = x.read().to(self.device) if isinstance(x, StreamedImages) else x
             x = normalize(x, self.data.dataset.mean, self.data.dataset.std).contiguous(memory_format=self.memory_format)
             unused = unused_parameters(self.net, x, lambda out: self._objective(out, y, "sum")[0])
             model = DistributedDataParallel(self.net, device_ids=[self.device.index] if self.device.type == "cuda"
@@ -250,6 +255,8 @@ class Trainer:
             self.teacher = teacher
         self._order: torch.Tensor | None = None
         self._position = 0
+        #: Streamed images: the current shuffle's batches, being read ahead (see _next_batch).
+        self._stream: Iterator[torch.Tensor] | None = None
         self._global_batch = 0
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.optimizer, T_max=max(1, self.total_steps), eta_min=0.0)
@@ -294,18 +301,28 @@ class Trainer:
         if self._order is None or self._position >= self.steps_per_epoch:
             self._order = torch.randperm(len(self.train_labels), generator=self.generator, device=self.device)
             self._position = 0
-        b = self.recipe.batch_size
-        idx = self._order[self._position * b:(self._position + 1) * b]
+            if isinstance(self.train_images, StreamedImages):  # read this shuffle's batches ahead, in order
+                order = self._order.cpu()
+                self._stream = self.train_images.batches(
+                    (self._batch_at(order, p)[0] for p in range(self.steps_per_epoch)), self.device)
+        idx, global_batch = self._batch_at(self._order, self._position)
         self._position += 1
         if self.launch is not None:
-            # A last partial batch too small to give every rank two images (BatchNorm needs them) is topped up
-            # with the epoch's first images, so that an epoch has as many steps at every world size.
-            short = 2 * self.world_size - len(idx)
-            if short > 0:
-                idx = torch.cat([idx, self._order[:short]])
-            self._global_batch = len(idx)
-            idx = idx.tensor_split(self.world_size)[self.launch.rank]
+            self._global_batch = global_batch
         return idx
+
+    def _batch_at(self, order: torch.Tensor, position: int) -> tuple[torch.Tensor, int]:
+        """(this rank's indices, the global batch size) of batch ``position`` of the shuffle ``order``."""
+        b = self.recipe.batch_size
+        idx = order[position * b:(position + 1) * b]
+        if self.launch is None:
+            return idx, len(idx)
+        # A last partial batch too small to give every rank two images (BatchNorm needs them) is topped up
+        # with the epoch's first images, so that an epoch has as many steps at every world size.
+        short = 2 * self.world_size - len(idx)
+        if short > 0:
+            idx = torch.cat([idx, order[:short]])
+        return idx.tensor_split(self.world_size)[self.launch.rank], len(idx)
 
     @torch.no_grad()
     def reestimate_bn(self, batches: int) -> None:
@@ -332,12 +349,14 @@ class Trainer:
         n, b = len(self.train_labels), self.recipe.batch_size
         order = torch.randperm(n, generator=self.generator, device=self.device)
         position = 0
+        picked = []
         for _ in range(batches):
             if position + 2 > n:
                 order, position = torch.randperm(n, generator=self.generator, device=self.device), 0
-            idx = order[position:position + b]
+            picked.append(order[position:position + b])
             position += b
-            x = normalize(self.train_images[idx], ds.mean, ds.std).contiguous(memory_format=self.memory_format)
+        for images in self._images(self.train_images, picked):
+            x = normalize(images, ds.mean, ds.std).contiguous(memory_format=self.memory_format)
             with self._autocast():
                 self.model(x)
         for m, momentum in zip(bns, momenta, strict=True):
@@ -371,10 +390,11 @@ class Trainer:
         check_every = 1 if self.device.type == "cpu" else 20
         for step in range(steps):
             idx = self._next_batch()
+            images = self.train_images[idx] if self._stream is None else next(self._stream)
             if r.augment:
-                x = self.augment(self.train_images[idx], augment_generator, channels_last=self.channels_last)
+                x = self.augment(images, augment_generator, channels_last=self.channels_last)
             else:
-                x = normalize(self.train_images[idx], ds.mean, ds.std).contiguous(memory_format=self.memory_format)
+                x = normalize(images, ds.mean, ds.std).contiguous(memory_format=self.memory_format)
             y = self.train_labels[idx]
             with self._autocast():
                 teacher = None
@@ -443,10 +463,17 @@ class Trainer:
             loss = loss + self.recipe.aux_weight * ce(aux_logits)
         return loss, logits
 
+    def _images(self, images: torch.Tensor | StreamedImages, positions: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """The uint8 images at each of ``positions`` on the device: indexed there, or streamed (read ahead)."""
+        if isinstance(images, StreamedImages):
+            return images.batches(positions, self.device)
+        return (images[p] for p in positions)
+
     @torch.inference_mode()
-    def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, float]:
-        """(mean loss, top-1, top-5) of the network in eval mode on uint8 ``images`` (normalised only).
-        Data-parallel: each rank scores every ``world_size``-th image and the sums are combined."""
+    def evaluate(self, images: torch.Tensor | StreamedImages, labels: torch.Tensor) -> tuple[float, float, float]:
+        """(mean loss, top-1, top-5) of the network in eval mode on uint8 ``images`` (normalised only; a tensor on
+        the device, or streamed). Data-parallel: each rank scores every ``world_size``-th image and the sums are
+        combined."""
         self.net.eval()
         total = len(labels)
         images, labels = self._shard(images, labels)
@@ -455,10 +482,16 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         top1 = torch.zeros((), dtype=torch.long, device=self.device)
         topk = torch.zeros((), dtype=torch.long, device=self.device)
-        for start in range(0, len(labels), self.recipe.eval_batch_size):
-            x = normalize(images[start:start + self.recipe.eval_batch_size], ds.mean, ds.std)
+        eb = self.recipe.eval_batch_size
+        if isinstance(images, StreamedImages):
+            chunks = images.batches((torch.arange(s, min(s + eb, len(labels))) for s in range(0, len(labels), eb)),
+                                    self.device)
+        else:
+            chunks = (images[s:s + eb] for s in range(0, len(labels), eb))
+        for start, chunk in zip(range(0, len(labels), eb), chunks, strict=True):
+            x = normalize(chunk, ds.mean, ds.std)
             x = x.contiguous(memory_format=self.memory_format)
-            y = labels[start:start + self.recipe.eval_batch_size]
+            y = labels[start:start + eb]
             with self._autocast():
                 # Eager even with compile: an eval graph would be one more (slow) compilation for a pass
                 # that costs a fraction of an epoch.
@@ -472,7 +505,7 @@ class Trainer:
         n = max(total, 1)
         return float(loss_sum) / n, float(top1) / n, float(topk) / n
 
-    def _shard(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _shard(self, images: Any, labels: torch.Tensor) -> tuple[Any, torch.Tensor]:
         if self.launch is None:
             return images, labels
         return images[self.launch.rank::self.world_size], labels[self.launch.rank::self.world_size]
@@ -520,7 +553,7 @@ class Trainer:
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         self.epoch = int(state["epoch"])
         self.steps_done = int(state.get("steps_done", self.epoch * self.steps_per_epoch))
-        self._order = None  # checkpoints are taken at epoch ends: the next batch starts a new shuffle
+        self._order = self._stream = None  # checkpoints are taken at epoch ends: the next batch starts a new shuffle
         self.metrics = [EpochMetrics(**m) for m in state["metrics"]]
 
 
