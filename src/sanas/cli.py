@@ -28,7 +28,7 @@ from sanas.search.budget import MOVES
 from sanas.search.chain import PADDLESLIM_INIT_TEMPERATURE, check_init_temperature
 from sanas.search.samplers import SAMPLERS
 from sanas.search.storage import DEFAULT_CONNECT_TIMEOUT
-from sanas.spaces import DEFAULT_SPACE, DartsSpace, SearchSpace, get_space, uniform_tokens
+from sanas.spaces import DEFAULT_SPACE, DartsSpace, SearchSpace, get_space
 from sanas.spaces.inherit import IMPORTANCE
 from sanas.training.data import DATASETS
 from sanas.training.distributed import BACKENDS, check_launch, init_process_group, launch_from_env
@@ -86,13 +86,13 @@ SPACE_KEYS = ("layers", "filter_num", "init_channels", "stem_multiplier", "genot
               "auxiliary", "model")
 DATA_KEYS = {"dataset": "dataset", "data_root": "root", "val_fraction": "val_fraction", "data_seed": "seed",
              "train_subset": "train_subset", "val_subset": "val_subset", "reward_on_test": "reward_on_test",
-             "download": "download", "val_indices": "val_indices"}
+             "download": "download", "val_indices": "val_indices", "input_size": "input_size"}
 RECIPE_KEYS = {"retain_epoch": "retain_epoch", "batch_size": "batch_size", "learning_rate": "learning_rate",
                "drop_path_prob": "drop_path_prob", "cutout": "cutout", "train_seed": "seed", "device": "device",
                "compile": "compile", "channels_last": "channels_last", "evaluation": "evaluation",
                "bn_batches": "bn_batches", "finetune_lr": "finetune_lr", "importance": "importance",
                "early_stop": "early_stop", "stop_checks": "stop_checks", "augment": "augment", "distill": "distill",
-               "distill_temperature": "distill_temperature"}
+               "distill_temperature": "distill_temperature", "evaluate": "evaluate", "finetune": "finetune"}
 #: Where ``sanas train --uniform`` puts the uniform-width child, inside the run directory.
 UNIFORM_DIR = "uniform"
 SEARCH_KEYS = ("sampler", "search_steps", "max_params", "max_macs", "move", "fill", "init_temperature", "reduce_rate",
@@ -147,7 +147,12 @@ def add_space_arguments(parser: argparse.ArgumentParser) -> None:
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", choices=list(DATASETS), help=f"default: {DATA_DEFAULTS['dataset']}")
-    group.add_argument("--data-root", help="dataset folder (fashion-mnist default: the Debian package's)")
+    group.add_argument("--data-root", help="dataset folder (fashion-mnist default: the Debian package's); folder: "
+                                           "the images (DIR/train/<class>/..., DIR/test/<class>/... or "
+                                           "DIR/<class>/...); npz: the .npz file")
+    group.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
+                       help="train at H×W: images are shrunk (aspect kept, centre crop) to it, never enlarged "
+                            "(default: the data's own size)")
     group.add_argument("--train-subset", type=int, help="class-balanced subset of the training split (CPU proxies)")
     group.add_argument("--val-subset", type=int, help="class-balanced subset of the held-out split")
     group.add_argument("--val-fraction", type=float,
@@ -209,6 +214,12 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
                             f"batch; ALPHA in [0, 1] (inherit: {DEFAULT_DISTILL:g}; 0 = off)")
     group.add_argument("--distill-temperature", type=float, metavar="T",
                        help=f"temperature T of --distill ({RECIPE_DEFAULTS.distill_temperature:g})")
+    group = parser.add_argument_group("your own loop (entry points, imported in every process)")
+    group.add_argument("--evaluate", metavar="MODULE:FUNCTION",
+                       help="evaluate(model) -> float, higher is better: the reward, instead of the held-out top-1")
+    group.add_argument("--finetune", metavar="MODULE:FUNCTION",
+                       help="finetune(model, epochs): trains candidates, finalists and the final model instead of "
+                            "sanas' loop (after BatchNorm re-estimation; no distillation, no per-epoch checkpoint)")
 
 
 def add_join_arguments(parser: argparse.ArgumentParser) -> None:
@@ -281,7 +292,7 @@ def _report(run_dir: Path | None, args: argparse.Namespace) -> Any:
 
 
 def _write_report(run_dir: Path, args: argparse.Namespace, console: Console, out: Path | None = None) -> None:
-    from sanas.report.search import render_report, write_report
+    from sanas.report.search import failure_line, render_report, write_report
 
     report = _report(run_dir, args)
     folder = check_folder(out or run_dir / "report", "--out" if out else "report folder")
@@ -289,6 +300,8 @@ def _write_report(run_dir: Path, args: argparse.Namespace, console: Console, out
     paths = write_report(report, folder, top)
     console.print(render_report(report, top))
     console.print(f"report written to {paths[0].parent}/ ({', '.join(p.name for p in paths)})")
+    if report.failed:  # the last line: how many failed and why (the search itself finished)
+        console.print(failure_line(report))
 
 
 def cmd_search(args: argparse.Namespace, console: Console) -> int:
@@ -448,7 +461,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
             raise CLIError("--uniform scales the init widths down to the search's budget, and this one has none "
                            "(--max-params)")
         try:
-            tokens = uniform_tokens(space, budget)
+            space, tokens = space.uniform_child(budget)  # a ModelSpace's on a finer grid: one ratio fills the budget
         except NotImplementedError as e:
             raise CLIError(str(e)) from None
         notes.append(f"training the uniform-width child at the budget ({budget:,} params): tokens {tokens}, "
@@ -597,7 +610,9 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     if "test" in info:
         console.print(f"test top-1 {100 * info['test']['top1']:.2f} %")
     if args.onnx:
-        outcome = write_onnx(net, space.config()["in_channels"], Path(args.onnx))
+        example = space.config().get("example_input")  # a ModelSpace's [C, H, W]; the built-in spaces' are 32×32
+        outcome = write_onnx(net, space.config()["in_channels"], Path(args.onnx),
+                             input_size=example[1:] if example else (32, 32))
         console.print(outcome.message)
         if not outcome.written:
             return 1

@@ -120,8 +120,8 @@ def test_only_rank_0_writes_files(tmp_path: Path) -> None:
 
     assert ours(logs["rank1-0.json"]) == []
     written = {Path(p).name for w in ours(logs["rank0-0.json"]) for p in w[1:]}
-    assert {"checkpoint.pt", "model.safetensors", "model.json"} <= written, written
-    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["checkpoint.pt", "model.json",
+    assert {"checkpoint.pt", "model.safetensors", "model.json", "model.pt2"} <= written, written
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["checkpoint.pt", "model.json", "model.pt2",
                                                                        "model.safetensors"]
     # progress comes from rank 0 alone: each epoch is reported once
     assert run.stderr.count("final epoch 1/2") == 1, run.stderr
@@ -213,7 +213,7 @@ def test_a_rank_killed_mid_epoch_restarts_the_job_which_resumes_its_last_checkpo
     assert out.count("final epoch 1/3") == 1 and out.count("final epoch 2/3") == 1, out[-4000:]
     record = json.loads((tmp_path / "model" / "model.json").read_text())
     assert [m["epoch"] for m in record["metrics"]] == [0, 1, 2]
-    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["checkpoint.pt", "model.json",
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["checkpoint.pt", "model.json", "model.pt2",
                                                                        "model.safetensors"]
 
 

@@ -119,7 +119,7 @@ def _data_defaults() -> dict[str, Any]:
 
     return {"dataset": DEFAULT_DATASET, **defaults_of(prepare_data, "root", "val_fraction", "seed", "train_subset",
                                                       "val_subset", "reward_on_test",
-                                                      "val_indices")}
+                                                      "val_indices", "input_size")}
 
 
 #: Settings of the [data] table and their defaults (``prepare_data``'s).
@@ -136,8 +136,6 @@ def _data_settings() -> tuple[str, ...]:
 
 #: Every key the [data] table may hold: ``prepare_data``'s settings, and the synthetic dataset's (sizes, channels).
 DATA_SETTINGS: tuple[str, ...] = _data_settings()
-#: The images' height and width: every registered dataset is 32×32 (``sanas.training.data``).
-DATA_IMAGE_SIZE = (32, 32)
 SECTIONS = ("space", "data", "recipe", "search")
 # Settings that may differ between the processes of one search (where they run, not what they compute).
 LOCAL_RECIPE_KEYS = ("device", "compile")
@@ -234,7 +232,13 @@ class RunConfig:
         """(in_channels, num_classes) of the configured dataset."""
         from sanas.training.data import dataset_shape
 
-        return dataset_shape(self.data["dataset"], self.data.get("channels"))
+        return dataset_shape(self.data["dataset"], self.data.get("channels"), self.data.get("root"))
+
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of the images training sees: ``[data] input_size``, else the data's own (read from its headers)."""
+        from sanas.training.data import dataset_image_size
+
+        return dataset_image_size(self.data["dataset"], self.data.get("root"), self.data.get("input_size"))
 
     def build_space(self) -> SearchSpace:
         """The search space; ``in_channels``/``num_classes`` follow the dataset unless set explicitly."""
@@ -242,7 +246,10 @@ class RunConfig:
         in_channels, num_classes = self.dataset_shape()
         settings.setdefault("in_channels", in_channels)
         settings.setdefault("num_classes", num_classes)
-        return get_space(self.space.get("name", DEFAULT_SPACE), **settings)
+        name = self.space.get("name", DEFAULT_SPACE)
+        if name == "ModelSpace" and "example_input" not in settings:  # traced at the size it trains at
+            settings.setdefault("input_size", list(self.image_size()))
+        return get_space(name, **settings)
 
     def build_recipe(self, **local: Any) -> Any:
         from sanas.training import Recipe
@@ -287,20 +294,23 @@ class RunConfig:
         """Refuse a space whose input does not match the data's images (``in_channels``, ``example_input``,
         ``input_size``): it would be built, counted (parameters, MACs, the budget) or traced for images that
         training never sees. Checked from the dataset's registry entry, before any space is built."""
+        from sanas.training.data import check_input_size
+
+        check_input_size(self.data.get("input_size"))
         channels, _ = self.dataset_shape()
-        images = f"dataset {self.data['dataset']!r} has {channels}×{DATA_IMAGE_SIZE[0]}×{DATA_IMAGE_SIZE[1]} images"
+        height, width = self.image_size()
+        images = f"dataset {self.data['dataset']!r} has {channels}×{height}×{width} images"
         follow = "or leave it out: it follows the data"
         given = self.space.get("in_channels")
         if given is not None and given != channels:
             raise ValueError(f"in_channels is {given!r}, but {images}; expected {channels} ({follow})")
         example = self.space.get("example_input")
-        expected = [channels, *DATA_IMAGE_SIZE]
+        expected = [channels, height, width]
         if isinstance(example, list | tuple) and list(example) != expected:
             raise ValueError(f"example_input is {list(example)!r}, but {images}; expected {expected} ({follow})")
         size = self.space.get("input_size")
-        if isinstance(size, list | tuple) and list(size) != list(DATA_IMAGE_SIZE):
-            raise ValueError(f"input_size is {list(size)!r}, but {images}; expected {list(DATA_IMAGE_SIZE)} "
-                             f"({follow})")
+        if isinstance(size, list | tuple) and list(size) != [height, width]:
+            raise ValueError(f"input_size is {list(size)!r}, but {images}; expected {[height, width]} ({follow})")
 
     def validate(self) -> None:
         """Check every section now, so a bad setting fails before any work starts (one clear error)."""
