@@ -24,7 +24,7 @@ WITH_EXAMPLES = {
     "sanas.spaces.base", "sanas.spaces.channels.trace", "sanas.spaces.cnn", "sanas.spaces.darts",
     "sanas.spaces.inherit", "sanas.spaces.mobilenet", "sanas.spaces.model", "sanas.spaces.resnet",
     "sanas.training", "sanas.training.augment", "sanas.training.data", "sanas.training.final",
-    "sanas.training.candidate", "sanas.training.recipe", "sanas.training.trainer",
+    "sanas.training.candidate", "sanas.training.recipe", "sanas.training.stream", "sanas.training.trainer",
 }
 
 
