@@ -46,8 +46,17 @@ def test_compress_returns_the_users_class_under_budget_and_resumes(tmp_path):
 def test_compress_refuses_a_missing_epochs_and_foreign_data(tmp_path):
     with pytest.raises(ValueError, match=r"epochs is None, expected the final fine-tune's epochs"):
         sanas.compress(SmallNet(), None, run_dir=tmp_path / "run")
-    with pytest.raises(ValueError, match=r"data is a list, expected the TrainingData of sanas.prepare_data"):
+    with pytest.raises(ValueError, match=r"data is a list, expected sanas.prepare_data\(...\)'s TrainingData, a "
+                                         r"sanas Dataset, or a torch Dataset of \(image, label\)"):
         sanas.compress(SmallNet(), [], epochs=2, run_dir=tmp_path / "run")
+    class Local(SmallNet):
+        pass
+
+    with pytest.raises(ValueError, match=r"model: .*Local cannot be imported by name in the processes that train "
+                                         r"the candidates .*; define it at the top level of a module"):
+        sanas.compress(Local(), TorchImages(), epochs=2, run_dir=tmp_path / "run")
+    with pytest.raises(ValueError, match=r"evaluate: .*<lambda> cannot be imported by name"):
+        sanas.compress(SmallNet(), TorchImages(), epochs=2, run_dir=tmp_path / "run", evaluate=lambda m: 1.0)
     assert not (tmp_path / "run").exists()
 
 
@@ -103,3 +112,28 @@ def test_an_imagenet_shaped_model_is_counted_exactly_and_compressed_at_224(tmp_p
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         assert torch.allclose(program(x), out.model(x), atol=1e-4)
+
+
+class TorchImages(torch.utils.data.Dataset):
+    """A user's own torch Dataset: 1×32×32 float images in [0, 1] whose class is the bright row band."""
+
+    def __len__(self) -> int:
+        return 60
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image = torch.rand(1, 32, 32, generator=torch.Generator().manual_seed(i)) * 0.3
+        image[:, (i % 3) * 10:(i % 3) * 10 + 8] += 0.6
+        return image, i % 3
+
+
+class Three(SmallNet):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(32, 3)
+
+
+@pytest.mark.slow
+def test_compress_takes_a_torch_dataset(tmp_path):
+    out = sanas.compress(Three(), TorchImages(), budget="0.7x", epochs=1, run_dir=tmp_path / "run", search_steps=2,
+                         batch_size=8, device="cpu", bn_batches=1, progress="none")
+    assert type(out.model) is Three and out.ratio <= 0.7 and 0 <= out.test_top1 <= 1

@@ -21,6 +21,7 @@ Like every API that starts processes, call it under ``if __name__ == "__main__":
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -28,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
 
 from sanas.processes import refuse_in_bootstrap
 from sanas.runs.config import SEARCH_DEFAULTS
@@ -39,6 +42,34 @@ __all__ = ["DEFAULT_COMPRESS_STEPS", "Compressed", "compress"]
 #: Screened candidates of :func:`compress`: the search the benchmarks measured against Torch-Pruning
 #: (``benchmarks/compress_models.py``, 30 candidates, then the finalists).
 DEFAULT_COMPRESS_STEPS = 30
+
+
+def _check_importable(thing: Any, what: str) -> None:
+    """Candidates train in child processes, which import the model's class and the user's functions by name: a
+    class or function defined inside another function cannot get there; say so before anything starts."""
+    if thing is None or isinstance(thing, str):
+        return
+    target = thing if callable(thing) and not isinstance(thing, nn.Module) else type(thing)
+    try:
+        pickle.dumps(target)
+    except Exception:
+        name = getattr(target, "__qualname__", repr(target))
+        raise ValueError(f"{what}: {name} cannot be imported by name in the processes that train the candidates "
+                         f"(defined inside a function, or a lambda?); define it at the top level of a module") from None
+
+
+def _training_data(data: Any) -> Any:
+    """``data`` as a :class:`~sanas.training.TrainingData` (see :func:`compress`)."""
+    from sanas.training.data import Dataset, TrainingData, dataset_from_torch, split_data
+
+    if isinstance(data, TrainingData):
+        return data
+    if isinstance(data, Dataset):
+        return split_data(data)
+    if isinstance(data, TorchDataset | DataLoader):
+        return split_data(dataset_from_torch(data))
+    raise ValueError(f"data is a {type(data).__name__}, expected sanas.prepare_data(...)'s TrainingData, a "
+                     f"sanas Dataset, or a torch Dataset of (image, label)")
 
 
 @dataclass
@@ -71,8 +102,11 @@ def compress(model: nn.Module, data: Any, budget: int | float | str = "0.5x", ep
 
     Args:
         model: the trained network (any ``nn.Module`` whose channels sanas can trace, see ``ModelSpace``).
-        data: a :class:`~sanas.training.TrainingData` (``prepare_data(...)``, any registered dataset or folder of
-            images), whose held-out split gives the rewards and whose test set is evaluated once, at the end.
+        data: a :class:`~sanas.training.TrainingData` (``prepare_data(...)``: a registered dataset, a folder of
+            images, an .npz), a :class:`~sanas.training.data.Dataset`, or a map-style torch ``Dataset`` of
+            ``(image, label)`` (:func:`~sanas.training.data.dataset_from_torch`, 20 % of each class held out as the
+            test set); a held-out part of its training images gives the rewards, its test set is evaluated once, at
+            the end.
         budget: ``"0.5x"`` of the model's parameters, or a count (``120_000``, ``"1.2M"``).
         epochs: the final fine-tune's epochs (e.g. half of the model's own training); required.
         run_dir: the run's record; rerunning the same call there resumes it, a different one is refused.
@@ -94,8 +128,9 @@ def compress(model: nn.Module, data: Any, budget: int | float | str = "0.5x", ep
     if epochs is None or isinstance(epochs, bool) or not isinstance(epochs, int | float) or not epochs > 0:
         raise ValueError(f"epochs is {epochs!r}, expected the final fine-tune's epochs (> 0; e.g. half of the "
                          f"model's own training)")
-    if not hasattr(data, "train_indices"):
-        raise ValueError(f"data is a {type(data).__name__}, expected the TrainingData of sanas.prepare_data(...)")
+    data = _training_data(data)
+    for thing, what in ((model, "model"), (evaluate, "evaluate"), (finetune, "finetune")):
+        _check_importable(thing, what)
     shape = list(example_input) if example_input is not None else list(data.dataset.train_images.shape[1:])
     space = get_space("ModelSpace", model=model, example_input=shape, num_classes=data.num_classes)
     final_recipe = Recipe(evaluation="inherit", retain_epoch=epochs, seed=seed, device=device, evaluate=evaluate,
