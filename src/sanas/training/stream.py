@@ -218,8 +218,11 @@ class StreamedImages:
         if isinstance(positions, torch.Tensor):
             positions = positions.cpu().numpy()
         rows = self._rows() if positions is None else self._rows()[np.asarray(positions)]
-        out = torch.empty((len(rows), *self._image), dtype=torch.uint8, pin_memory=pin)
-        buf = out.numpy().reshape(len(rows), self._row_bytes)
+        # No torch call on the reading threads unless pinning: a torch op from a second thread can start a second
+        # team of OpenMP threads that competes with the training's.
+        out = (torch.empty((len(rows), *self._image), dtype=torch.uint8, pin_memory=True).numpy() if pin else
+               np.empty((len(rows), *self._image), dtype=np.uint8))
+        buf = out.reshape(len(rows), self._row_bytes)
         fd = os.open(self.path, os.O_RDONLY)
         try:
             start = 0
@@ -234,7 +237,7 @@ class StreamedImages:
                 start = end
         finally:
             os.close(fd)
-        return out
+        return torch.from_numpy(out)
 
     def batches(self, positions: Iterable[np.ndarray | torch.Tensor], device: torch.device | str,
                 ) -> Iterator[torch.Tensor]:
