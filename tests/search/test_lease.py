@@ -63,7 +63,9 @@ def test_a_silent_heartbeat_is_reaped_as_crashed_and_its_tokens_come_back_first(
     dead, alive = ledger(study, sampler), ledger(study, sampler)
     dead.owner = {**dead.owner, "ns": "another-machine/1"}  # not this machine: only the heartbeat can tell
     lease = dead.claim([2, 2, 2])
-    time.sleep(0.2)
+    deadline = time.monotonic() + 30  # a beat every 0.05 s; a loaded machine may schedule the thread late
+    while study.get_trials(deepcopy=False)[0].system_attrs.get(HEARTBEAT_KEY, 0) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert study.get_trials(deepcopy=False)[0].system_attrs.get(HEARTBEAT_KEY, 0) >= 1  # it beats
     lease.stop.set()  # the worker hangs: its heartbeat stops
     lease.thread.join()
