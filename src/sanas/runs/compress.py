@@ -35,7 +35,7 @@ from torch.utils.data import Dataset as TorchDataset
 from sanas.processes import refuse_in_bootstrap
 from sanas.runs.config import SEARCH_DEFAULTS
 from sanas.runs.console import say
-from sanas.runs.worker import CANDIDATES_DIR, check_progress
+from sanas.runs.worker import SearchFailed, check_progress
 
 __all__ = ["DEFAULT_COMPRESS_STEPS", "Compressed", "compress"]
 
@@ -160,7 +160,8 @@ def compress(model: nn.Module, data: Any, budget: int | float | str = "0.5x", ep
     finally:
         sa.close()
     if not info.get("finished"):
-        raise ValueError(f"the search in {run} ended with no finished evaluation; see {run / CANDIDATES_DIR}")
+        raise SearchFailed(f"the search in {run} ended with no finished evaluation; fix what its candidates failed "
+                           f"with and call again to resume")
     record = run_finalists(run, space, data, search_recipe, model, trials, SEARCH_DEFAULTS["finalists"],
                            SEARCH_DEFAULTS["finalist_epochs"], progress, SEARCH_DEFAULTS["finalist_start"])
     pick = chosen(record)
