@@ -80,3 +80,40 @@ def test_a_child_of_a_model_object_without_its_program_says_what_to_pass(tmp_pat
                                          r"model=trained_model\)"):
         load_model(out)
     assert type(load_model(out, model=net)) is UserNet
+
+
+def test_a_child_of_an_entry_point_loads_from_anywhere_and_without_its_code(tmp_path, monkeypatch, capsys) -> None:
+    """model.json names the folder the model's module came from (model_root), so load_model finds it from another
+    folder; where the module is gone, it loads the program instead and says so."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "saved_child_models.py").write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "def net():\n    torch.manual_seed(0)\n"
+        "    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),\n"
+        "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))\n")
+    monkeypatch.chdir(folder)
+    from sanas.runs.config import RunConfig
+
+    config = RunConfig.from_sources(overrides={"space": {"name": "ModelSpace", "model": "saved_child_models:net"},
+                                               "data": {"dataset": "synthetic", "channels": 1}})
+    space = config.build_space()
+    data = prepare_data("synthetic", train_size=32, test_size=16, channels=1)
+    out = tmp_path / "child"
+    train_final([0], space, data, Recipe(retain_epoch=2, batch_size=16, device="cpu", cutout=0), out,
+                progress="none", onnx=False)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delitem(sys.modules, "saved_child_models")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(folder)])
+    rebuilt = load_model(out)
+    assert isinstance(rebuilt, nn.Sequential) and rebuilt[0].out_channels == space.widths([0])[0]
+    (folder / "saved_child_models.py").unlink()
+    monkeypatch.delitem(sys.modules, "saved_child_models")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(folder)])
+    program = load_model(out)
+    assert "loaded the exported program" in capsys.readouterr().err
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(program(x), rebuilt(x), atol=1e-5)

@@ -276,7 +276,7 @@ class ModelSpace(SearchSpace):
         model_digest: the model's :func:`weights_digest`, checked when given (a saved config names the model
             it was made with).
         model_root: the folder the entry point's module is imported from first (:func:`entry_point_root`, what a
-            run config records); not part of :meth:`config`, so a search keeps its identity on every machine.
+            run config records, so that every process of a search, and a saved child's ``model.json``, find it).
 
     >>> net = nn.Sequential(nn.Conv2d(1, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 32, 3),
     ...                     nn.BatchNorm2d(32), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
@@ -296,6 +296,7 @@ class ModelSpace(SearchSpace):
             raise ValueError("ModelSpace needs model= (the trained network, or a 'module:function' entry point); "
                              "a space made from a model object cannot be rebuilt from its saved config alone")
         self.entry_point = model if isinstance(model, str) else None
+        self.model_root = model_root if self.entry_point is not None else None
         self.model = load_entry_point(model, model_root) if isinstance(model, str) else model
         if not isinstance(self.model, nn.Module):
             raise ValueError(f"model is a {type(self.model).__name__}, expected a torch.nn.Module or 'module:function'")
@@ -564,7 +565,7 @@ class ModelSpace(SearchSpace):
         return {"name": self.name, "model": self.entry_point, "example_input": list(self.example_input.shape[1:]),
                 "min_ratio": min_ratio, "max_ratio": max_ratio, "ratio_step": ratio_step,
                 "granularity": self.granularity, "model_digest": self.digest, "in_channels": self.in_channels,
-                "num_classes": self.num_classes}
+                "num_classes": self.num_classes, **({"model_root": self.model_root} if self.model_root else {})}
 
     def __deepcopy__(self, memo: dict[int, Any]) -> ModelSpace:
         return self  # a space is an immutable description; networks that carry it must not copy the model with it

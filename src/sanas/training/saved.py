@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import sys
 from pathlib import Path
 
 import torch
@@ -84,7 +85,16 @@ def load_model(out_dir: str | Path, model: torch.nn.Module | str | None = None) 
         return _load_program(out, info)
     if not weights_path.is_file():
         raise FileNotFoundError(f"{weights_path} is missing: expected a folder written by train_final")
-    net = space_from_config(config).token2arch(tokens)
+    try:
+        space = space_from_config(config)
+    except ValueError as e:
+        if model is not None or not isinstance(config.get("model"), str) or not (out / PROGRAM).is_file():
+            raise
+        # The model's code cannot be imported here (another machine, another folder): its program needs none.
+        print(f"load_model: {e}; loaded the exported program {out / PROGRAM} instead (pass model= for your own "
+              f"class)", file=sys.stderr)
+        return _load_program(out, info)
+    net = space.token2arch(tokens)
     try:
         weights = load_file(weights_path)
     except Exception as e:  # safetensors' own error type is not public API
