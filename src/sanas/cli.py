@@ -30,7 +30,7 @@ from sanas.search.samplers import SAMPLERS
 from sanas.search.storage import DEFAULT_CONNECT_TIMEOUT
 from sanas.spaces import DEFAULT_SPACE, DartsSpace, SearchSpace, get_space
 from sanas.spaces.inherit import IMPORTANCE
-from sanas.training.data import DATASETS
+from sanas.training.data import DATASETS, STORAGES
 from sanas.training.distributed import BACKENDS, check_launch, init_process_group, launch_from_env
 from sanas.training.final import CHECKPOINT, DEFAULT_FINAL_FRACTION, final_epochs
 from sanas.training.recipe import DEFAULT_CUTOUT, DEFAULT_DISTILL, DEFAULT_EPOCHS, EVALUATIONS, Recipe
@@ -86,7 +86,8 @@ SPACE_KEYS = ("layers", "filter_num", "init_channels", "stem_multiplier", "genot
               "auxiliary", "model")
 DATA_KEYS = {"dataset": "dataset", "data_root": "root", "val_fraction": "val_fraction", "data_seed": "seed",
              "train_subset": "train_subset", "val_subset": "val_subset", "reward_on_test": "reward_on_test",
-             "download": "download", "val_indices": "val_indices", "input_size": "input_size"}
+             "download": "download", "val_indices": "val_indices", "input_size": "input_size",
+             "data_storage": "storage", "data_cache_dir": "cache_dir"}
 RECIPE_KEYS = {"retain_epoch": "retain_epoch", "batch_size": "batch_size", "learning_rate": "learning_rate",
                "drop_path_prob": "drop_path_prob", "cutout": "cutout", "train_seed": "seed", "device": "device",
                "compile": "compile", "channels_last": "channels_last", "evaluation": "evaluation",
@@ -150,6 +151,12 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--data-root", help="dataset folder (fashion-mnist default: the Debian package's); folder: "
                                            "the images (DIR/train/<class>/..., DIR/test/<class>/... or "
                                            "DIR/<class>/...); npz: the .npz file")
+    group.add_argument("--data-storage", choices=STORAGES,
+                       help="folder, npz: memory (decoded once, held as tensors), stream (decoded once into a cache "
+                            "file, read batch by batch) or auto (stream when the decoded images exceed a quarter of "
+                            "the available memory; the default)")
+    group.add_argument("--data-cache-dir", metavar="DIR",
+                       help="where streamed images are cached (default: $SANAS_CACHE or ~/.cache/sanas/images)")
     group.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
                        help="train at H×W: images are shrunk (aspect kept, centre crop) to it, never enlarged "
                             "(default: the data's own size)")

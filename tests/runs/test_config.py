@@ -186,3 +186,12 @@ def test_a_run_keeps_the_cutout_it_started_with() -> None:
     RunConfig.from_sources(overrides=overrides_from_args(args)).check_matches(RunConfig.from_dict(before), "r")
     with pytest.raises(ValueError, match=r"cutout is -1, expected a non-negative size in pixels \(0 = off\)"):
         RunConfig.from_sources(overrides={"data": {"dataset": "synthetic"}, "recipe": {"cutout": -1}})
+
+
+def test_where_a_machine_keeps_its_data_or_finds_the_model_is_never_a_config_change() -> None:
+    base = RunConfig.from_sources(overrides={"data": {"dataset": "synthetic"}})
+    local = RunConfig.from_dict({**base.to_dict(), "data": {**base.data, "storage": "memory", "cache_dir": "/x"}})
+    local.check_matches(base, "run directory r")  # streamed or in memory, cached anywhere: the same search
+    other = RunConfig.from_dict({**base.to_dict(), "data": {**base.data, "input_size": [48, 48]}})
+    with pytest.raises(ValueError, match=r"data.input_size: None there, \[48, 48\] now"):
+        other.check_matches(base, "run directory r")

@@ -139,8 +139,9 @@ DATA_SETTINGS: tuple[str, ...] = _data_settings()
 SECTIONS = ("space", "data", "recipe", "search")
 # Settings that may differ between the processes of one search (where they run, not what they compute).
 LOCAL_RECIPE_KEYS = ("device", "compile")
-#: Space settings that say where this machine finds something, not what the search is: never a config change.
+#: Settings that say where this machine finds or keeps something, not what the search is: never a config change.
 LOCAL_SPACE_KEYS = ("model_root",)
+LOCAL_DATA_KEYS = ("storage", "cache_dir")
 
 
 def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -376,7 +377,7 @@ class RunConfig:
         diff = []
         for section in SECTIONS:
             for key in sorted(set(mine[section]) | set(theirs[section])):
-                if section == "space" and key in LOCAL_SPACE_KEYS:
+                if key in {"space": LOCAL_SPACE_KEYS, "data": LOCAL_DATA_KEYS}.get(section, ()):
                     continue
                 if mine[section].get(key) != theirs[section].get(key):
                     diff.append(f"{section}.{key}: {theirs[section].get(key)!r} there, {mine[section].get(key)!r} now")
