@@ -9,7 +9,6 @@ groups cut apart that the forward ties) changes it.
 
 from __future__ import annotations
 
-import copy
 import functools
 import random
 
@@ -65,27 +64,12 @@ def test_counts_are_exact_at_every_input_size(name, size):
 
 
 def masked(model: nn.Module, graph, widths: list[int], seed: int = 0) -> nn.Module:
-    """The parent with every weight of a random choice of each group's dropped channels set to zero (running
-    variances to one): the dropped channels compute zero, and nothing reads them."""
+    """The parent with a random choice of each group's dropped channels computing zero (``ChannelGraph.mask``: every
+    weight they hold set to zero, running variances to one), so nothing reads them."""
     rng = random.Random(seed)
     dropped = {k: rng.sample(range(g.width), g.width - w) for k, (g, w) in enumerate(zip(graph.groups, widths,
                                                                                          strict=True))}
-    out = copy.deepcopy(model).eval()
-    state = out.state_dict()
-    with torch.no_grad():
-        for name, dims in graph.layout.items():
-            t = state[name]
-            for dim, spec in dims.items():
-                offset, index = 0, []
-                for seg in spec.segments:
-                    if seg.group is None:
-                        offset += seg.size
-                        continue
-                    index += [offset + c * seg.repeat + i for c in dropped[seg.group] for i in range(seg.repeat)]
-                    offset += graph.groups[seg.group].width * seg.repeat
-                fill = 1.0 if name.endswith("running_var") else 0.0
-                t.index_fill_(dim, torch.tensor(index, dtype=torch.long), fill)
-    return out
+    return graph.mask(model, dropped).eval()
 
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
