@@ -167,8 +167,9 @@ def test_server_and_client_in_one_process_and_a_taken_port(tmp_path, study_name)
     client.next_tokens()
     client.reward(0.5)
     assert len(loop(server)) == 3 and client.next_tokens() is None
-    with pytest.raises(OSError, match=f"cannot serve the study on 127.0.0.1:{port}"):
+    with pytest.raises(ValueError, match=f"cannot serve the study on 127.0.0.1:{port}: Address already in use"):
         small(server_addr=("127.0.0.1", port), save_checkpoint=tmp_path / "2", study_name=study_name)
+    assert not (tmp_path / "2").exists()  # refused before the study is made
     server.close()
 
 

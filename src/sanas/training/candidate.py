@@ -99,7 +99,7 @@ def _load_parent(parent: nn.Module | str | os.PathLike[str]) -> nn.Module:
 
 
 def _finetune(trainer: Trainer, result: CandidateResult, reporter: _Reporter, stop: StopCheck | None,
-              user: UserFunctions) -> None:
+              user: UserFunctions = UserFunctions()) -> None:  # noqa: B008 - frozen, holds no state
     """The inherit evaluation: BatchNorm re-estimation, then fine-tuning with checks; fills ``result``."""
     r = trainer.recipe
     trainer.reestimate_bn(r.bn_batches)
