@@ -180,7 +180,11 @@ def test_failing_calls_leak_no_descriptor_and_no_process(tmp_path, monkeypatch) 
                     sys.path.insert(0, str(tmp_path))
             if i in (1, 199):
                 counts.append((_open_descriptors(), _children()))
-    assert counts[1] == counts[0]
+    # A leak is one descriptor (or more) per failed call: 198 here. A few may come and go with the test process's
+    # other threads (a suite's leftovers), so the bound is far below that, not exact equality.
+    (fds_2, children_2), (fds_200, children_200) = counts
+    assert fds_200 - fds_2 <= 5, counts
+    assert children_200 <= children_2, counts
 
 
 def test_the_child_imports_what_the_caller_can(tmp_path, monkeypatch) -> None:
