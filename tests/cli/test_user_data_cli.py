@@ -95,3 +95,20 @@ def test_input_size_is_recorded_and_a_mismatched_example_input_is_one_line(tmp_p
     assert capsys.readouterr().err == ("sanas search: error: input_size is [0, 0], expected two positive integers H W "
                                        "(e.g. 32 32)\n")
     assert not (tmp_path / "run").exists()
+
+
+def test_the_class_names_are_recorded_and_a_changed_folder_is_refused_on_resume(tmp_path, monkeypatch, capsys):
+    write_images(tmp_path / "images", per_class=2)
+    monkeypatch.chdir(tmp_path)
+    from sanas.runs.config import RunConfig
+
+    config = RunConfig.from_sources(overrides={"data": {"dataset": "folder", "root": "images"},
+                                               "space": {"name": "PlainCNNSpace", "in_channels": 3}})
+    assert config.data["classes"] == ["circle", "square", "stripe"]
+    assert "classes" not in config.data_kwargs()
+    for split in ("train", "test"):  # a class added to the folder since the run began
+        (tmp_path / "images" / split / "zigzag").mkdir()
+        Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "images" / split / "zigzag" / "0.png")
+    with pytest.raises(ValueError, match=r"dataset 'images' has classes \['circle', 'square', 'stripe', 'zigzag'\], "
+                                         r"but the run was made with \['circle', 'square', 'stripe'\]"):
+        RunConfig.from_dict(config.to_dict())

@@ -131,7 +131,8 @@ def _data_settings() -> tuple[str, ...]:
 
     passed = ("name", "device", "root", "download")  # given by name and position, or not a setting
     loader = [n for n, p in inspect.signature(load_dataset).parameters.items() if p.kind is p.KEYWORD_ONLY]
-    return (*DATA_DEFAULTS, "download", *(n for n in loader if n not in DATA_DEFAULTS and n not in passed))
+    return (*DATA_DEFAULTS, "download", *(n for n in loader if n not in DATA_DEFAULTS and n not in passed),
+            "classes")
 
 
 #: Every key the [data] table may hold: ``prepare_data``'s settings, and the synthetic dataset's (sizes, channels).
@@ -190,6 +191,11 @@ class RunConfig:
         evaluation = merged["recipe"].get("evaluation", "scratch")
         if evaluation in DEFAULT_CUTOUT:  # else validate() names the bad evaluation
             merged["recipe"].setdefault("cutout", DEFAULT_CUTOUT[evaluation])
+        if merged["data"].get("dataset") in ("folder", "npz") and "classes" not in merged["data"]:
+            from sanas.training.data import dataset_classes
+
+            with contextlib.suppress(Exception):  # a missing or bad folder is named by validate(), in one line
+                merged["data"]["classes"] = list(dataset_classes(merged["data"]["dataset"], merged["data"].get("root")))
         model = merged["space"].get("model")
         if isinstance(model, str) and "model_root" not in merged["space"]:
             # Recorded, so that every process of the search imports the module from where this one found it: its
@@ -264,7 +270,22 @@ class RunConfig:
 
     def data_kwargs(self) -> dict[str, Any]:
         settings = dict(self.data)
+        settings.pop("classes", None)  # recorded, checked by validate(): not a loading setting
         return {"name": settings.pop("dataset"), **settings}
+
+    def check_classes(self) -> None:
+        """A user's dataset must still have the classes the run recorded (a resumed search, a worker elsewhere)."""
+        from sanas.training.data import dataset_classes
+
+        recorded = self.data.get("classes")
+        if recorded is None:
+            return
+        found = list(dataset_classes(self.data["dataset"], self.data.get("root")))
+        if found != list(recorded):
+            raise ValueError(f"dataset {self.data.get('root') or self.data['dataset']!r} has classes "
+                             f"{found[:6]}{' ...' if len(found) > 6 else ''}, but the run was made with "
+                             f"{list(recorded)[:6]}{' ...' if len(recorded) > 6 else ''}; expected the same class "
+                             f"folders (restore the data, or use another --run-dir)")
 
     def budget(self, space: SearchSpace | None = None) -> int | None:
         space = space or self.build_space()
@@ -321,6 +342,7 @@ class RunConfig:
                 if isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isfinite(value):
                     raise ValueError(f"{section}.{key} is {value!r}, expected a finite number")
         self.check_input_shape()
+        self.check_classes()
         space = self.build_space()  # an unknown dataset fails here, naming the registered ones
         budget = self.budget(space)
         if budget is not None:

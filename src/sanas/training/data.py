@@ -94,6 +94,7 @@ __all__ = [
     "StreamedImages",
     "TrainingData",
     "check_input_size",
+    "dataset_classes",
     "dataset_from_torch",
     "dataset_image_size",
     "dataset_shape",
@@ -973,6 +974,21 @@ def dataset_shape(name: str, channels: int | None = None, root: str | Path | Non
     if spec.in_channels is None:
         return SYNTHETIC_CHANNELS if channels is None else channels, spec.num_classes
     return spec.in_channels, spec.num_classes
+
+
+def dataset_classes(name: str, root: str | Path | None = None) -> tuple[str, ...]:
+    """The class names of a user's dataset (``folder``: its class folders, sorted; ``npz``: its ``classes`` array,
+    else the label numbers), without decoding images; ``()`` for the built-in datasets, whose classes are fixed.
+    A run records them, so that a resumed search is refused on a folder whose classes changed."""
+    if name == "folder":
+        return _folder_files(_user_root(name, root))[0]
+    if name == "npz":
+        train, test, classes = _read_npz(_user_root(name, root))
+        labels = torch.cat([train[1], test[1]])
+        return classes if classes is not None else tuple(str(c) for c in range(int(labels.max()) + 1))
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}, expected one of {', '.join(DATASETS)}")
+    return ()
 
 
 def dataset_image_size(name: str, root: str | Path | None = None,
