@@ -299,8 +299,10 @@ def test_the_api_refuses_a_bad_server_port_before_it_makes_the_study(tmp_path) -
         assert not (tmp_path / "study").exists()
 
 
-# Permissions, as a user who cannot write the folder (root writes anywhere: the test drops to nobody).
-NOBODY = ["--reuid=65534", "--regid=65534", "--clear-groups"]
+# Permissions, as a user who cannot write the folder. Root writes anywhere: as root the test runs the CLI without the
+# capabilities that override file permissions (still root, so it reads the checkout wherever it was cloned, even in
+# a folder only root may enter, as CI's is).
+WITHOUT_OVERRIDE = ["--bounding-set=-dac_override,-dac_read_search,-fowner"]
 UNWRITABLE = {
     "new run directory": (["search", "--run-dir", "ro/new", *TINY, *SYNTHETIC],
                           "run directory ro/new: folder ro is not writable by this user"),
@@ -327,11 +329,12 @@ def unwritable() -> Iterator[tuple[Path, list[str]]]:
     if os.geteuid() == 0:
         setpriv = shutil.which("setpriv")
         if setpriv is None:
-            pytest.skip("running as root without setpriv: no user to drop to")
-        prefix = [setpriv, *NOBODY, sys.executable]
-        probe = subprocess.run([*prefix, "-c", "import sanas.cli"], capture_output=True, text=True)
-        assert probe.returncode == 0, f"user nobody cannot import sanas from this checkout (make it and its venv " \
-                                      f"world-readable): {probe.stderr[-500:]}"
+            pytest.skip("running as root without setpriv: no way to drop the permission override")
+        prefix = [setpriv, *WITHOUT_OVERRIDE, "--", sys.executable]
+        probe = subprocess.run([*prefix, "-c", "import os, tempfile, sanas.cli; d = tempfile.mkdtemp(); "
+                                "os.chmod(d, 0o555); print(os.access(d, os.W_OK)); os.rmdir(d)"], capture_output=True, text=True)
+        assert probe.returncode == 0 and probe.stdout.strip() == "False", \
+            f"setpriv could not drop root's permission override: {probe.stdout}{probe.stderr[-500:]}"
     base = Path(tempfile.mkdtemp(prefix="sanas-unwritable-"))
     try:
         base.chmod(0o755)
