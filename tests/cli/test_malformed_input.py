@@ -332,7 +332,8 @@ def unwritable() -> Iterator[tuple[Path, list[str]]]:
             pytest.skip("running as root without setpriv: no way to drop the permission override")
         prefix = [setpriv, *WITHOUT_OVERRIDE, "--", sys.executable]
         probe = subprocess.run([*prefix, "-c", "import os, tempfile, sanas.cli; d = tempfile.mkdtemp(); "
-                                "os.chmod(d, 0o555); print(os.access(d, os.W_OK)); os.rmdir(d)"], capture_output=True, text=True)
+                                "os.chmod(d, 0o555); print(os.access(d, os.W_OK)); os.rmdir(d)"],
+                               capture_output=True, text=True)
         assert probe.returncode == 0 and probe.stdout.strip() == "False", \
             f"setpriv could not drop root's permission override: {probe.stdout}{probe.stderr[-500:]}"
     base = Path(tempfile.mkdtemp(prefix="sanas-unwritable-"))
